@@ -1,0 +1,16 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Never loaded: anchors every ABI struct in BTF so the skeleton generates its Rust types. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include "abi.h"
+
+struct ks_slot_cache ks_abi_slot_cache;
+struct ks_comm ks_abi_comm;
+struct ks_errno_key ks_abi_errno_key;
+struct ks_proc_key ks_abi_proc_key;
+struct ks_file_key ks_abi_file_key;
+struct ks_hist ks_abi_hist;
+enum ks_loss ks_abi_loss;
+enum ks_proc_kind ks_abi_proc_kind;
+
+char LICENSE[] SEC("license") = "GPL";

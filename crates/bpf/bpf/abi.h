@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The whole kernel/user ABI of ksight: the only file both languages read.
+ * Rust gets these types from the skeleton of abi.bpf.c (see src/lib.rs).
+ * Every struct is padding-free so a key compares byte for byte.
+ */
+#ifndef KSIGHT_ABI_H
+#define KSIGHT_ABI_H
+
+#define KS_COMM_LEN 16
+
+/* Syscall numbers counted per comm slot; numbers outside go to the last one. */
+#define KS_SYSCALL_SLOTS 512
+#define KS_SYSCALL_INVALID (KS_SYSCALL_SLOTS - 1)
+/* Comm slot 0 holds what did not fit: "(other processes)". */
+#define KS_SLOT_OVERFLOW 0
+/* Marks a task whose events are not counted (ksight itself). */
+#define KS_SLOT_SKIP 0xffffffffu
+
+/* Errno values a syscall can return: [-4095, -1]. */
+#define KS_MAX_ERRNO 4095
+
+/* Histogram buckets: le = 2^k seconds for k in [KS_HIST_MIN_EXP, KS_HIST_MAX_EXP], then +Inf. */
+#define KS_HIST_MIN_EXP (-20)
+#define KS_HIST_MAX_EXP 15
+#define KS_HIST_BOUNDS (KS_HIST_MAX_EXP - KS_HIST_MIN_EXP + 1)
+#define KS_HIST_SLOTS (KS_HIST_BOUNDS + 1)
+
+/* Why an increment could not be stored under its own labels. Exported as
+ * ksight_events_lost_total{collector,reason}. */
+enum ks_loss {
+	KS_LOSS_MAP_FULL = 0,     /* nowhere to put it, even in the overflow series */
+	KS_LOSS_UPDATE_FAILED = 1, /* a map update failed for another reason (EBUSY, ENOMEM) */
+	KS_NR_LOSSES = 2,
+};
+
+enum ks_proc_kind {
+	KS_PROC_EXEC = 0,
+	KS_PROC_FORK = 1,
+	KS_PROC_EXIT = 2,
+	KS_PROC_KILLED = 3,
+};
+
+/* Per-CPU cache of the comm slot of the task that ran last on this CPU. */
+struct ks_slot_cache {
+	__u64 task;
+	__u32 epoch;
+	__u32 slot;
+};
+
+struct ks_comm {
+	char comm[KS_COMM_LEN];
+};
+
+/* ksight_syscall_errors_total{syscall,errno} */
+struct ks_errno_key {
+	__u32 nr;
+	__u32 err;
+};
+
+/* ksight_process_*_total{comm[,signal]}; overflow != 0 means comm is "(other processes)". */
+struct ks_proc_key {
+	char comm[KS_COMM_LEN];
+	__u8 kind;
+	__u8 signal;
+	__u8 overflow;
+	__u8 pad;
+};
+
+/* ksight_file_opens_total{comm,result}; err 0 is "ok". */
+struct ks_file_key {
+	char comm[KS_COMM_LEN];
+	__u16 err;
+	__u8 overflow;
+	__u8 pad;
+};
+
+struct ks_hist {
+	__u64 buckets[KS_HIST_SLOTS];
+	__u64 sum_ns;
+	__u64 count;
+};
+
+#endif /* KSIGHT_ABI_H */

@@ -1,0 +1,7 @@
+/* Kernel integer types for host builds of the shared headers. */
+#include <stdint.h>
+typedef uint8_t __u8;
+typedef uint16_t __u16;
+typedef uint32_t __u32;
+typedef uint64_t __u64;
+#include "abi.h"

@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* BPF-side helpers shared by every ksight object: loss counting, keyed counters, comm. */
+#ifndef KSIGHT_MAPS_BPF_H
+#define KSIGHT_MAPS_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "abi.h"
+#include "hist.h"
+
+#define KS_EEXIST 17
+#define KS_E2BIG 7
+
+/* Set by user space before load. */
+const volatile __u32 ks_self_tgid = 0;
+const volatile bool ks_include_self = false;
+
+/* Which of a double-buffered table pair is live; flipped by user space (see table.rs). */
+volatile __u32 ks_table_gen = 0;
+
+/* Increments that could not be stored: ksight_events_lost_total. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KS_NR_LOSSES);
+	__type(key, __u32);
+	__type(value, __u64);
+} ks_losses SEC(".maps");
+
+/* Updating this map-in-map makes the kernel wait (synchronize_rcu) for every running BPF
+ * program: user space's barrier after flipping ks_table_gen. */
+struct ks_barrier_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} ks_barrier_in SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct ks_barrier_inner);
+} ks_barrier SEC(".maps") = {
+	.values = { &ks_barrier_in },
+};
+
+static __always_inline void ks_lose(__u32 reason)
+{
+	__u64 *n = bpf_map_lookup_elem(&ks_losses, &reason);
+
+	if (n)
+		*n += 1;
+}
+
+static __always_inline bool ks_is_self(void)
+{
+	return !ks_include_self && (bpf_get_current_pid_tgid() >> 32) == ks_self_tgid;
+}
+
+/* The process's name: the thread-group leader's comm, zero-padded. */
+static __always_inline void ks_leader_comm(struct task_struct *task, char comm[KS_COMM_LEN])
+{
+	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
+
+	bpf_probe_read_kernel_str(comm, KS_COMM_LEN, &leader->comm);
+}
+
+/* Adds n under key; a new key that does not fit goes under ovf_key in ovf_map. */
+static __always_inline int ks_try_add(void *map, void *key, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(map, key);
+	long err;
+
+	if (v) {
+		__sync_fetch_and_add(v, n);
+		return 0;
+	}
+	err = bpf_map_update_elem(map, key, &n, BPF_NOEXIST);
+	if (err != -KS_EEXIST)
+		return err;
+	/* another CPU inserted it first */
+	v = bpf_map_lookup_elem(map, key);
+	if (!v)
+		return -KS_EEXIST;
+	__sync_fetch_and_add(v, n);
+	return 0;
+}
+
+static __always_inline void ks_add(void *map, void *key, void *ovf_map, void *ovf_key, __u64 n)
+{
+	long err = ks_try_add(map, key, n);
+
+	if (!err)
+		return;
+	if (err != -KS_E2BIG) {
+		ks_lose(KS_LOSS_UPDATE_FAILED);
+		return;
+	}
+	err = ks_try_add(ovf_map, ovf_key, n);
+	if (err)
+		ks_lose(err == -KS_E2BIG ? KS_LOSS_MAP_FULL : KS_LOSS_UPDATE_FAILED);
+}
+
+static __always_inline void ks_hist_add(void *map, __u64 ns)
+{
+	__u32 zero = 0, slot = ks_hist_slot(ns);
+	struct ks_hist *h = bpf_map_lookup_elem(map, &zero);
+
+	if (!h || slot >= KS_HIST_SLOTS)
+		return;
+	h->buckets[slot] += 1;
+	h->sum_ns += ns;
+	h->count += 1;
+}
+
+/* A counter table keyed by labels: two hash maps used in turns (ks_table_gen) so user space
+ * can drain the idle one with no increment lost on any kernel, and an overflow map for keys
+ * that do not fit. */
+#define KS_TABLE(name, key_t, cap)                                                        \
+	struct {                                                                          \
+		__uint(type, BPF_MAP_TYPE_HASH);                                          \
+		__uint(max_entries, cap);                                                 \
+		__type(key, key_t);                                                       \
+		__type(value, __u64);                                                     \
+	} name##_a SEC(".maps"), name##_b SEC(".maps"), name##_ovf SEC(".maps")
+
+#define KS_TABLE_ADD(name, key, ovf_key, n)                                               \
+	do {                                                                              \
+		if (ks_table_gen & 1)                                                     \
+			ks_add(&name##_b, key, &name##_ovf, ovf_key, n);                  \
+		else                                                                      \
+			ks_add(&name##_a, key, &name##_ovf, ovf_key, n);                  \
+	} while (0)
+
+char LICENSE[] SEC("license") = "GPL";
+
+#endif /* KSIGHT_MAPS_BPF_H */

@@ -1,0 +1,240 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * syscalls collector: ksight_syscalls_total{syscall,comm}, ksight_syscall_errors_total.
+ *
+ * One hook on the hot path (sys_exit gives the number and the result). Counts go to a
+ * per-CPU array indexed by [comm slot][syscall nr]; the comm slot of the task that ran last
+ * on a CPU is cached per CPU, so a syscall costs no string copy and no hash lookup unless the
+ * CPU switched tasks or ks_epoch moved (exec, exit, rename, or a slot fold by user space).
+ * exit and exit_group never return: they are counted when the thread dies, from the syscall
+ * number still in its saved registers.
+ */
+#include "maps.bpf.h"
+
+#define KS_NR_EXIT 60
+#define KS_NR_EXIT_GROUP 231
+#define KS_THREAD_SIZE 16384
+
+/* Bumped whenever a cached comm slot may be stale. */
+volatile __u32 ks_epoch = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 128 * KS_SYSCALL_SLOTS); /* comm slots x syscall numbers */
+	__type(key, __u32);
+	__type(value, __u64);
+} sys_counts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 128);
+	__type(key, struct ks_comm);
+	__type(value, __u32);
+} sys_comm_slots SEC(".maps");
+
+/* Free comm slots, filled by user space (1..capacity-1) and refilled by folds. */
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, 128);
+	__type(value, __u32);
+} sys_free_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ks_slot_cache);
+} sys_slot_cache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 2048);
+	__type(key, struct ks_errno_key);
+	__type(value, __u64);
+} sys_errors SEC(".maps");
+
+static __always_inline __u32 resolve_slot(struct task_struct *task)
+{
+	struct ks_comm key = {};
+	__u32 *found, slot;
+
+	if (ks_is_self())
+		return KS_SLOT_SKIP;
+	ks_leader_comm(task, key.comm);
+	found = bpf_map_lookup_elem(&sys_comm_slots, &key);
+	if (found)
+		return *found;
+	if (bpf_map_pop_elem(&sys_free_slots, &slot))
+		return KS_SLOT_OVERFLOW;
+	if (!bpf_map_update_elem(&sys_comm_slots, &key, &slot, BPF_NOEXIST))
+		return slot;
+	/* lost a race for this comm, or the map is full: give the slot back */
+	bpf_map_push_elem(&sys_free_slots, &slot, 0);
+	found = bpf_map_lookup_elem(&sys_comm_slots, &key);
+	return found ? *found : KS_SLOT_OVERFLOW;
+}
+
+static __always_inline __u32 current_slot(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u32 zero = 0, epoch = ks_epoch;
+	struct ks_slot_cache *cache = bpf_map_lookup_elem(&sys_slot_cache, &zero);
+
+	if (!cache)
+		return KS_SLOT_SKIP;
+	if (cache->task == (__u64)task && cache->epoch == epoch)
+		return cache->slot;
+	cache->slot = resolve_slot(task);
+	cache->task = (__u64)task;
+	cache->epoch = epoch;
+	return cache->slot;
+}
+
+static __always_inline void count_syscall(__u32 slot, __u64 nr)
+{
+	__u32 idx = slot * KS_SYSCALL_SLOTS + (nr < KS_SYSCALL_SLOTS ? nr : KS_SYSCALL_INVALID);
+	__u64 *n = bpf_map_lookup_elem(&sys_counts, &idx);
+
+	if (n)
+		*n += 1;
+}
+
+static __always_inline void count_error(__u64 nr, long ret)
+{
+	struct ks_errno_key key = {
+		.nr = nr < KS_SYSCALL_SLOTS ? nr : KS_SYSCALL_INVALID,
+		.err = -ret,
+	};
+	__u64 *n = bpf_map_lookup_elem(&sys_errors, &key);
+	__u64 one = 1;
+	long err;
+
+	if (n) {
+		__sync_fetch_and_add(n, 1);
+		return;
+	}
+	err = bpf_map_update_elem(&sys_errors, &key, &one, BPF_NOEXIST);
+	if (err == -KS_EEXIST) {
+		n = bpf_map_lookup_elem(&sys_errors, &key);
+		if (n) {
+			__sync_fetch_and_add(n, 1);
+			return;
+		}
+	}
+	if (err)
+		ks_lose(err == -KS_E2BIG ? KS_LOSS_MAP_FULL : KS_LOSS_UPDATE_FAILED);
+}
+
+static __always_inline int on_sys_exit(__u64 nr, long ret)
+{
+	__u32 slot = current_slot();
+
+	if (slot == KS_SLOT_SKIP)
+		return 0;
+	count_syscall(slot, nr);
+	if (ret < 0 && ret >= -KS_MAX_ERRNO)
+		count_error(nr, ret);
+	return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(sys_exit_btf, struct pt_regs *regs, long ret)
+{
+	return on_sys_exit(regs->orig_ax, ret);
+}
+
+SEC("raw_tp/sys_exit")
+int BPF_PROG(sys_exit_raw, struct pt_regs *regs, long ret)
+{
+	return on_sys_exit(BPF_CORE_READ(regs, orig_ax), ret);
+}
+
+SEC("tp/raw_syscalls/sys_exit")
+int sys_exit_tp(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_sys_exit(ctx->id, ctx->ret);
+}
+
+/* x86_64's task_pt_regs(): bpf_task_pt_regs() from 5.15, the top of the stack before. */
+static __always_inline struct pt_regs *task_regs(struct task_struct *task)
+{
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs))
+		return (struct pt_regs *)bpf_task_pt_regs(task);
+	return (struct pt_regs *)((__u64)BPF_CORE_READ(task, stack) + KS_THREAD_SIZE) - 1;
+}
+
+/* Thread death: count exit/exit_group (they never reach sys_exit) and drop cached slots. */
+static __always_inline int on_task_exit(struct task_struct *task)
+{
+	__u64 nr = BPF_CORE_READ(task_regs(task), orig_ax);
+	__u32 slot;
+
+	if (nr == KS_NR_EXIT || nr == KS_NR_EXIT_GROUP) {
+		slot = current_slot();
+		if (slot != KS_SLOT_SKIP)
+			count_syscall(slot, nr);
+	}
+	__sync_fetch_and_add(&ks_epoch, 1);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(task_exit_btf, struct task_struct *task)
+{
+	return on_task_exit(task);
+}
+
+SEC("raw_tp/sched_process_exit")
+int BPF_PROG(task_exit_raw, struct task_struct *task)
+{
+	return on_task_exit(task);
+}
+
+SEC("tp/sched/sched_process_exit")
+int task_exit_tp(void *ctx)
+{
+	return on_task_exit((struct task_struct *)bpf_get_current_task());
+}
+
+/* exec and a leader's rename change the process's name. */
+static __always_inline int bump_epoch(void)
+{
+	__sync_fetch_and_add(&ks_epoch, 1);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(exec_btf)
+{
+	return bump_epoch();
+}
+
+SEC("raw_tp/sched_process_exec")
+int BPF_PROG(exec_raw)
+{
+	return bump_epoch();
+}
+
+SEC("tp/sched/sched_process_exec")
+int exec_tp(void *ctx)
+{
+	return bump_epoch();
+}
+
+SEC("tp_btf/task_rename")
+int BPF_PROG(rename_btf)
+{
+	return bump_epoch();
+}
+
+SEC("raw_tp/task_rename")
+int BPF_PROG(rename_raw)
+{
+	return bump_epoch();
+}
+
+SEC("tp/task/task_rename")
+int rename_tp(void *ctx)
+{
+	return bump_epoch();
+}

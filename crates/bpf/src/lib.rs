@@ -1,0 +1,120 @@
+//! ksight's kernel side: the compiled CO-RE objects and the Rust view of `bpf/abi.h`.
+//!
+//! The ABI types come from one place only: the skeleton of `abi.bpf.c`, an object that is
+//! never loaded and exists so BTF (and so the generated `types`) holds every ABI struct.
+
+#[allow(clippy::all, dead_code, non_camel_case_types, non_upper_case_globals, unused)]
+mod abi_skel {
+    include!(concat!(env!("OUT_DIR"), "/abi.skel.rs"));
+}
+
+/// The structs and enums of `bpf/abi.h`, as generated from BTF.
+pub mod abi {
+    pub use super::abi_skel::types::{
+        ks_comm, ks_errno_key, ks_file_key, ks_hist, ks_loss, ks_proc_key, ks_proc_kind,
+        ks_slot_cache,
+    };
+
+    // SAFETY: plain-old-data structs generated from C: every bit pattern is a valid value.
+    unsafe impl plain::Plain for ks_comm {}
+    // SAFETY: as above.
+    unsafe impl plain::Plain for ks_errno_key {}
+    // SAFETY: as above.
+    unsafe impl plain::Plain for ks_file_key {}
+    // SAFETY: as above.
+    unsafe impl plain::Plain for ks_hist {}
+    // SAFETY: as above.
+    unsafe impl plain::Plain for ks_proc_key {}
+    // SAFETY: as above.
+    unsafe impl plain::Plain for ks_slot_cache {}
+}
+
+macro_rules! object {
+    ($name:literal) => {
+        include_bytes!(concat!(env!("OUT_DIR"), "/", $name, ".bpf.o"))
+    };
+}
+
+/// The compiled objects, one per capability so one can fail without the others.
+pub mod objects {
+    pub const PROBE: &[u8] = object!("probe");
+    pub const SYSCALLS: &[u8] = object!("syscalls");
+    pub const PROCESS: &[u8] = object!("process");
+    pub const FILES: &[u8] = object!("files");
+}
+
+extern "C" {
+    fn ksight_hist_slot_host(ns: u64) -> u32;
+    fn ksight_hist_bound_host(index: u32) -> u64;
+}
+
+/// Histogram geometry shared with the kernel (`bpf/hist.h`).
+pub mod hist {
+    pub const MIN_EXP: i32 = -20;
+    pub const MAX_EXP: i32 = 15;
+    /// Finite buckets; one more (+Inf) follows them.
+    pub const BOUNDS: usize = (MAX_EXP - MIN_EXP + 1) as usize;
+    pub const SLOTS: usize = BOUNDS + 1;
+
+    /// Upper bound of finite bucket `index`, in seconds: 2^(MIN_EXP + index).
+    pub fn bound_seconds(index: usize) -> f64 {
+        2f64.powi(MIN_EXP + index as i32)
+    }
+
+    /// The slot the kernel's code puts `ns` in (the same C, built for the host).
+    pub fn slot_of(ns: u64) -> usize {
+        // SAFETY: a pure C function over integers, no pointers.
+        unsafe { super::ksight_hist_slot_host(ns) as usize }
+    }
+
+    /// The kernel's table entry for finite bucket `index`, in nanoseconds.
+    pub fn bound_ns(index: usize) -> u64 {
+        // SAFETY: a pure C function over integers, bounds-checked in C.
+        unsafe { super::ksight_hist_bound_host(index as u32) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::abi;
+    use super::hist::*;
+
+    #[test]
+    fn table_matches_powers_of_two_seconds() {
+        for i in 0..BOUNDS {
+            let exact = bound_seconds(i) * 1e9;
+            assert_eq!(bound_ns(i), exact.floor() as u64, "bound {i}");
+        }
+    }
+
+    #[test]
+    fn slot_edges_are_upper_inclusive() {
+        assert_eq!(slot_of(0), 0);
+        for i in 0..BOUNDS {
+            let b = bound_ns(i);
+            assert_eq!(slot_of(b), i, "value on bound {i}");
+            assert_eq!(slot_of(b + 1), i + 1, "value past bound {i}");
+            if i > 0 {
+                assert_eq!(slot_of(bound_ns(i - 1) + 1), i, "first value of slot {i}");
+            }
+        }
+        assert_eq!(slot_of(u64::MAX), BOUNDS);
+    }
+
+    #[test]
+    fn slot_agrees_with_seconds_bounds() {
+        // Fractional bounds (below 2^-9 s): 976562.5 ns is 2^-10 s; 976562 is in, 976563 is not.
+        assert_eq!(slot_of(976_562), (-10 - MIN_EXP) as usize);
+        assert_eq!(slot_of(976_563), (-9 - MIN_EXP) as usize);
+        assert_eq!(slot_of(1_000_000_000), (-MIN_EXP) as usize);
+        assert_eq!(slot_of(1_000_000_001), (1 - MIN_EXP) as usize);
+    }
+
+    #[test]
+    fn abi_keys_have_no_padding() {
+        assert_eq!(std::mem::size_of::<abi::ks_proc_key>(), 20);
+        assert_eq!(std::mem::size_of::<abi::ks_file_key>(), 20);
+        assert_eq!(std::mem::size_of::<abi::ks_errno_key>(), 8);
+        assert_eq!(std::mem::size_of::<abi::ks_hist>(), (SLOTS + 2) * 8);
+    }
+}
