@@ -5,6 +5,8 @@
 #include "abi.h"
 
 struct ks_slot_cache ks_abi_slot_cache;
+struct ks_config ks_abi_config;
+struct ks_ctl ks_abi_ctl;
 struct ks_comm ks_abi_comm;
 struct ks_errno_key ks_abi_errno_key;
 struct ks_proc_key ks_abi_proc_key;

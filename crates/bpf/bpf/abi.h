@@ -41,6 +41,18 @@ enum ks_proc_kind {
 	KS_PROC_KILLED = 3,
 };
 
+/* Set by user space before load (section .rodata.cfg of every object). */
+struct ks_config {
+	__u32 self_tgid;
+	__u32 include_self;
+};
+
+/* Shared with user space through a mmapped map (section .data.ctl of every object). */
+struct ks_ctl {
+	__u32 epoch;     /* bumped whenever a cached comm slot may be stale */
+	__u32 table_gen; /* which map of each double-buffered table is live */
+};
+
 /* Per-CPU cache of the comm slot of the task that ran last on this CPU. */
 struct ks_slot_cache {
 	__u64 task;

@@ -13,12 +13,8 @@
 #define KS_EEXIST 17
 #define KS_E2BIG 7
 
-/* Set by user space before load. */
-const volatile __u32 ks_self_tgid = 0;
-const volatile bool ks_include_self = false;
-
-/* Which of a double-buffered table pair is live; flipped by user space (see table.rs). */
-volatile __u32 ks_table_gen = 0;
+const volatile struct ks_config ks_config SEC(".rodata.cfg") = {};
+volatile struct ks_ctl ks_ctl SEC(".data.ctl") = {};
 
 /* Increments that could not be stored: ksight_events_lost_total. */
 struct {
@@ -29,7 +25,7 @@ struct {
 } ks_losses SEC(".maps");
 
 /* Updating this map-in-map makes the kernel wait (synchronize_rcu) for every running BPF
- * program: user space's barrier after flipping ks_table_gen. */
+ * program: user space's barrier after flipping ks_ctl.table_gen. */
 struct ks_barrier_inner {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -56,7 +52,7 @@ static __always_inline void ks_lose(__u32 reason)
 
 static __always_inline bool ks_is_self(void)
 {
-	return !ks_include_self && (bpf_get_current_pid_tgid() >> 32) == ks_self_tgid;
+	return !ks_config.include_self && (bpf_get_current_pid_tgid() >> 32) == ks_config.self_tgid;
 }
 
 /* The process's name: the thread-group leader's comm, zero-padded. */
@@ -115,7 +111,7 @@ static __always_inline void ks_hist_add(void *map, __u64 ns)
 	h->count += 1;
 }
 
-/* A counter table keyed by labels: two hash maps used in turns (ks_table_gen) so user space
+/* A counter table keyed by labels: two hash maps used in turns (ks_ctl.table_gen) so user space
  * can drain the idle one with no increment lost on any kernel, and an overflow map for keys
  * that do not fit. */
 #define KS_TABLE(name, key_t, cap)                                                        \
@@ -128,7 +124,7 @@ static __always_inline void ks_hist_add(void *map, __u64 ns)
 
 #define KS_TABLE_ADD(name, key, ovf_key, n)                                               \
 	do {                                                                              \
-		if (ks_table_gen & 1)                                                     \
+		if (ks_ctl.table_gen & 1)                                                     \
 			ks_add(&name##_b, key, &name##_ovf, ovf_key, n);                  \
 		else                                                                      \
 			ks_add(&name##_a, key, &name##_ovf, ovf_key, n);                  \

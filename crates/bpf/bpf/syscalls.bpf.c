@@ -5,7 +5,7 @@
  * One hook on the hot path (sys_exit gives the number and the result). Counts go to a
  * per-CPU array indexed by [comm slot][syscall nr]; the comm slot of the task that ran last
  * on a CPU is cached per CPU, so a syscall costs no string copy and no hash lookup unless the
- * CPU switched tasks or ks_epoch moved (exec, exit, rename, or a slot fold by user space).
+ * CPU switched tasks or ks_ctl.epoch moved (exec, exit, rename, or a slot fold by user space).
  * exit and exit_group never return: they are counted when the thread dies, from the syscall
  * number still in its saved registers.
  */
@@ -14,9 +14,6 @@
 #define KS_NR_EXIT 60
 #define KS_NR_EXIT_GROUP 231
 #define KS_THREAD_SIZE 16384
-
-/* Bumped whenever a cached comm slot may be stale. */
-volatile __u32 ks_epoch = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -77,7 +74,7 @@ static __always_inline __u32 resolve_slot(struct task_struct *task)
 static __always_inline __u32 current_slot(void)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	__u32 zero = 0, epoch = ks_epoch;
+	__u32 zero = 0, epoch = ks_ctl.epoch;
 	struct ks_slot_cache *cache = bpf_map_lookup_elem(&sys_slot_cache, &zero);
 
 	if (!cache)
@@ -174,7 +171,7 @@ static __always_inline int on_task_exit(struct task_struct *task)
 		if (slot != KS_SLOT_SKIP)
 			count_syscall(slot, nr);
 	}
-	__sync_fetch_and_add(&ks_epoch, 1);
+	__sync_fetch_and_add(&ks_ctl.epoch, 1);
 	return 0;
 }
 
@@ -199,7 +196,7 @@ int task_exit_tp(void *ctx)
 /* exec and a leader's rename change the process's name. */
 static __always_inline int bump_epoch(void)
 {
-	__sync_fetch_and_add(&ks_epoch, 1);
+	__sync_fetch_and_add(&ks_ctl.epoch, 1);
 	return 0;
 }
 

@@ -3,7 +3,13 @@
 //! The ABI types come from one place only: the skeleton of `abi.bpf.c`, an object that is
 //! never loaded and exists so BTF (and so the generated `types`) holds every ABI struct.
 
-#[allow(clippy::all, dead_code, non_camel_case_types, non_upper_case_globals, unused)]
+#[allow(
+    clippy::all,
+    dead_code,
+    non_camel_case_types,
+    non_upper_case_globals,
+    unused
+)]
 mod abi_skel {
     include!(concat!(env!("OUT_DIR"), "/abi.skel.rs"));
 }
@@ -11,12 +17,16 @@ mod abi_skel {
 /// The structs and enums of `bpf/abi.h`, as generated from BTF.
 pub mod abi {
     pub use super::abi_skel::types::{
-        ks_comm, ks_errno_key, ks_file_key, ks_hist, ks_loss, ks_proc_key, ks_proc_kind,
-        ks_slot_cache,
+        ks_comm, ks_config, ks_ctl, ks_errno_key, ks_file_key, ks_hist, ks_loss, ks_proc_key,
+        ks_proc_kind, ks_slot_cache,
     };
 
     // SAFETY: plain-old-data structs generated from C: every bit pattern is a valid value.
     unsafe impl plain::Plain for ks_comm {}
+    // SAFETY: as above.
+    unsafe impl plain::Plain for ks_config {}
+    // SAFETY: as above.
+    unsafe impl plain::Plain for ks_ctl {}
     // SAFETY: as above.
     unsafe impl plain::Plain for ks_errno_key {}
     // SAFETY: as above.

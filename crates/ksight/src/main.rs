@@ -1,1 +1,67 @@
-fn main(){}
+//! ksight: Linux kernel data for the people who run servers, with eBPF.
+
+mod bpf;
+mod cli;
+mod collector;
+mod collectors;
+mod doctor;
+mod hooks;
+mod metrics;
+mod names;
+mod privileges;
+mod serve;
+mod table;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let code = if err.use_stderr() { 2 } else { 0 };
+            if err.use_stderr() {
+                // One line: clap's first line says what was wrong.
+                let text = err.to_string();
+                let first = text.lines().next().unwrap_or("invalid arguments");
+                eprintln!("ksight: {}", first.trim_start_matches("error: "));
+                eprintln!("Try 'ksight --help' for more information.");
+            } else {
+                let _ = err.print();
+            }
+            return ExitCode::from(code);
+        }
+    };
+    init_logging(&cli.log);
+    let tracefs = privileges::ensure_tracefs();
+    tracing::debug!(tracefs = tracefs.describe());
+    let result = match cli.command {
+        cli::Command::Serve(args) => serve::run(args, cli.btf.as_deref()),
+        cli::Command::Doctor(args) => doctor::run(args, cli.btf.as_deref(), tracefs),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("ksight: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    // libbpf's own messages go to debug logs; its warnings would repeat our one-line errors.
+    libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, |level, msg| {
+        let msg = msg.trim_end();
+        match level {
+            libbpf_rs::PrintLevel::Warn => tracing::debug!(target: "libbpf", "{msg}"),
+            _ => tracing::trace!(target: "libbpf", "{msg}"),
+        }
+    })));
+}

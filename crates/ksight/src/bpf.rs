@@ -1,0 +1,279 @@
+//! Loading a ksight object: configure, choose programs, load, attach; and the few raw map
+//! operations libbpf-rs does not wrap (mmapped control words, per-CPU array batch reads).
+
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::{anyhow, bail, Context, Result};
+use ksight_bpf::abi::{ks_config, ks_ctl};
+use libbpf_rs::{
+    AsRawLibbpf, Link, MapCore, MapFlags, MapHandle, MapType, Object, ObjectBuilder, OpenObject,
+};
+
+/// What every object is told before load.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadConfig {
+    pub include_self: bool,
+    /// A BTF file for kernels without /sys/kernel/btf/vmlinux.
+    pub btf: Option<&'static std::path::Path>,
+}
+
+/// How to load one object: which programs to keep and how big its maps are.
+pub struct LoadSpec<'a> {
+    pub name: &'a str,
+    pub bytes: &'static [u8],
+    /// Programs to load; every other program of the object is left out.
+    pub programs: &'a [&'a str],
+    pub max_entries: &'a [(&'a str, u32)],
+}
+
+/// A loaded, attached object. Dropping it detaches and unloads everything.
+pub struct LoadedObject {
+    links: Vec<Link>,
+    obj: Object,
+    ctl: Option<*mut ks_ctl>,
+}
+
+// SAFETY: the object is only ever used from one thread at a time (the collector thread owns
+// it); libbpf objects carry no thread affinity, and `ctl` points into the object's own mmap.
+unsafe impl Send for LoadedObject {}
+
+pub fn load(spec: &LoadSpec<'_>, config: LoadConfig) -> Result<LoadedObject> {
+    let mut open = open_object(spec, config)?;
+    for mut prog in open.progs_mut() {
+        let keep = spec.programs.iter().any(|p| prog.name() == *p);
+        prog.set_autoload(keep);
+    }
+    for mut map in open.maps_mut() {
+        let name = map.name().to_string_lossy().into_owned();
+        if let Some((_, n)) = spec.max_entries.iter().find(|(m, _)| *m == name) {
+            map.set_max_entries(*n)?;
+        }
+        if name == ".rodata.cfg" {
+            write_config(&mut map, config)?;
+        }
+    }
+    let obj = open.load().map_err(|e| anyhow!("{}", kernel_reason(&e)))?;
+    let ctl = find_ctl(&obj)?;
+    let mut loaded = LoadedObject {
+        links: Vec::new(),
+        obj,
+        ctl,
+    };
+    for prog in loaded.obj.progs_mut() {
+        if spec.programs.iter().any(|p| prog.name() == *p) {
+            let link = prog.attach().map_err(|e| {
+                anyhow!(
+                    "attaching {}: {}",
+                    prog.section().to_string_lossy(),
+                    kernel_reason(&e)
+                )
+            })?;
+            loaded.links.push(link);
+        }
+    }
+    Ok(loaded)
+}
+
+fn open_object(spec: &LoadSpec<'_>, config: LoadConfig) -> Result<OpenObject> {
+    let mut builder = ObjectBuilder::default();
+    builder.name(spec.name)?;
+    if let Some(btf) = config.btf {
+        builder.btf_custom_path(btf)?;
+    }
+    builder
+        .open_memory(spec.bytes)
+        .with_context(|| format!("opening object {}", spec.name))
+}
+
+fn write_config(map: &mut libbpf_rs::OpenMapMut<'_>, config: LoadConfig) -> Result<()> {
+    let value = ks_config {
+        self_tgid: std::process::id(),
+        include_self: config.include_self as u32,
+    };
+    let data = map
+        .initial_value_mut()
+        .ok_or_else(|| anyhow!(".rodata.cfg has no data"))?;
+    let out = plain::from_mut_bytes::<ks_config>(data)
+        .map_err(|e| anyhow!(".rodata.cfg does not hold a ks_config: {e:?}"))?;
+    *out = value;
+    Ok(())
+}
+
+fn find_ctl(obj: &Object) -> Result<Option<*mut ks_ctl>> {
+    let Some(map) = obj.maps().find(|m| m.name() == ".data.ctl") else {
+        return Ok(None);
+    };
+    let mut size = 0u64;
+    // SAFETY: the map belongs to a loaded object; libbpf returns the map's mmapped region.
+    let ptr =
+        unsafe { libbpf_sys::bpf_map__initial_value(map.as_libbpf_object().as_ptr(), &mut size) };
+    if ptr.is_null() || (size as usize) < std::mem::size_of::<ks_ctl>() {
+        bail!(".data.ctl is not mmapped (kernel without BPF_F_MMAPABLE?)");
+    }
+    Ok(Some(ptr.cast()))
+}
+
+/// The kernel's own words for a libbpf error, without libbpf-rs's wrapping.
+pub fn kernel_reason(err: &libbpf_rs::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
+}
+
+impl LoadedObject {
+    pub fn map(&self, name: &str) -> Result<MapHandle> {
+        let map = self
+            .obj
+            .maps()
+            .find(|m| m.name() == name)
+            .ok_or_else(|| anyhow!("object has no map {name}"))?;
+        Ok(MapHandle::try_from(&map)?)
+    }
+
+    /// Every map of the object with its name (for the self-metrics).
+    pub fn maps(&self) -> Vec<(String, MapHandle)> {
+        self.obj
+            .maps()
+            .filter_map(|m| {
+                let name = m.name().to_string_lossy().into_owned();
+                MapHandle::try_from(&m).ok().map(|h| (name, h))
+            })
+            .collect()
+    }
+
+    /// Program ids, for run-time statistics.
+    pub fn program_fds(&self) -> Vec<(String, std::os::fd::OwnedFd)> {
+        self.obj
+            .progs()
+            .filter(|p| p.autoload())
+            .filter_map(|p| {
+                let fd = p.as_fd().try_clone_to_owned().ok()?;
+                Some((p.name().to_string_lossy().into_owned(), fd))
+            })
+            .collect()
+    }
+
+    fn ctl_word(&self, pick: fn(*mut ks_ctl) -> *mut u32) -> Option<&AtomicU32> {
+        // SAFETY: ctl points at a live, mmapped, 4-byte aligned ks_ctl that BPF programs update
+        // only with atomic instructions; it lives as long as self.obj.
+        self.ctl
+            .map(|ctl| unsafe { AtomicU32::from_ptr(pick(ctl)) })
+    }
+
+    /// Makes every per-CPU comm-slot cache of this object stale.
+    pub fn bump_epoch(&self) {
+        // SAFETY (of the projection): a field address inside the mmapped struct.
+        if let Some(w) = self.ctl_word(|c| unsafe { &raw mut (*c).epoch }) {
+            w.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Flips which map of each double-buffered table is live; returns the new generation.
+    pub fn flip_table_gen(&self) -> u32 {
+        // SAFETY (of the projection): a field address inside the mmapped struct.
+        match self.ctl_word(|c| unsafe { &raw mut (*c).table_gen }) {
+            Some(w) => w.fetch_add(1, Ordering::SeqCst).wrapping_add(1),
+            None => 0,
+        }
+    }
+
+    /// The generation of the tables that is live now.
+    pub fn table_gen(&self) -> u32 {
+        // SAFETY (of the projection): a field address inside the mmapped struct.
+        self.ctl_word(|c| unsafe { &raw mut (*c).table_gen })
+            .map_or(0, |w| w.load(Ordering::SeqCst))
+    }
+
+    /// Waits until no BPF program that may have seen the old generation is still running:
+    /// an update of a map-in-map makes the kernel call synchronize_rcu().
+    pub fn barrier(&self) -> Result<()> {
+        let outer = self.map("ks_barrier")?;
+        let inner = self.map("ks_barrier_in")?;
+        let fd = inner.as_fd();
+        let raw: i32 = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        outer.update(&0u32.to_ne_bytes(), &raw.to_ne_bytes(), MapFlags::ANY)?;
+        Ok(())
+    }
+}
+
+/// Sums a per-CPU array of u64 over CPUs, all entries, with batch reads.
+pub fn percpu_array_sums(map: &MapHandle) -> Result<Vec<u64>> {
+    if map.map_type() != MapType::PercpuArray || map.value_size() != 8 {
+        bail!(
+            "{} is not a per-CPU array of u64",
+            map.name().to_string_lossy()
+        );
+    }
+    let cpus = libbpf_rs::num_possible_cpus()?;
+    let entries = map.max_entries() as usize;
+    let mut sums = vec![0u64; entries];
+    let chunk = 4096usize.min(entries);
+    let mut keys = vec![0u32; chunk];
+    let mut values = vec![0u64; chunk * cpus];
+    let mut next = 0usize;
+    while next < entries {
+        let mut in_batch = next as u32;
+        let mut out_batch = 0u32;
+        let mut count = chunk.min(entries - next) as u32;
+        let opts = libbpf_sys::bpf_map_batch_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
+            ..Default::default()
+        };
+        // SAFETY: keys and values hold `count` entries of the map's key and per-CPU value size;
+        // in/out batch tokens are u32 indexes for arrays.
+        let ret = unsafe {
+            libbpf_sys::bpf_map_lookup_batch(
+                std::os::fd::AsRawFd::as_raw_fd(&map.as_fd()),
+                if next == 0 {
+                    std::ptr::null_mut()
+                } else {
+                    (&raw mut in_batch).cast()
+                },
+                (&raw mut out_batch).cast(),
+                keys.as_mut_ptr().cast(),
+                values.as_mut_ptr().cast(),
+                &mut count,
+                &opts,
+            )
+        };
+        if ret < 0 && ret != -libc::ENOENT {
+            bail!(
+                "batch read of {}: {}",
+                map.name().to_string_lossy(),
+                std::io::Error::from_raw_os_error(-ret)
+            );
+        }
+        for i in 0..count as usize {
+            let key = keys[i] as usize;
+            if key < entries {
+                sums[key] = values[i * cpus..(i + 1) * cpus].iter().sum();
+            }
+        }
+        if ret == -libc::ENOENT || count == 0 {
+            break;
+        }
+        next = out_batch as usize;
+    }
+    Ok(sums)
+}
+
+/// Sums the per-CPU copies of one entry of a per-CPU array.
+pub fn percpu_value<T: plain::Plain + Default + Copy>(map: &MapHandle, key: u32) -> Result<Vec<T>> {
+    let per_cpu = map
+        .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)?
+        .unwrap_or_default();
+    per_cpu
+        .iter()
+        .map(|bytes| {
+            let mut v = T::default();
+            plain::copy_from_bytes(&mut v, bytes)
+                .map_err(|e| anyhow!("bad per-CPU value: {e:?}"))?;
+            Ok(v)
+        })
+        .collect()
+}

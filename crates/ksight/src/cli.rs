@@ -1,0 +1,148 @@
+//! Command-line interface: thin parsing only; the work is in the subcommand modules.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ksight",
+    version,
+    about = "Linux kernel metrics with eBPF: one binary, exact counts, every kernel"
+)]
+pub struct Cli {
+    /// BTF file for kernels without /sys/kernel/btf/vmlinux.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub btf: Option<PathBuf>,
+
+    /// Log level filter (error, warn, info, debug; or a tracing filter).
+    #[arg(long, global = true, default_value = "info", env = "KSIGHT_LOG")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve kernel metrics for Prometheus at /metrics.
+    Serve(ServeArgs),
+    /// What this kernel supports, and the hook each collector would attach with.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Collectors: syscalls, process, files (all on by default).\n\
+Selection: --collectors sets the list (default: all); then every --no-collector.NAME removes one."
+)]
+pub struct ServeArgs {
+    /// Address to listen on for HTTP (host:port, or :port for every interface).
+    #[arg(
+        long = "web.listen-address",
+        default_value = ":9712",
+        value_name = "ADDR"
+    )]
+    pub listen: String,
+
+    /// Comma-separated collectors to run (default: all of them).
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub collectors: Option<Vec<String>>,
+
+    /// Leave out the syscalls collector.
+    #[arg(long = "no-collector.syscalls")]
+    pub no_syscalls: bool,
+    /// Leave out the process collector.
+    #[arg(long = "no-collector.process")]
+    pub no_process: bool,
+    /// Leave out the files collector.
+    #[arg(long = "no-collector.files")]
+    pub no_files: bool,
+
+    /// Fail when any selected collector cannot attach (default: run the others).
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Load and attach every selected collector, print the table, and exit 0 or 1.
+    #[arg(long)]
+    pub check: bool,
+
+    /// Count ksight's own process too (left out by default).
+    #[arg(long)]
+    pub include_self: bool,
+
+    /// Fold a series into comm="(other processes)" after this long without increments.
+    #[arg(long = "series-ttl", default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    pub series_ttl: Duration,
+
+    /// How often tables are drained and idle series folded.
+    #[arg(long = "fold-interval", default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
+    pub fold_interval: Duration,
+
+    /// Process names the syscalls collector keeps apart (one slot is the overflow).
+    #[arg(long = "syscalls.max-comms", default_value_t = 256, value_name = "N")]
+    pub max_comms: u32,
+
+    /// Capacity of the (syscall, errno) map.
+    #[arg(
+        long = "syscalls.errors-capacity",
+        default_value_t = 4096,
+        value_name = "N"
+    )]
+    pub errors_capacity: u32,
+
+    /// Capacity of each labelled counter map of the process and files collectors.
+    #[arg(long = "table.capacity", default_value_t = 4096, value_name = "N")]
+    pub table_capacity: u32,
+
+    /// Export the programs' run time and run count (turns on kernel BPF statistics).
+    #[arg(long = "bpf-stats")]
+    pub bpf_stats: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Durations as `250ms`, `30s`, `5m`, `1h` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?} (use e.g. 30s, 5m, 1h)"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1e3,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => {
+            return Err(format!(
+                "invalid duration unit {unit:?} in {text:?} (use ms, s, m or h)"
+            ))
+        }
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+}

@@ -1,0 +1,109 @@
+//! `files`: ksight_file_opens_total{comm,result} for open, openat, openat2 and creat.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use ksight_bpf::abi::ks_file_key;
+
+use crate::bpf::LoadedObject;
+use crate::collector::Collector;
+use crate::hooks::{Candidate, Hook};
+use crate::metrics::model::{Family, Kind};
+use crate::names;
+use crate::table::CounterTable;
+
+pub struct Files {
+    capacity: u32,
+    ttl: Duration,
+    state: Option<(LoadedObject, CounterTable)>,
+}
+
+impl Files {
+    pub fn new(capacity: u32, ttl: Duration) -> Self {
+        Self {
+            capacity,
+            ttl,
+            state: None,
+        }
+    }
+}
+
+fn to_overflow(key: &[u8]) -> Vec<u8> {
+    let mut k = ks_file_key::default();
+    if plain::copy_from_bytes(&mut k, key).is_err() {
+        return key.to_vec();
+    }
+    k.comm = Default::default();
+    k.overflow = 1;
+    // SAFETY: ks_file_key is plain old data without padding.
+    unsafe { plain::as_bytes(&k) }.to_vec()
+}
+
+impl Collector for Files {
+    fn name(&self) -> &'static str {
+        "files"
+    }
+
+    fn object(&self) -> &'static [u8] {
+        ksight_bpf::objects::FILES
+    }
+
+    fn candidates(&self) -> Vec<Candidate> {
+        vec![Candidate {
+            hook: Hook::Tracepoint,
+            programs: &["exit_open", "exit_openat", "exit_openat2", "exit_creat"],
+        }]
+    }
+
+    fn max_entries(&self) -> Vec<(&'static str, u32)> {
+        vec![("files_a", self.capacity), ("files_b", self.capacity)]
+    }
+
+    fn started(&mut self, obj: LoadedObject) -> Result<()> {
+        let table = CounterTable::new(&obj, "files", self.ttl, to_overflow)?;
+        self.state = Some((obj, table));
+        Ok(())
+    }
+
+    fn collect(&mut self, out: &mut Vec<Family>) -> Result<()> {
+        let (obj, table) = self
+            .state
+            .as_ref()
+            .ok_or_else(|| anyhow!("files not started"))?;
+        let mut opens = Family::new(
+            "ksight_file_opens_total",
+            Kind::Counter,
+            "open, openat, openat2 and creat calls, by process name and result (ok or errno name).",
+        );
+        for (key, n) in table.read(obj.table_gen())? {
+            let k = plain::from_bytes::<ks_file_key>(&key).map_err(|e| anyhow!("{e:?}"))?;
+            let comm = if k.overflow != 0 {
+                names::OVERFLOW_COMM.to_string()
+            } else {
+                names::comm(&k.comm.map(|c| c as u8))
+            };
+            let result = if k.err == 0 {
+                "ok".to_string()
+            } else {
+                names::errno(k.err as u32).into_owned()
+            };
+            opens.add(vec![("comm", comm), ("result", result)], n);
+        }
+        out.push(opens);
+        Ok(())
+    }
+
+    fn maintain(&mut self, now: Instant) -> Result<()> {
+        let (obj, table) = self
+            .state
+            .as_mut()
+            .ok_or_else(|| anyhow!("files not started"))?;
+        let gen = obj.flip_table_gen();
+        obj.barrier()?;
+        table.drain(gen, now)
+    }
+
+    fn object_ref(&self) -> Option<&LoadedObject> {
+        self.state.as_ref().map(|(o, _)| o)
+    }
+}

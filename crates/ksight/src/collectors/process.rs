@@ -1,0 +1,170 @@
+//! `process`: execs, forks, exits and signal deaths of processes (thread groups), and their
+//! lifetime as a histogram.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use ksight_bpf::abi::{ks_hist, ks_proc_key, ks_proc_kind};
+
+use crate::bpf::{self, LoadedObject};
+use crate::collector::Collector;
+use crate::hooks::{Candidate, Hook};
+use crate::metrics::model::{histogram, Family, Kind, Value};
+use crate::names;
+use crate::table::CounterTable;
+
+pub struct Process {
+    capacity: u32,
+    ttl: Duration,
+    state: Option<(LoadedObject, CounterTable)>,
+}
+
+impl Process {
+    pub fn new(capacity: u32, ttl: Duration) -> Self {
+        Self {
+            capacity,
+            ttl,
+            state: None,
+        }
+    }
+}
+
+fn to_overflow(key: &[u8]) -> Vec<u8> {
+    let mut k = ks_proc_key::default();
+    if plain::copy_from_bytes(&mut k, key).is_err() {
+        return key.to_vec();
+    }
+    k.comm = Default::default();
+    k.overflow = 1;
+    // SAFETY: ks_proc_key is plain old data without padding.
+    unsafe { plain::as_bytes(&k) }.to_vec()
+}
+
+impl Collector for Process {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn object(&self) -> &'static [u8] {
+        ksight_bpf::objects::PROCESS
+    }
+
+    fn candidates(&self) -> Vec<Candidate> {
+        vec![
+            Candidate {
+                hook: Hook::TpBtf,
+                programs: &["exec_btf", "fork_btf", "exit_btf"],
+            },
+            Candidate {
+                hook: Hook::RawTp,
+                programs: &["exec_raw", "fork_raw", "exit_raw"],
+            },
+        ]
+    }
+
+    fn max_entries(&self) -> Vec<(&'static str, u32)> {
+        vec![("proc_a", self.capacity), ("proc_b", self.capacity)]
+    }
+
+    fn started(&mut self, obj: LoadedObject) -> Result<()> {
+        let table = CounterTable::new(&obj, "proc", self.ttl, to_overflow)?;
+        self.state = Some((obj, table));
+        Ok(())
+    }
+
+    fn collect(&mut self, out: &mut Vec<Family>) -> Result<()> {
+        let (obj, table) = self
+            .state
+            .as_ref()
+            .ok_or_else(|| anyhow!("process not started"))?;
+        let mut execs = Family::new(
+            "ksight_process_execs_total",
+            Kind::Counter,
+            "Successful execs, by the new image's process name.",
+        );
+        let mut forks = Family::new(
+            "ksight_process_forks_total",
+            Kind::Counter,
+            "New processes (not threads), by the parent's process name.",
+        );
+        let mut exits = Family::new(
+            "ksight_process_exits_total",
+            Kind::Counter,
+            "Processes whose last thread exited, by process name.",
+        );
+        let mut killed = Family::new(
+            "ksight_process_killed_total",
+            Kind::Counter,
+            "Processes that died by a signal (from the exit status), by signal and process name.",
+        );
+        for (key, n) in table.read(obj.table_gen())? {
+            let k = plain::from_bytes::<ks_proc_key>(&key).map_err(|e| anyhow!("{e:?}"))?;
+            let comm = if k.overflow != 0 {
+                names::OVERFLOW_COMM.to_string()
+            } else {
+                names::comm(&k.comm.map(|c| c as u8))
+            };
+            match ks_proc_kind(k.kind as u32) {
+                ks_proc_kind::KS_PROC_EXEC => execs.add(vec![("comm", comm)], n),
+                ks_proc_kind::KS_PROC_FORK => forks.add(vec![("comm", comm)], n),
+                ks_proc_kind::KS_PROC_EXIT => exits.add(vec![("comm", comm)], n),
+                ks_proc_kind::KS_PROC_KILLED => killed.add(
+                    vec![
+                        ("signal", names::signal(k.signal as u32).into_owned()),
+                        ("comm", comm),
+                    ],
+                    n,
+                ),
+                _ => {}
+            }
+        }
+        let lifetime = hist_family(
+            obj,
+            "proc_lifetime",
+            "ksight_process_lifetime_seconds",
+            "Process lifetime, from the leader's fork to the death of the thread group.",
+        )?;
+        out.extend([execs, forks, exits, killed, lifetime]);
+        Ok(())
+    }
+
+    fn maintain(&mut self, now: Instant) -> Result<()> {
+        let (obj, table) = self
+            .state
+            .as_mut()
+            .ok_or_else(|| anyhow!("process not started"))?;
+        let gen = obj.flip_table_gen();
+        obj.barrier()?;
+        table.drain(gen, now)
+    }
+
+    fn object_ref(&self) -> Option<&LoadedObject> {
+        self.state.as_ref().map(|(o, _)| o)
+    }
+}
+
+/// A per-CPU `struct ks_hist` map as one histogram family with no labels.
+pub fn hist_family(
+    obj: &LoadedObject,
+    map: &str,
+    name: &'static str,
+    help: &'static str,
+) -> Result<Family> {
+    let per_cpu: Vec<ks_hist> = bpf::percpu_value(&obj.map(map)?, 0)?;
+    let mut slots = [0u64; ksight_bpf::hist::SLOTS];
+    let (mut sum_ns, mut count) = (0u64, 0u64);
+    for h in &per_cpu {
+        for (s, b) in slots.iter_mut().zip(h.buckets.iter()) {
+            *s += b;
+        }
+        sum_ns += h.sum_ns;
+        count += h.count;
+    }
+    let h = histogram(
+        &slots,
+        ksight_bpf::hist::bound_seconds,
+        sum_ns as f64 / 1e9,
+        count,
+    );
+    Ok(Family::new(name, Kind::Histogram, help).with(vec![], Value::Histogram(h)))
+}

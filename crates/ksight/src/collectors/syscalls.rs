@@ -1,0 +1,256 @@
+//! `syscalls`: ksight_syscalls_total{syscall,comm} and ksight_syscall_errors_total{syscall,errno}.
+//!
+//! The kernel counts into [comm slot][syscall nr] (bpf/syscalls.bpf.c). Slot 0 is the overflow.
+//! Counters only grow; user space keeps a baseline per slot, so handing a slot to another
+//! comm never loses or moves an increment:
+//! - fold (slot idle longer than the TTL): delete its comm from the kernel's slot map, make
+//!   the per-CPU caches stale, add what it counted to the overflow, keep it in quarantine;
+//! - after one more upkeep round (stale caches are gone by then), add what came in since to
+//!   the overflow and give the slot back to the kernel's free queue.
+//!
+//! Any slot not mapped to a comm reports to the overflow series.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use ksight_bpf::abi::{ks_comm, ks_errno_key};
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use crate::bpf::{self, LoadedObject};
+use crate::collector::Collector;
+use crate::hooks::{Candidate, Hook};
+use crate::metrics::model::{Family, Kind};
+use crate::names;
+
+const NR: usize = 512;
+
+pub struct Syscalls {
+    max_comms: u32,
+    max_errors: u32,
+    ttl: Duration,
+    state: Option<State>,
+}
+
+struct State {
+    obj: LoadedObject,
+    counts: MapHandle,
+    comm_slots: MapHandle,
+    free_slots: MapHandle,
+    errors: MapHandle,
+    /// Counts already reported elsewhere, per slot and syscall.
+    baseline: Vec<u64>,
+    /// Folded counts per syscall, reported under the overflow comm.
+    folded: Vec<u64>,
+    activity: HashMap<u32, (u64, Instant)>,
+    quarantine: Vec<u32>,
+}
+
+impl Syscalls {
+    pub fn new(max_comms: u32, max_errors: u32, ttl: Duration) -> Self {
+        Self {
+            max_comms: max_comms.max(2),
+            max_errors,
+            ttl,
+            state: None,
+        }
+    }
+}
+
+impl Collector for Syscalls {
+    fn name(&self) -> &'static str {
+        "syscalls"
+    }
+
+    fn object(&self) -> &'static [u8] {
+        ksight_bpf::objects::SYSCALLS
+    }
+
+    fn candidates(&self) -> Vec<Candidate> {
+        vec![
+            Candidate {
+                hook: Hook::TpBtf,
+                programs: &["sys_exit_btf", "task_exit_btf", "exec_btf", "rename_btf"],
+            },
+            Candidate {
+                hook: Hook::RawTp,
+                programs: &["sys_exit_raw", "task_exit_raw", "exec_raw", "rename_raw"],
+            },
+            Candidate {
+                hook: Hook::Tracepoint,
+                programs: &["sys_exit_tp", "task_exit_tp", "exec_tp", "rename_tp"],
+            },
+        ]
+    }
+
+    fn max_entries(&self) -> Vec<(&'static str, u32)> {
+        vec![
+            ("sys_counts", self.max_comms * NR as u32),
+            ("sys_comm_slots", self.max_comms),
+            ("sys_free_slots", self.max_comms),
+            ("sys_errors", self.max_errors),
+        ]
+    }
+
+    fn started(&mut self, obj: LoadedObject) -> Result<()> {
+        let free_slots = obj.map("sys_free_slots")?;
+        for slot in 1..self.max_comms {
+            free_slots.update(&[], &slot.to_ne_bytes(), MapFlags::ANY)?;
+        }
+        let slots = self.max_comms as usize * NR;
+        self.state = Some(State {
+            counts: obj.map("sys_counts")?,
+            comm_slots: obj.map("sys_comm_slots")?,
+            errors: obj.map("sys_errors")?,
+            free_slots,
+            obj,
+            baseline: vec![0; slots],
+            folded: vec![0; NR],
+            activity: HashMap::new(),
+            quarantine: Vec::new(),
+        });
+        Ok(())
+    }
+
+    fn collect(&mut self, out: &mut Vec<Family>) -> Result<()> {
+        let state = self
+            .state
+            .as_mut()
+            .ok_or_else(|| anyhow!("syscalls not started"))?;
+        let sums = bpf::percpu_array_sums(&state.counts)?;
+        let assigned = state.assigned()?;
+        let mut calls = Family::new(
+            "ksight_syscalls_total",
+            Kind::Counter,
+            "Syscalls completed, by syscall and process name (exit and exit_group when the thread ends).",
+        );
+        let mut overflow = state.folded.clone();
+        for slot in 0..self.max_comms {
+            let comm = assigned.get(&slot);
+            let range = slot as usize * NR..(slot as usize + 1) * NR;
+            let counted = sums[range.clone()].iter().zip(&state.baseline[range]);
+            for (nr, (sum, base)) in counted.enumerate() {
+                let n = sum.saturating_sub(*base);
+                match comm {
+                    Some(comm) if n > 0 => calls.add(labels(nr, comm), n),
+                    None => overflow[nr] += n,
+                    _ => {}
+                }
+            }
+        }
+        for (nr, n) in overflow.iter().enumerate().filter(|(_, n)| **n > 0) {
+            calls.add(labels(nr, names::OVERFLOW_COMM), *n);
+        }
+        out.push(calls);
+        out.push(state.errors_family()?);
+        Ok(())
+    }
+
+    fn maintain(&mut self, now: Instant) -> Result<()> {
+        let ttl = self.ttl;
+        let state = self
+            .state
+            .as_mut()
+            .ok_or_else(|| anyhow!("syscalls not started"))?;
+        let sums = bpf::percpu_array_sums(&state.counts)?;
+        for slot in std::mem::take(&mut state.quarantine) {
+            state.fold_slot(slot, &sums);
+            state
+                .free_slots
+                .update(&[], &slot.to_ne_bytes(), MapFlags::ANY)?;
+        }
+        let assigned = state.assigned_keys()?;
+        for (slot, key) in assigned {
+            let total: u64 = (0..NR).map(|nr| sums[slot as usize * NR + nr]).sum();
+            let (last, since) = state.activity.entry(slot).or_insert((total, now));
+            if *last != total {
+                (*last, *since) = (total, now);
+            } else if now.duration_since(*since) > ttl {
+                state.comm_slots.delete(&key)?;
+                state.obj.bump_epoch();
+                state.fold_slot(slot, &sums);
+                state.activity.remove(&slot);
+                state.quarantine.push(slot);
+            }
+        }
+        Ok(())
+    }
+
+    fn object_ref(&self) -> Option<&LoadedObject> {
+        self.state.as_ref().map(|s| &s.obj)
+    }
+}
+
+impl State {
+    fn assigned_keys(&self) -> Result<Vec<(u32, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for key in self.comm_slots.keys() {
+            if let Some(v) = self.comm_slots.lookup(&key, MapFlags::ANY)? {
+                let slot = u32::from_ne_bytes(v[..4].try_into()?);
+                out.push((slot, key));
+            }
+        }
+        Ok(out)
+    }
+
+    fn assigned(&self) -> Result<HashMap<u32, String>> {
+        Ok(self
+            .assigned_keys()?
+            .into_iter()
+            .filter_map(|(slot, key)| {
+                let comm = plain::from_bytes::<ks_comm>(&key).ok()?;
+                Some((slot, names::comm(&comm.comm.map(|c| c as u8))))
+            })
+            .collect())
+    }
+
+    /// Moves what a slot counted since its baseline into the overflow.
+    fn fold_slot(&mut self, slot: u32, sums: &[u64]) {
+        let range = slot as usize * NR..(slot as usize + 1) * NR;
+        let slot_sums = &sums[range.clone()];
+        for ((folded, base), sum) in self
+            .folded
+            .iter_mut()
+            .zip(&mut self.baseline[range])
+            .zip(slot_sums)
+        {
+            *folded += sum.saturating_sub(*base);
+            *base = *sum;
+        }
+    }
+
+    fn errors_family(&self) -> Result<Family> {
+        let mut errors = Family::new(
+            "ksight_syscall_errors_total",
+            Kind::Counter,
+            "Syscalls that returned an error in [-4095, -1], by syscall and errno.",
+        );
+        for key in self.errors.keys() {
+            let Some(value) = self.errors.lookup(&key, MapFlags::ANY)? else {
+                continue;
+            };
+            let k = plain::from_bytes::<ks_errno_key>(&key).map_err(|e| anyhow!("{e:?}"))?;
+            let n = u64::from_ne_bytes(value[..8].try_into()?);
+            errors.add(
+                vec![
+                    ("syscall", syscall_name(k.nr as usize)),
+                    ("errno", names::errno(k.err).into_owned()),
+                ],
+                n,
+            );
+        }
+        Ok(errors)
+    }
+}
+
+fn syscall_name(nr: usize) -> String {
+    if nr == NR - 1 {
+        "sys_invalid".into()
+    } else {
+        names::syscall(nr as u32).into_owned()
+    }
+}
+
+fn labels(nr: usize, comm: &str) -> crate::metrics::model::Labels {
+    vec![("syscall", syscall_name(nr)), ("comm", comm.to_string())]
+}

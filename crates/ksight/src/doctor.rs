@@ -1,0 +1,330 @@
+//! `ksight doctor`: what this kernel really supports, found by loading and attaching tiny
+//! programs (not by reading version numbers), and the hook each collector would use.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Result};
+use libbpf_rs::{Link, ObjectBuilder};
+use serde::Serialize;
+
+use crate::bpf::{kernel_reason, LoadConfig};
+use crate::collectors::{self, Limits};
+use crate::hooks::Hook;
+use crate::privileges;
+use crate::serve;
+
+#[derive(Serialize)]
+struct Report {
+    kernel: String,
+    btf: Check,
+    tracefs: String,
+    privileges: Privileges,
+    hooks: Vec<Feature>,
+    collectors: Vec<CollectorReport>,
+    ok: bool,
+}
+
+#[derive(Serialize)]
+struct Check {
+    ok: bool,
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct Privileges {
+    euid: u32,
+    capabilities: Vec<&'static str>,
+    can_load: bool,
+}
+
+#[derive(Serialize)]
+struct Feature {
+    name: String,
+    ok: bool,
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct CollectorReport {
+    name: &'static str,
+    default: bool,
+    hook: String,
+    detail: String,
+}
+
+pub fn run(
+    args: crate::cli::DoctorArgs,
+    btf: Option<&Path>,
+    tracefs: privileges::Tracefs,
+) -> Result<ExitCode> {
+    let report = build_report(btf, tracefs);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn build_report(btf: Option<&Path>, tracefs: privileges::Tracefs) -> Report {
+    let caps = privileges::effective_caps();
+    let can_load = privileges::can_load_tracing(caps);
+    let btf_check = match privileges::resolve_btf(btf) {
+        Ok(Some(p)) => Check {
+            ok: true,
+            detail: format!("{} (--btf)", p.display()),
+        },
+        Ok(None) => Check {
+            ok: true,
+            detail: privileges::VMLINUX_BTF.into(),
+        },
+        Err(e) => Check {
+            ok: false,
+            detail: format!("{e:#}"),
+        },
+    };
+    let config = LoadConfig {
+        include_self: false,
+        btf: btf
+            .filter(|_| btf_check.ok)
+            .map(|p| &*Box::leak(p.to_path_buf().into_boxed_path())),
+    };
+    let mut hooks = Vec::new();
+    let mut collectors_out = Vec::new();
+    if can_load && btf_check.ok {
+        for hook in Hook::ALL {
+            let result = probe_hook(hook, config).map_err(|e| anyhow!("{e:#}{}", hint(hook)));
+            hooks.push(feature(hook.as_str(), result));
+        }
+        hooks.push(feature(
+            "ring_buffer",
+            probe_map(libbpf_sys::BPF_MAP_TYPE_RINGBUF),
+        ));
+        hooks.push(feature(
+            "task_storage",
+            probe_map(libbpf_sys::BPF_MAP_TYPE_TASK_STORAGE),
+        ));
+        collectors_out = probe_collectors(config);
+    }
+    let defaults_ok = collectors_out
+        .iter()
+        .filter(|c| c.default)
+        .all(|c| c.hook != "none");
+    Report {
+        kernel: kernel_release(),
+        ok: can_load && btf_check.ok && defaults_ok && !collectors_out.is_empty(),
+        btf: btf_check,
+        tracefs: tracefs.describe().into(),
+        privileges: Privileges {
+            // SAFETY: geteuid cannot fail.
+            euid: unsafe { libc::geteuid() },
+            capabilities: privileges::relevant_caps(caps),
+            can_load,
+        },
+        hooks,
+        collectors: collectors_out,
+    }
+}
+
+/// What a failure of this hook usually means, from what the kernel exposes.
+fn hint(hook: Hook) -> String {
+    let exists = |p: &str| Path::new(p).exists();
+    match hook {
+        Hook::Kprobe if !exists("/sys/bus/event_source/devices/kprobe") && !exists("/sys/kernel/tracing/kprobe_events") => {
+            " (this kernel has no kprobes: no kprobe PMU in /sys/bus/event_source/devices, no kprobe_events)".into()
+        }
+        Hook::Fentry => " (the kernel refused a BPF trampoline program; fentry/fexit/LSM are unavailable here)".into(),
+        _ => String::new(),
+    }
+}
+
+fn feature(name: &str, result: Result<()>) -> Feature {
+    match result {
+        Ok(()) => Feature {
+            name: name.into(),
+            ok: true,
+            detail: "works".into(),
+        },
+        Err(e) => Feature {
+            name: name.into(),
+            ok: false,
+            detail: format!("{e:#}"),
+        },
+    }
+}
+
+fn probe_collectors(config: LoadConfig) -> Vec<CollectorReport> {
+    let limits = Limits {
+        max_comms: 16,
+        table_capacity: 64,
+        errors_capacity: 64,
+        series_ttl: std::time::Duration::from_secs(60),
+    };
+    let (_running, attachments) = serve::start_all(collectors::ALL, limits, config);
+    attachments
+        .into_iter()
+        .map(|a| CollectorReport {
+            name: a.collector,
+            default: collectors::DEFAULT.contains(&a.collector),
+            hook: a.hook.map_or("none".into(), |h| h.to_string()),
+            detail: if a.failures.is_empty() {
+                "ok".into()
+            } else {
+                a.reason()
+            },
+        })
+        .collect()
+}
+
+/// Loads the probe object with only the program for `hook`, and attaches it for real.
+fn probe_hook(hook: Hook, config: LoadConfig) -> Result<()> {
+    let program = match hook {
+        Hook::Tracepoint => "probe_tp",
+        Hook::RawTp => "probe_raw_tp",
+        Hook::TpBtf => "probe_tp_btf",
+        Hook::Fentry => "probe_fentry",
+        Hook::Kprobe => "probe_kprobe",
+        Hook::Uprobe => "probe_uprobe",
+        Hook::PerfEvent => "probe_perf_event",
+    };
+    let mut builder = ObjectBuilder::default();
+    if let Some(btf) = config.btf {
+        builder.btf_custom_path(btf)?;
+    }
+    let mut open = builder.open_memory(ksight_bpf::objects::PROBE)?;
+    for mut prog in open.progs_mut() {
+        let keep = prog.name() == program;
+        prog.set_autoload(keep);
+    }
+    let obj = open
+        .load()
+        .map_err(|e| anyhow!("load: {}", kernel_reason(&e)))?;
+    let prog = obj
+        .progs_mut()
+        .find(|p| p.name() == program)
+        .ok_or_else(|| anyhow!("no program {program}"))?;
+    let _link: Link = match hook {
+        Hook::Uprobe => {
+            let exe = std::env::current_exe()?;
+            let offset = uprobe_target_offset(&exe)?;
+            prog.attach_uprobe(false, -1, &exe, offset)
+        }
+        Hook::PerfEvent => {
+            let fd = open_cpu_clock_event()?;
+            let link = prog.attach_perf_event(fd);
+            // SAFETY: fd is ours; the link holds its own reference to the event.
+            unsafe { libc::close(fd) };
+            link
+        }
+        _ => prog.attach(),
+    }
+    .map_err(|e| anyhow!("attach: {}", kernel_reason(&e)))?;
+    Ok(())
+}
+
+/// A function of our own binary for the uprobe probe: the file offset of `main`'s entry is
+/// not needed; offset 0 of the text is enough to prove uprobes attach.
+fn uprobe_target_offset(_exe: &Path) -> Result<usize> {
+    Ok(0)
+}
+
+/// A software cpu-clock perf event on CPU 0, for the perf_event probe.
+fn open_cpu_clock_event() -> Result<i32> {
+    let mut attr = libbpf_sys::perf_event_attr {
+        type_: libbpf_sys::PERF_TYPE_SOFTWARE,
+        size: std::mem::size_of::<libbpf_sys::perf_event_attr>() as u32,
+        config: libbpf_sys::PERF_COUNT_SW_CPU_CLOCK as u64,
+        ..Default::default()
+    };
+    attr.__bindgen_anon_1.sample_freq = 1;
+    attr.set_freq(1);
+    // SAFETY: a valid perf_event_attr; the returned fd (if any) is owned by the caller.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &attr as *const _,
+            -1,
+            0,
+            -1,
+            libbpf_sys::PERF_FLAG_FD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(anyhow!(
+            "perf_event_open: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(fd as i32)
+}
+
+/// Creates a map of the type for real (libbpf builds the BTF storage maps need).
+fn probe_map(map_type: libbpf_sys::bpf_map_type) -> Result<()> {
+    // SAFETY: a libbpf probe that creates and closes a map; no pointers kept.
+    let ret = unsafe { libbpf_sys::libbpf_probe_bpf_map_type(map_type, std::ptr::null()) };
+    match ret {
+        1 => Ok(()),
+        0 => Err(anyhow!("the kernel does not offer this map type")),
+        e => Err(anyhow!(
+            "probe failed: {}",
+            std::io::Error::from_raw_os_error(-e)
+        )),
+    }
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn print_table(r: &Report) {
+    println!("kernel       {}", r.kernel);
+    println!("btf          {} {}", mark(r.btf.ok), r.btf.detail);
+    println!("tracefs      {}", r.tracefs);
+    println!(
+        "privileges   {} euid {}, {}",
+        mark(r.privileges.can_load),
+        r.privileges.euid,
+        if r.privileges.capabilities.is_empty() {
+            "no BPF capabilities".into()
+        } else {
+            r.privileges.capabilities.join(" ")
+        }
+    );
+    println!("\nHOOK / FEATURE  OK   DETAIL");
+    for h in &r.hooks {
+        println!("{:<15} {:<4} {}", h.name, mark(h.ok), h.detail);
+    }
+    println!("\nCOLLECTOR  DEFAULT  HOOK        DETAIL");
+    for c in &r.collectors {
+        println!(
+            "{:<10} {:<8} {:<11} {}",
+            c.name,
+            if c.default { "yes" } else { "no" },
+            c.hook,
+            c.detail
+        );
+    }
+    println!(
+        "\n{}",
+        if r.ok {
+            "ok: the default collectors can run"
+        } else {
+            "not ok: see above"
+        }
+    );
+}
+
+fn mark(ok: bool) -> &'static str {
+    if ok {
+        "yes"
+    } else {
+        "no"
+    }
+}

@@ -1,0 +1,51 @@
+//! Hook kinds, in the words `doctor`, logs and `ksight_collector_up{hook}` use.
+
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Hook {
+    TpBtf,
+    RawTp,
+    Tracepoint,
+    Fentry,
+    Kprobe,
+    Uprobe,
+    PerfEvent,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 7] = [
+        Hook::Tracepoint,
+        Hook::RawTp,
+        Hook::TpBtf,
+        Hook::Fentry,
+        Hook::Kprobe,
+        Hook::Uprobe,
+        Hook::PerfEvent,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::TpBtf => "tp_btf",
+            Hook::RawTp => "raw_tp",
+            Hook::Tracepoint => "tracepoint",
+            Hook::Fentry => "fentry",
+            Hook::Kprobe => "kprobe",
+            Hook::Uprobe => "uprobe",
+            Hook::PerfEvent => "perf_event",
+        }
+    }
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One way a collector can attach: a hook kind and the programs of its object that use it.
+#[derive(Clone, Copy, Debug)]
+pub struct Candidate {
+    pub hook: Hook,
+    pub programs: &'static [&'static str],
+}

@@ -1,0 +1,258 @@
+//! ksight's own metrics: build, collectors, losses, maps, scrape time, process_*, BPF stats.
+
+use std::os::fd::{AsFd, AsRawFd};
+
+use libbpf_rs::{MapCore, MapType};
+
+use super::model::{Family, Kind, Value};
+use crate::collector::{Attachment, Collector};
+
+pub fn build_info() -> Family {
+    Family::new(
+        "ksight_build_info",
+        Kind::Gauge,
+        "ksight's version; always 1.",
+    )
+    .with(
+        vec![
+            ("version", env!("CARGO_PKG_VERSION").into()),
+            ("arch", std::env::consts::ARCH.into()),
+        ],
+        Value::Int(1),
+    )
+}
+
+pub fn collector_up(attachments: &[Attachment]) -> Family {
+    let mut f = Family::new(
+        "ksight_collector_up",
+        Kind::Gauge,
+        "1 when the collector is attached, with the hook it uses; 0 with hook=\"none\" when it could not attach.",
+    );
+    for a in attachments {
+        let hook = a.hook.map_or("none", |h| h.as_str());
+        f.set(
+            vec![("collector", a.collector.into()), ("hook", hook.into())],
+            Value::Int(a.hook.is_some() as u64),
+        );
+    }
+    f
+}
+
+/// Losses counted in the kernel (ks_losses of each object), and map figures.
+pub fn object_families(collectors: &[Box<dyn Collector>], out: &mut Vec<Family>) {
+    let mut lost = Family::new(
+        "ksight_events_lost_total",
+        Kind::Counter,
+        "Increments the kernel side could not store under their labels, by collector and reason.",
+    );
+    let mut entries = Family::new(
+        "ksight_map_entries",
+        Kind::Gauge,
+        "Entries in a hash map now.",
+    );
+    let mut capacity = Family::new(
+        "ksight_map_capacity",
+        Kind::Gauge,
+        "Maximum entries of a map.",
+    );
+    let mut memory = Family::new(
+        "ksight_map_memory_bytes",
+        Kind::Gauge,
+        "Kernel memory of a map (fdinfo memlock).",
+    );
+    for c in collectors {
+        let Some(obj) = c.object_ref() else { continue };
+        let collector = c.name();
+        lost.add(
+            vec![
+                ("collector", collector.into()),
+                ("reason", "map_full".into()),
+            ],
+            0,
+        );
+        lost.add(
+            vec![
+                ("collector", collector.into()),
+                ("reason", "update_failed".into()),
+            ],
+            0,
+        );
+        for (name, map) in obj.maps() {
+            if name.starts_with('.') || name.starts_with("ks_barrier") {
+                continue;
+            }
+            let labels = vec![("collector", collector.into()), ("map", name.clone())];
+            if name == "ks_losses" {
+                add_losses(&map, collector, &mut lost);
+                continue;
+            }
+            capacity.set(labels.clone(), Value::Int(map.max_entries() as u64));
+            if let Ok(info) = map.query_fdinfo() {
+                if let Some(bytes) = info.memlock {
+                    memory.set(labels.clone(), Value::Int(bytes));
+                }
+            }
+            if matches!(map.map_type(), MapType::Hash | MapType::PercpuHash) {
+                entries.set(labels, Value::Int(map.keys().count() as u64));
+            }
+        }
+    }
+    out.extend([lost, entries, capacity, memory]);
+}
+
+fn add_losses(map: &libbpf_rs::MapHandle, collector: &'static str, lost: &mut Family) {
+    for (reason, idx) in [("map_full", 0u32), ("update_failed", 1u32)] {
+        let n: u64 = crate::bpf::percpu_value::<u64>(map, idx)
+            .map(|v| v.iter().sum())
+            .unwrap_or(0);
+        lost.add(
+            vec![("collector", collector.into()), ("reason", reason.into())],
+            n,
+        );
+    }
+}
+
+/// Run time and count of every loaded program (needs kernel BPF statistics turned on).
+pub fn bpf_stats(collectors: &[Box<dyn Collector>], out: &mut Vec<Family>) {
+    let mut time = Family::new(
+        "ksight_bpf_program_run_seconds_total",
+        Kind::Counter,
+        "Time spent in a BPF program.",
+    );
+    let mut runs = Family::new(
+        "ksight_bpf_program_runs_total",
+        Kind::Counter,
+        "Runs of a BPF program.",
+    );
+    for c in collectors {
+        let Some(obj) = c.object_ref() else { continue };
+        for (name, fd) in obj.program_fds() {
+            let mut info = libbpf_sys::bpf_prog_info::default();
+            let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
+            // SAFETY: info is a zeroed bpf_prog_info and len its size; fd is a live program fd.
+            let ret = unsafe {
+                libbpf_sys::bpf_prog_get_info_by_fd(fd.as_fd().as_raw_fd(), &mut info, &mut len)
+            };
+            if ret == 0 {
+                let labels = vec![("collector", c.name().into()), ("program", name)];
+                time.set(labels.clone(), Value::Float(info.run_time_ns as f64 / 1e9));
+                runs.set(labels, Value::Int(info.run_cnt));
+            }
+        }
+    }
+    out.extend([time, runs]);
+}
+
+/// The standard process_* metrics, from /proc/self.
+pub fn process_families() -> Vec<Family> {
+    let mut out = Vec::new();
+    // SAFETY: sysconf and getpagesize read constants.
+    let (ticks, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK) as f64,
+            libc::sysconf(libc::_SC_PAGESIZE) as u64,
+        )
+    };
+    if let Some(stat) = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| parse_stat(&s))
+    {
+        out.push(gauge(
+            "process_cpu_seconds_total",
+            Kind::Counter,
+            "User and system CPU time spent.",
+            Value::Float((stat.utime + stat.stime) as f64 / ticks),
+        ));
+        out.push(gauge(
+            "process_resident_memory_bytes",
+            Kind::Gauge,
+            "Resident memory size.",
+            Value::Int(stat.rss_pages * page),
+        ));
+        out.push(gauge(
+            "process_virtual_memory_bytes",
+            Kind::Gauge,
+            "Virtual memory size.",
+            Value::Int(stat.vsize),
+        ));
+        if let Some(btime) = boot_time() {
+            out.push(gauge(
+                "process_start_time_seconds",
+                Kind::Gauge,
+                "Start time since the epoch.",
+                Value::Float(btime + stat.starttime as f64 / ticks),
+            ));
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        out.push(gauge(
+            "process_open_fds",
+            Kind::Gauge,
+            "Open file descriptors.",
+            Value::Int(dir.count() as u64),
+        ));
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: limit is a valid rlimit to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        out.push(gauge(
+            "process_max_fds",
+            Kind::Gauge,
+            "Maximum open file descriptors.",
+            Value::Int(limit.rlim_cur),
+        ));
+    }
+    out
+}
+
+fn gauge(name: &'static str, kind: Kind, help: &'static str, value: Value) -> Family {
+    Family::new(name, kind, help).with(vec![], value)
+}
+
+struct Stat {
+    utime: u64,
+    stime: u64,
+    starttime: u64,
+    vsize: u64,
+    rss_pages: u64,
+}
+
+/// /proc/self/stat: fields after the parenthesised comm (which may hold spaces).
+fn parse_stat(text: &str) -> Option<Stat> {
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state): field n is f[n - 3].
+    let field = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    Some(Stat {
+        utime: field(14)?,
+        stime: field(15)?,
+        starttime: field(22)?,
+        vsize: field(23)?,
+        rss_pages: field(24)?,
+    })
+}
+
+fn boot_time() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    stat.lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_spaces_in_comm() {
+        let line = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 4 0 12345 1000000 250 18446744073709551615";
+        let s = parse_stat(line).expect("parses");
+        assert_eq!(
+            (s.utime, s.stime, s.starttime, s.vsize, s.rss_pages),
+            (7, 3, 12345, 1000000, 250)
+        );
+    }
+}

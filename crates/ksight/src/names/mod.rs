@@ -1,0 +1,135 @@
+//! Names for the numbers the kernel hands over: syscalls (x86_64), errnos, signals.
+
+mod tables;
+
+use std::borrow::Cow;
+
+/// The syscall's name, or `sys_<nr>` for a number this table does not know.
+pub fn syscall(nr: u32) -> Cow<'static, str> {
+    match tables::SYSCALLS.binary_search_by_key(&nr, |&(n, _)| n) {
+        Ok(i) => Cow::Borrowed(tables::SYSCALLS[i].1),
+        Err(_) => Cow::Owned(format!("sys_{nr}")),
+    }
+}
+
+/// The errno's symbolic name, or `E<value>` for a value without one.
+pub fn errno(value: u32) -> Cow<'static, str> {
+    match tables::ERRNOS.binary_search_by_key(&value, |&(n, _)| n) {
+        Ok(i) => Cow::Borrowed(tables::ERRNOS[i].1),
+        Err(_) => Cow::Owned(format!("E{value}")),
+    }
+}
+
+const SIGNALS: [&str; 32] = [
+    "0",
+    "SIGHUP",
+    "SIGINT",
+    "SIGQUIT",
+    "SIGILL",
+    "SIGTRAP",
+    "SIGABRT",
+    "SIGBUS",
+    "SIGFPE",
+    "SIGKILL",
+    "SIGUSR1",
+    "SIGSEGV",
+    "SIGUSR2",
+    "SIGPIPE",
+    "SIGALRM",
+    "SIGTERM",
+    "SIGSTKFLT",
+    "SIGCHLD",
+    "SIGCONT",
+    "SIGSTOP",
+    "SIGTSTP",
+    "SIGTTIN",
+    "SIGTTOU",
+    "SIGURG",
+    "SIGXCPU",
+    "SIGXFSZ",
+    "SIGVTALRM",
+    "SIGPROF",
+    "SIGWINCH",
+    "SIGIO",
+    "SIGPWR",
+    "SIGSYS",
+];
+
+/// The signal's name; real-time signals as `SIGRTMIN+n` (SIGRTMIN is 32 in the kernel).
+pub fn signal(number: u32) -> Cow<'static, str> {
+    match number {
+        n if (n as usize) < SIGNALS.len() => Cow::Borrowed(SIGNALS[n as usize]),
+        32 => Cow::Borrowed("SIGRTMIN"),
+        n if n <= 64 => Cow::Owned(format!("SIGRTMIN+{}", n - 32)),
+        n => Cow::Owned(format!("SIG{n}")),
+    }
+}
+
+/// The label of counts that did not fit or went idle: 17 bytes, so no comm (<= 15) can be it.
+pub const OVERFLOW_COMM: &str = "(other processes)";
+
+/// A kernel comm (NUL-terminated, <= 16 bytes) as a label value; bytes that are not UTF-8
+/// are written as `\xNN` so two different comms never share a label.
+pub fn comm(raw: &[u8]) -> String {
+    let raw = raw.split(|&b| b == 0).next().unwrap_or_default();
+    let mut out = String::with_capacity(raw.len());
+    for chunk in raw.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comm_labels() {
+        assert_eq!(comm(b"bash\0\0\0"), "bash");
+        assert_eq!(comm(b"0123456789abcde\0"), "0123456789abcde");
+        assert_eq!(comm(b"a\xffb\0"), "a\\xffb");
+        assert!(OVERFLOW_COMM.len() > 15);
+    }
+
+    #[test]
+    fn tables_are_sorted_for_binary_search() {
+        assert!(tables::SYSCALLS.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(tables::ERRNOS.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+
+    #[test]
+    fn syscall_names() {
+        assert_eq!(syscall(0), "read");
+        assert_eq!(syscall(39), "getpid");
+        assert_eq!(syscall(60), "exit");
+        assert_eq!(syscall(110), "getppid");
+        assert_eq!(syscall(231), "exit_group");
+        assert_eq!(syscall(257), "openat");
+        assert_eq!(syscall(437), "openat2");
+        assert_eq!(syscall(462), "mseal");
+        assert_eq!(syscall(500), "sys_500");
+    }
+
+    #[test]
+    fn errno_names() {
+        assert_eq!(errno(1), "EPERM");
+        assert_eq!(errno(2), "ENOENT");
+        assert_eq!(errno(11), "EAGAIN");
+        assert_eq!(errno(35), "EDEADLK");
+        assert_eq!(errno(133), "EHWPOISON");
+        assert_eq!(errno(512), "ERESTARTSYS");
+        assert_eq!(errno(4000), "E4000");
+    }
+
+    #[test]
+    fn signal_names() {
+        assert_eq!(signal(9), "SIGKILL");
+        assert_eq!(signal(15), "SIGTERM");
+        assert_eq!(signal(31), "SIGSYS");
+        assert_eq!(signal(32), "SIGRTMIN");
+        assert_eq!(signal(34), "SIGRTMIN+2");
+    }
+}

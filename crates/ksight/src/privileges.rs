@@ -1,0 +1,165 @@
+//! Who we are and what the kernel offers before anything is loaded: capabilities and BTF.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_SYS_RESOURCE: u32 = 24;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// The effective capability set, from /proc/self/status.
+pub fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+pub fn has_cap(caps: u64, cap: u32) -> bool {
+    caps & (1 << cap) != 0
+}
+
+/// Names of the capabilities that matter for loading tracing programs.
+pub fn relevant_caps(caps: u64) -> Vec<&'static str> {
+    [
+        (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+        (CAP_BPF, "CAP_BPF"),
+        (CAP_PERFMON, "CAP_PERFMON"),
+        (CAP_SYS_RESOURCE, "CAP_SYS_RESOURCE"),
+    ]
+    .into_iter()
+    .filter(|(c, _)| has_cap(caps, *c))
+    .map(|(_, n)| n)
+    .collect()
+}
+
+pub fn can_load_tracing(caps: u64) -> bool {
+    has_cap(caps, CAP_SYS_ADMIN) || (has_cap(caps, CAP_BPF) && has_cap(caps, CAP_PERFMON))
+}
+
+/// Fails with one clear line unless this process may load tracing programs.
+pub fn require_bpf_privileges() -> Result<()> {
+    if !can_load_tracing(effective_caps()) {
+        bail!("loading BPF programs needs root (or CAP_BPF and CAP_PERFMON); run ksight with sudo");
+    }
+    Ok(())
+}
+
+/// The BTF to relocate against: `--btf FILE` when given (checked to be BTF), else the kernel's.
+pub fn resolve_btf(custom: Option<&Path>) -> Result<Option<PathBuf>> {
+    match custom {
+        Some(path) => {
+            let bytes = match std::fs::read(path) {
+                Ok(b) => b,
+                Err(e) => bail!("--btf {}: {e}", path.display()),
+            };
+            if !is_btf(&bytes) {
+                bail!(
+                    "--btf {}: not a BTF file (no BTF magic, no .BTF section)",
+                    path.display()
+                );
+            }
+            Ok(Some(path.to_path_buf()))
+        }
+        None if Path::new(VMLINUX_BTF).exists() => Ok(None),
+        None => bail!(
+            "this kernel has no BTF ({VMLINUX_BTF} is missing); pass --btf FILE (e.g. from BTFHub)"
+        ),
+    }
+}
+
+/// Raw BTF (magic 0xeB9F, either byte order) or an ELF file with a .BTF section.
+pub fn is_btf(bytes: &[u8]) -> bool {
+    if bytes.len() >= 24 && (bytes[..2] == [0x9f, 0xeb] || bytes[..2] == [0xeb, 0x9f]) {
+        return true;
+    }
+    bytes.starts_with(b"\x7fELF") && bytes.windows(5).any(|w| w == b".BTF\0")
+}
+
+/// Where classic tracepoints (and legacy kprobes) find their ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tracefs {
+    Host,
+    /// The host had none: ksight mounted one in a mount namespace of its own.
+    Private,
+    Missing,
+}
+
+impl Tracefs {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Tracefs::Host => "mounted",
+            Tracefs::Private => {
+                "not mounted on the host; ksight mounted one in its own mount namespace"
+            }
+            Tracefs::Missing => {
+                "not mounted, and ksight could not mount one (classic tracepoints unavailable)"
+            }
+        }
+    }
+}
+
+/// Makes tracefs available to this process without changing the host: when no tracefs is
+/// mounted, ksight moves to a private mount namespace and mounts one there. Must run while
+/// the process is single-threaded (unshare(CLONE_NEWNS) refuses otherwise).
+pub fn ensure_tracefs() -> Tracefs {
+    let mounted = |p: &str| Path::new(p).join("events").is_dir();
+    if mounted("/sys/kernel/tracing") || mounted("/sys/kernel/debug/tracing") {
+        return Tracefs::Host;
+    }
+    if !can_load_tracing(effective_caps()) {
+        return Tracefs::Missing;
+    }
+    // SAFETY: plain syscalls with valid NUL-terminated strings; the process is single-threaded.
+    let ok = unsafe {
+        libc::unshare(libc::CLONE_NEWNS) == 0
+            && libc::mount(
+                c"none".as_ptr(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) == 0
+            && libc::mount(
+                c"tracefs".as_ptr(),
+                c"/sys/kernel/tracing".as_ptr(),
+                c"tracefs".as_ptr(),
+                0,
+                std::ptr::null(),
+            ) == 0
+    };
+    if ok && mounted("/sys/kernel/tracing") {
+        Tracefs::Private
+    } else {
+        Tracefs::Missing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn btf_magic() {
+        let mut raw = vec![0x9f, 0xeb, 1, 0];
+        raw.resize(32, 0);
+        assert!(is_btf(&raw));
+        assert!(!is_btf(b"hello, this is not a BTF file at all"));
+    }
+
+    #[test]
+    fn caps() {
+        assert!(can_load_tracing(1 << CAP_SYS_ADMIN));
+        assert!(can_load_tracing((1 << CAP_BPF) | (1 << CAP_PERFMON)));
+        assert!(!can_load_tracing(1 << CAP_BPF));
+        assert!(!can_load_tracing(0));
+    }
+}

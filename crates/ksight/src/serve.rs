@@ -1,0 +1,321 @@
+//! `ksight serve`: start the collectors, then answer /metrics from their maps.
+//!
+//! The collectors live on one thread that owns every BPF object; HTTP handlers ask it for a
+//! snapshot through a channel, and between scrapes it drains tables and folds idle series.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use crate::bpf::LoadConfig;
+use crate::cli::ServeArgs;
+use crate::collector::{self, Attachment, Collector};
+use crate::collectors::{self, Limits};
+use crate::metrics::encode::{encode, Format};
+use crate::metrics::model::{Family, Kind, Value};
+use crate::metrics::own;
+use crate::privileges;
+
+type ScrapeRequest = (Format, oneshot::Sender<String>);
+
+pub fn run(args: ServeArgs, btf: Option<&Path>) -> Result<ExitCode> {
+    let names = selected_collectors(&args)?;
+    let addr = parse_listen(&args.listen)?;
+    privileges::require_bpf_privileges()?;
+    let config = load_config(btf, args.include_self)?;
+    // Bind before loading anything: a taken port fails fast and loads nothing.
+    let listener = if args.check {
+        None
+    } else {
+        Some(
+            std::net::TcpListener::bind(addr)
+                .with_context(|| format!("cannot listen on {}", args.listen))?,
+        )
+    };
+    let _stats = if args.bpf_stats {
+        Some(enable_bpf_stats()?)
+    } else {
+        None
+    };
+    let limits = Limits {
+        max_comms: args.max_comms,
+        table_capacity: args.table_capacity,
+        errors_capacity: args.errors_capacity,
+        series_ttl: args.series_ttl,
+    };
+    let (running, attachments) = start_all(&names, limits, config);
+    print_attachments(&attachments, args.check);
+    let failed: Vec<&Attachment> = attachments.iter().filter(|a| a.hook.is_none()).collect();
+    if args.check {
+        return Ok(if failed.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    if args.strict && !failed.is_empty() {
+        bail!(
+            "--strict: collector {} could not attach: {}",
+            failed[0].collector,
+            failed[0].reason()
+        );
+    }
+    if running.is_empty() {
+        bail!("no collector could attach");
+    }
+    let listener = listener.ok_or_else(|| anyhow!("no listener"))?;
+    let (tx, rx) = mpsc::channel::<ScrapeRequest>();
+    let worker_attachments = attachments.clone();
+    let fold_interval = args.fold_interval;
+    let bpf_stats = args.bpf_stats;
+    let worker = std::thread::Builder::new()
+        .name("ksight-collect".into())
+        .spawn(move || collect_loop(running, worker_attachments, rx, fold_interval, bpf_stats))?;
+    serve_http(listener, tx)?;
+    worker
+        .join()
+        .map_err(|_| anyhow!("collector thread panicked"))?;
+    info!("detached; bye");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn selected_collectors(args: &ServeArgs) -> Result<Vec<&'static str>> {
+    let chosen: Vec<String> = match &args.collectors {
+        Some(list) => list
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        None => collectors::DEFAULT.iter().map(|s| s.to_string()).collect(),
+    };
+    let excluded = [
+        ("syscalls", args.no_syscalls),
+        ("process", args.no_process),
+        ("files", args.no_files),
+    ];
+    let mut out = Vec::new();
+    for name in &chosen {
+        let Some(known) = collectors::ALL.iter().find(|c| **c == name) else {
+            bail!(
+                "unknown collector {name:?}; valid collectors: {}",
+                collectors::ALL.join(", ")
+            );
+        };
+        if !excluded.iter().any(|(n, off)| *off && n == known) && !out.contains(known) {
+            out.push(*known);
+        }
+    }
+    if out.is_empty() {
+        bail!("no collector selected");
+    }
+    Ok(out)
+}
+
+/// `:9712` listens on every interface; `host:port` and `[v6]:port` as usual.
+pub fn parse_listen(text: &str) -> Result<SocketAddr> {
+    let full = if text.starts_with(':') {
+        format!("0.0.0.0{text}")
+    } else {
+        text.to_string()
+    };
+    full.parse()
+        .map_err(|_| anyhow!("invalid --web.listen-address {text:?} (use :PORT or HOST:PORT)"))
+}
+
+fn load_config(btf: Option<&Path>, include_self: bool) -> Result<LoadConfig> {
+    let btf = privileges::resolve_btf(btf)?;
+    // The path lives as long as the process: every later load may need it.
+    let btf: Option<&'static Path> = btf.map(|p| &*Box::leak(p.into_boxed_path()));
+    Ok(LoadConfig { include_self, btf })
+}
+
+pub fn start_all(
+    names: &[&str],
+    limits: Limits,
+    config: LoadConfig,
+) -> (Vec<Box<dyn Collector>>, Vec<Attachment>) {
+    let mut running = Vec::new();
+    let mut attachments = Vec::new();
+    for name in names {
+        let Some(mut c) = collectors::build(name, limits) else {
+            continue;
+        };
+        let attachment = collector::start(c.as_mut(), config);
+        if attachment.hook.is_some() {
+            running.push(c);
+        }
+        attachments.push(attachment);
+    }
+    (running, attachments)
+}
+
+fn print_attachments(attachments: &[Attachment], to_stdout: bool) {
+    let mut text = format!("{:<10} {:<11} {}\n", "COLLECTOR", "HOOK", "NOTE");
+    for a in attachments {
+        let hook = a.hook.map_or("none", |h| h.as_str());
+        let note = if a.hook.is_none() {
+            a.reason()
+        } else if a.failures.is_empty() {
+            "ok".into()
+        } else {
+            format!("fell back: {}", a.reason())
+        };
+        text.push_str(&format!("{:<10} {:<11} {}\n", a.collector, hook, note));
+    }
+    if to_stdout {
+        print!("{text}");
+    } else {
+        eprint!("{text}");
+    }
+}
+
+fn collect_loop(
+    mut running: Vec<Box<dyn Collector>>,
+    attachments: Vec<Attachment>,
+    rx: mpsc::Receiver<ScrapeRequest>,
+    fold_interval: Duration,
+    bpf_stats: bool,
+) {
+    let mut next_fold = Instant::now() + fold_interval;
+    loop {
+        let wait = next_fold.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(wait) {
+            Ok((format, reply)) => {
+                let text = scrape(&mut running, &attachments, format, bpf_stats);
+                let _ = reply.send(text);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let now = Instant::now();
+                for c in running.iter_mut() {
+                    if let Err(err) = c.maintain(now) {
+                        warn!(collector = c.name(), "upkeep failed: {err:#}");
+                    }
+                }
+                next_fold = now + fold_interval;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    // Dropping the collectors detaches their programs and frees their maps.
+    drop(running);
+}
+
+fn scrape(
+    running: &mut [Box<dyn Collector>],
+    attachments: &[Attachment],
+    format: Format,
+    bpf_stats: bool,
+) -> String {
+    let start = Instant::now();
+    let mut families = vec![own::build_info(), own::collector_up(attachments)];
+    for c in running.iter_mut() {
+        if let Err(err) = c.collect(&mut families) {
+            warn!(collector = c.name(), "scrape failed: {err:#}");
+        }
+    }
+    own::object_families(running, &mut families);
+    if bpf_stats {
+        own::bpf_stats(running, &mut families);
+    }
+    families.extend(own::process_families());
+    families.push(
+        Family::new(
+            "ksight_scrape_duration_seconds",
+            Kind::Gauge,
+            "Time to read the maps for this scrape.",
+        )
+        .with(vec![], Value::Float(start.elapsed().as_secs_f64())),
+    );
+    encode(&families, format)
+}
+
+fn serve_http(listener: std::net::TcpListener, tx: mpsc::Sender<ScrapeRequest>) -> Result<()> {
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        info!(address = %listener.local_addr()?, "serving /metrics");
+        let app = axum::Router::new()
+            .route("/", get(landing))
+            .route("/metrics", get(metrics))
+            .with_state(tx);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    info!("signal received, detaching");
+}
+
+async fn landing() -> Html<&'static str> {
+    Html(concat!(
+        "<!doctype html><html><head><title>ksight</title></head><body><h1>ksight</h1>",
+        "<p>Linux kernel metrics with eBPF.</p><p><a href=\"/metrics\">Metrics</a></p>",
+        "<p>version ",
+        env!("CARGO_PKG_VERSION"),
+        "</p></body></html>\n"
+    ))
+}
+
+async fn metrics(State(tx): State<mpsc::Sender<ScrapeRequest>>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::from_accept(accept);
+    let (reply_tx, reply_rx) = oneshot::channel();
+    if tx.send((format, reply_tx)).is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "collectors stopped\n").into_response();
+    }
+    match reply_rx.await {
+        Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "scrape failed\n").into_response(),
+    }
+}
+
+/// Turns on the kernel's BPF run-time statistics for as long as the returned fd lives.
+fn enable_bpf_stats() -> Result<std::os::fd::OwnedFd> {
+    // SAFETY: a plain bpf() command; a non-negative return is a new fd we then own.
+    let fd = unsafe { libbpf_sys::bpf_enable_stats(libbpf_sys::BPF_STATS_RUN_TIME) };
+    if fd < 0 {
+        bail!(
+            "--bpf-stats: the kernel refused BPF_ENABLE_STATS: {}",
+            std::io::Error::from_raw_os_error(-fd)
+        );
+    }
+    // SAFETY: fd was just returned by the kernel and is owned by nobody else.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen(":9712").ok(), "0.0.0.0:9712".parse().ok());
+        assert_eq!(parse_listen("127.0.0.1:1").ok(), "127.0.0.1:1".parse().ok());
+        assert!(parse_listen("nope").is_err());
+    }
+}

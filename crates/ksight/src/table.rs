@@ -1,0 +1,129 @@
+//! The user side of a `KS_TABLE` (bpf/maps.bpf.h): counters keyed by labels, in two hash maps
+//! used in turns, plus an overflow map for keys that did not fit.
+//!
+//! Draining without loss on every kernel (no need for the atomic lookup-and-delete of 5.14):
+//! flip `ks_ctl.table_gen`, wait for every program that may still use the old map (a
+//! map-in-map update makes the kernel run synchronize_rcu), then read and delete the old
+//! map, which nothing writes any more. Totals live here between drains. A key that gained
+//! nothing for longer than the TTL is folded into its overflow key, so its increments stay
+//! counted under `comm="(other processes)"` and the series count stays bounded.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use crate::bpf::LoadedObject;
+
+struct Series {
+    total: u64,
+    last_change: Instant,
+}
+
+pub struct CounterTable {
+    maps: [MapHandle; 2],
+    overflow: MapHandle,
+    /// Turns a key into the key of its overflow series (same labels, comm folded).
+    to_overflow: fn(&[u8]) -> Vec<u8>,
+    totals: HashMap<Vec<u8>, Series>,
+    ttl: Duration,
+}
+
+impl CounterTable {
+    pub fn new(
+        obj: &LoadedObject,
+        name: &str,
+        ttl: Duration,
+        to_overflow: fn(&[u8]) -> Vec<u8>,
+    ) -> Result<Self> {
+        Ok(Self {
+            maps: [
+                obj.map(&format!("{name}_a"))?,
+                obj.map(&format!("{name}_b"))?,
+            ],
+            overflow: obj.map(&format!("{name}_ovf"))?,
+            to_overflow,
+            totals: HashMap::new(),
+            ttl,
+        })
+    }
+
+    /// Moves everything out of the map that was live before `obj.flip_table_gen()` returned
+    /// `gen`; the caller has passed `obj.barrier()` since.
+    pub fn drain(&mut self, gen: u32, now: Instant) -> Result<()> {
+        let idle = &self.maps[((gen + 1) & 1) as usize];
+        let mut drained = Vec::new();
+        for key in idle.keys().collect::<Vec<_>>() {
+            if let Some(value) = idle.lookup(&key, MapFlags::ANY)? {
+                drained.push((key.clone(), read_u64(&value)));
+            }
+            idle.delete(&key)?;
+        }
+        for (key, n) in drained {
+            self.add(key, n, now);
+        }
+        self.fold_idle(now);
+        Ok(())
+    }
+
+    fn add(&mut self, key: Vec<u8>, n: u64, now: Instant) {
+        let series = self.totals.entry(key).or_insert(Series {
+            total: 0,
+            last_change: now,
+        });
+        if n > 0 {
+            series.total += n;
+            series.last_change = now;
+        }
+    }
+
+    fn fold_idle(&mut self, now: Instant) {
+        let ttl = self.ttl;
+        let idle: Vec<Vec<u8>> = self
+            .totals
+            .iter()
+            .filter(|(k, s)| {
+                now.duration_since(s.last_change) > ttl && (self.to_overflow)(k) != **k
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in idle {
+            if let Some(series) = self.totals.remove(&key) {
+                let target = self
+                    .totals
+                    .entry((self.to_overflow)(&key))
+                    .or_insert(Series {
+                        total: 0,
+                        last_change: now,
+                    });
+                target.total += series.total;
+            }
+        }
+    }
+
+    /// Every key with its total: drained totals, plus what the live map and the overflow map
+    /// hold now. Keys may repeat (a drained key also live): callers sum by labels.
+    pub fn read(&self, gen: u32) -> Result<Vec<(Vec<u8>, u64)>> {
+        let mut out: Vec<(Vec<u8>, u64)> = self
+            .totals
+            .iter()
+            .map(|(k, s)| (k.clone(), s.total))
+            .collect();
+        for map in [&self.maps[(gen & 1) as usize], &self.overflow] {
+            for key in map.keys() {
+                if let Some(value) = map.lookup(&key, MapFlags::ANY)? {
+                    out.push((key, read_u64(&value)));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn read_u64(bytes: &[u8]) -> u64 {
+    let mut buf = [0u8; 8];
+    let n = bytes.len().min(8);
+    buf[..n].copy_from_slice(&bytes[..n]);
+    u64::from_ne_bytes(buf)
+}
