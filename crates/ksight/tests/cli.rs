@@ -1,0 +1,202 @@
+//! The command line: bad input gets one clear line and a non-zero exit, never a panic;
+//! `doctor` and `serve --check` report hooks; SIGKILL leaves nothing loaded.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn ksight(args: &[&str]) -> Output {
+    Command::new(KSIGHT).args(args).output().expect("run ksight")
+}
+
+/// Exits non-zero with one line on stderr that says `expect`, and no panic or backtrace.
+fn assert_clear_failure(out: &Output, expect: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "exit 0 for bad input; stderr: {stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "panic: {stderr}");
+    let first = stderr.lines().find(|l| l.starts_with("ksight")).unwrap_or_default();
+    assert!(first.contains(expect), "stderr lacks {expect:?}: {stderr}");
+    let error_lines = stderr.lines().filter(|l| l.starts_with("ksight")).count();
+    assert_eq!(error_lines, 1, "more than one error line: {stderr}");
+}
+
+#[test]
+fn version_and_help_on_every_subcommand() {
+    let out = ksight(&["--version"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ksight "));
+    for sub in ["serve", "doctor"] {
+        let out = ksight(&[sub, "--help"]);
+        assert!(out.status.success(), "{sub} --help");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: ksight"), "{sub} --help");
+    }
+    let help = String::from_utf8_lossy(&ksight(&["serve", "--help"]).stdout).to_string();
+    for collector in ["syscalls", "process", "files"] {
+        assert!(help.contains(collector), "serve --help does not list {collector}");
+    }
+}
+
+#[test]
+fn unknown_subcommand_and_flag() {
+    assert_clear_failure(&ksight(&["frobnicate"]), "unrecognized subcommand 'frobnicate'");
+    assert_clear_failure(&ksight(&["serve", "--frobnicate"]), "unexpected argument '--frobnicate'");
+    assert_clear_failure(&ksight(&["serve", "--series-ttl", "5 parsecs"]), "invalid duration");
+}
+
+#[test]
+fn unknown_collector_lists_the_valid_ones() {
+    let out = ksight(&["serve", "--collectors", "syscalls,bogus"]);
+    assert_clear_failure(&out, "unknown collector \"bogus\"; valid collectors: syscalls, process, files");
+}
+
+#[test]
+fn btf_file_missing_or_not_btf() {
+    if !privileged() {
+        return;
+    }
+    assert_clear_failure(&ksight(&["serve", "--check", "--btf", "/nonexistent/vmlinux"]), "--btf /nonexistent/vmlinux");
+    let not_btf = std::env::temp_dir().join(format!("ksight-not-btf-{}", std::process::id()));
+    std::fs::write(&not_btf, b"this is not BTF at all, just text").expect("write file");
+    let out = ksight(&["serve", "--check", "--btf", not_btf.to_str().expect("utf-8 path")]);
+    assert_clear_failure(&out, "not a BTF file");
+    // The kernel's own BTF passed as a file works.
+    let out = ksight(&["serve", "--check", "--btf", "/sys/kernel/btf/vmlinux"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn port_in_use() {
+    if !privileged() {
+        return;
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    assert_clear_failure(&ksight(&["serve", "--web.listen-address", &addr]), "cannot listen on");
+}
+
+#[test]
+fn not_root() {
+    if !privileged() {
+        return;
+    }
+    // A copy nobody can execute (the build tree may not be readable by nobody).
+    let binary = copy_named(KSIGHT, "ksight-nobody");
+    let dir = binary.parent().expect("dir");
+    for p in [dir, binary.as_path()] {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    }
+    let out = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"])
+        .arg(&binary)
+        .args(["serve", "--web.listen-address", "127.0.0.1:0"])
+        .output()
+        .expect("setpriv (util-linux)");
+    assert_clear_failure(&out, "needs root");
+}
+
+#[test]
+fn doctor_reports_hooks_as_json() {
+    if !privileged() {
+        return;
+    }
+    let out = ksight(&["doctor", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("doctor --json is JSON");
+    let hooks = report["hooks"].as_array().expect("hooks");
+    let names: Vec<&str> = hooks.iter().filter_map(|h| h["name"].as_str()).collect();
+    for name in ["tracepoint", "raw_tp", "tp_btf", "fentry", "kprobe", "uprobe", "perf_event", "ring_buffer", "task_storage"] {
+        assert!(names.contains(&name), "{name} missing from doctor");
+    }
+    let hook_ok = |n: &str| hooks.iter().find(|h| h["name"] == n).and_then(|h| h["ok"].as_bool()).expect("ok flag");
+    assert!(hook_ok("raw_tp") && hook_ok("tp_btf"), "{report}");
+    for c in report["collectors"].as_array().expect("collectors") {
+        assert_ne!(c["hook"], "none", "collector without a hook: {c}");
+        // tp_btf is the cheapest hook for these collectors wherever the kernel offers it.
+        if hook_ok("tp_btf") && c["name"] != "files" {
+            assert_eq!(c["hook"], "tp_btf", "{c}");
+        }
+    }
+    let text = String::from_utf8_lossy(&ksight(&["doctor"]).stdout).to_string();
+    assert!(text.contains("COLLECTOR") && text.contains("syscalls"), "{text}");
+}
+
+#[test]
+fn check_prints_the_hook_table() {
+    if !privileged() {
+        return;
+    }
+    let out = ksight(&["serve", "--check"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.lines().any(|l| l.starts_with("syscalls") && l.contains("tp_btf")), "{stdout}");
+}
+
+/// BPF object ids a process holds, from its fdinfo.
+fn bpf_ids(pid: i32) -> Vec<(String, u32)> {
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("fdinfo").flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text.lines() {
+            for kind in ["prog_id:", "map_id:", "link_id:"] {
+                if let Some(id) = line.strip_prefix(kind).and_then(|v| v.trim().parse().ok()) {
+                    ids.push((kind.trim_end_matches(':').to_string(), id));
+                }
+            }
+        }
+    }
+    ids
+}
+
+fn still_loaded(kind: &str, id: u32) -> bool {
+    // SAFETY: bpf id-to-fd lookups; a returned fd is closed right away.
+    let fd = unsafe {
+        match kind {
+            "prog_id" => libbpf_sys::bpf_prog_get_fd_by_id(id),
+            "map_id" => libbpf_sys::bpf_map_get_fd_by_id(id),
+            _ => libbpf_sys::bpf_link_get_fd_by_id(id),
+        }
+    };
+    if fd >= 0 {
+        // SAFETY: closing the fd we were just given.
+        unsafe { libc::close(fd) };
+    }
+    fd >= 0
+}
+
+#[test]
+fn sigkill_leaves_nothing_loaded() {
+    if !privileged() {
+        return;
+    }
+    let mut server = Server::start(&[]);
+    let ids = bpf_ids(server.pid());
+    assert!(ids.iter().any(|(k, _)| k == "prog_id"), "no programs found in fdinfo");
+    assert!(ids.iter().any(|(k, _)| k == "map_id"));
+    server.child.kill().expect("SIGKILL");
+    let _ = server.child.wait();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<_> = ids.iter().filter(|(k, id)| still_loaded(k, *id)).collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still loaded 10 s after SIGKILL: {left:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn sigterm_detaches_cleanly() {
+    if !privileged() {
+        return;
+    }
+    let server = Server::start(&[]);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(server.pid(), libc::SIGTERM) };
+    let mut server = server;
+    let status = server.child.wait().expect("wait");
+    assert!(status.success(), "ksight exited with {status} on SIGTERM");
+}

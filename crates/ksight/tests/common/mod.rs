@@ -1,0 +1,204 @@
+//! Shared helpers of the privileged end-to-end tests: a `ksight serve` per test on a free
+//! port, scrapes parsed into samples, and workloads run in forked children with unique comms.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const KSIGHT: &str = env!("CARGO_BIN_EXE_ksight");
+
+/// True when the test may load BPF. Outside CI a non-root run skips loudly; in CI it fails.
+pub fn privileged() -> bool {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("privileged test run without root in CI: run the suite as root");
+    }
+    eprintln!("\n*** SKIPPED: this test loads BPF programs and needs root (sudo) ***\n");
+    false
+}
+
+/// A unique process name (<= 15 bytes) for this test run.
+pub fn unique_comm(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let name = format!("k{}{}{:x}", &tag[..tag.len().min(4)], n, std::process::id() & 0xffff);
+    name[..name.len().min(15)].to_string()
+}
+
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Server {
+    pub fn start(extra: &[&str]) -> Server {
+        Server::start_binary(KSIGHT, extra)
+    }
+
+    /// Starts `binary` (a copy of ksight under another name, say) as the server.
+    pub fn start_binary(binary: impl AsRef<std::ffi::OsStr>, extra: &[&str]) -> Server {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut args = vec!["serve", "--web.listen-address", &listen, "--log", "warn"];
+        args.extend_from_slice(extra);
+        let child = Command::new(binary).args(&args).stdout(Stdio::null()).spawn().expect("spawn ksight");
+        let server = Server { child, port };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if http_get(self.port, "/metrics", None).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("ksight did not serve /metrics on port {} within 30 s", self.port);
+    }
+
+    pub fn scrape(&self) -> Samples {
+        let body = http_get(self.port, "/metrics", None).expect("scrape /metrics");
+        Samples::parse(&body.1)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// GET over HTTP/1.0; returns (headers, body).
+pub fn http_get(port: u16, path: &str, accept: Option<&str>) -> std::io::Result<(String, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n{accept}\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        return Err(std::io::Error::other(format!("bad response: {head}")));
+    }
+    Ok((head.to_string(), body.to_string()))
+}
+
+/// Samples of one scrape: (name, labels) -> value.
+pub struct Samples(pub Vec<(String, HashMap<String, String>, f64)>);
+
+impl Samples {
+    pub fn parse(text: &str) -> Samples {
+        let mut out = Vec::new();
+        for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+            let (series, value) = line.rsplit_once(' ').expect("sample has a value");
+            let value: f64 = match value {
+                "+Inf" => f64::INFINITY,
+                v => v.parse().expect("numeric value"),
+            };
+            let (name, labels) = match series.split_once('{') {
+                Some((n, rest)) => (n.to_string(), parse_labels(rest.trim_end_matches('}'))),
+                None => (series.to_string(), HashMap::new()),
+            };
+            out.push((name, labels, value));
+        }
+        Samples(out)
+    }
+
+    /// Sum of the samples of `name` whose labels include all of `want`.
+    pub fn sum(&self, name: &str, want: &[(&str, &str)]) -> f64 {
+        self.0
+            .iter()
+            .filter(|(n, labels, _)| n == name && want.iter().all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v)))
+            .map(|(_, _, v)| v)
+            .sum()
+    }
+
+    pub fn count(&self, name: &str, want: &[(&str, &str)]) -> usize {
+        self.0
+            .iter()
+            .filter(|(n, labels, _)| n == name && want.iter().all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v)))
+            .count()
+    }
+}
+
+fn parse_labels(text: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut rest = text;
+    while let Some((key, after)) = rest.split_once("=\"") {
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, other)) => value.push(other),
+                    None => {}
+                },
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        out.insert(key.trim_start_matches(',').to_string(), value);
+        rest = &after[end..];
+    }
+    out
+}
+
+/// Runs `work` in a forked child named `comm` and waits for it; returns the exit status.
+/// The child uses only raw syscalls and leaves with _exit, so forking a threaded test is safe.
+pub fn in_child(comm: &str, work: impl FnOnce()) -> i32 {
+    let name = std::ffi::CString::new(comm).expect("comm without NUL");
+    // SAFETY: fork; the child only makes raw syscalls (async-signal-safe) and _exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // SAFETY: PR_SET_NAME with a NUL-terminated string of <= 16 bytes.
+        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
+        work();
+        // SAFETY: ends the child without running the parent's atexit handlers.
+        unsafe { libc::_exit(0) };
+    }
+    wait(pid)
+}
+
+pub fn wait(pid: i32) -> i32 {
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    let ret = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(ret, pid, "waitpid");
+    status
+}
+
+/// A copy of `src` under a unique name in a fresh temp dir; its comm is the file name.
+pub fn copy_named(src: &str, name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ksight-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::copy(src, &path).expect("copy binary");
+    path
+}

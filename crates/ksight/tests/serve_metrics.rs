@@ -1,0 +1,325 @@
+//! Privileged end-to-end tests of `ksight serve`: every test generates its own workload in a
+//! child process with a unique comm and asserts the exact change of its series.
+
+mod common;
+
+use common::*;
+
+const N: u64 = 1000;
+
+fn delta(server: &Server, name: &str, labels: &[(&str, &str)], work: impl FnOnce()) -> f64 {
+    let before = server.scrape().sum(name, labels);
+    work();
+    server.scrape().sum(name, labels) - before
+}
+
+#[test]
+fn getppid_calls_are_counted_exactly() {
+    if !privileged() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let comm = unique_comm("ppid");
+    let d = delta(&server, "ksight_syscalls_total", &[("syscall", "getppid"), ("comm", &comm)], || {
+        in_child(&comm, || {
+            for _ in 0..N {
+                // SAFETY: getppid has no arguments and cannot fail.
+                unsafe { libc::getppid() };
+            }
+        });
+    });
+    assert_eq!(d, N as f64);
+}
+
+#[test]
+fn exit_and_exit_group_are_counted_when_the_thread_dies() {
+    if !privileged() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let comm = unique_comm("exit");
+    let exits = [("syscall", "exit"), ("comm", comm.as_str())];
+    let groups = [("syscall", "exit_group"), ("comm", comm.as_str())];
+    let before = server.scrape();
+    for i in 0..10 {
+        in_child(&comm, move || {
+            let nr = if i % 2 == 0 { libc::SYS_exit } else { libc::SYS_exit_group };
+            // SAFETY: ends this single-threaded child.
+            unsafe { libc::syscall(nr, 0) };
+        });
+    }
+    let after = server.scrape();
+    assert_eq!(after.sum("ksight_syscalls_total", &exits) - before.sum("ksight_syscalls_total", &exits), 5.0);
+    assert_eq!(after.sum("ksight_syscalls_total", &groups) - before.sum("ksight_syscalls_total", &groups), 5.0);
+}
+
+#[test]
+fn syscall_errors_are_counted_by_errno() {
+    if !privileged() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let comm = unique_comm("kcmp");
+    // kcmp on a pid that cannot exist fails with ESRCH; nothing else on a test box calls it.
+    let d = delta(&server, "ksight_syscall_errors_total", &[("syscall", "kcmp"), ("errno", "ESRCH")], || {
+        in_child(&comm, || {
+            for _ in 0..N {
+                // SAFETY: kcmp with an invalid pid only returns an error.
+                unsafe { libc::syscall(libc::SYS_kcmp, i32::MAX, i32::MAX, 0, 0, 0) };
+            }
+        });
+    });
+    assert_eq!(d, N as f64);
+}
+
+#[test]
+fn execs_and_exits_of_a_unique_binary() {
+    if !privileged() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let comm = unique_comm("true");
+    let binary = copy_named("/bin/true", &comm);
+    let labels = [("comm", comm.as_str())];
+    let before = server.scrape();
+    for _ in 0..25 {
+        let status = std::process::Command::new(&binary).status().expect("run copy of true");
+        assert!(status.success());
+    }
+    let after = server.scrape();
+    let d = |name: &str| after.sum(name, &labels) - before.sum(name, &labels);
+    assert_eq!(d("ksight_process_execs_total"), 25.0);
+    assert_eq!(d("ksight_process_exits_total"), 25.0);
+    assert_eq!(d("ksight_process_killed_total"), 0.0);
+}
+
+#[test]
+fn forks_kills_and_lifetimes() {
+    if !privileged() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let comm = unique_comm("fork");
+    let labels = [("comm", comm.as_str())];
+    let killed = [("comm", comm.as_str()), ("signal", "SIGUSR1")];
+    let before = server.scrape();
+    in_child(&comm, || {
+        for i in 0..20 {
+            // SAFETY: fork in a single-threaded child; the grandchild only raises or _exits.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                if i % 4 == 0 {
+                    // SAFETY: default action of SIGUSR1 terminates this process.
+                    unsafe { libc::raise(libc::SIGUSR1) };
+                }
+                // SAFETY: leave without atexit handlers.
+                unsafe { libc::_exit(0) };
+            }
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+        }
+    });
+    let after = server.scrape();
+    let d = |name: &str, l: &[(&str, &str)]| after.sum(name, l) - before.sum(name, l);
+    assert_eq!(d("ksight_process_forks_total", &labels), 20.0);
+    // 20 children and the child itself; 5 of the children died by SIGUSR1.
+    assert_eq!(d("ksight_process_exits_total", &labels), 21.0);
+    assert_eq!(d("ksight_process_killed_total", &killed), 5.0);
+    assert!(d("ksight_process_lifetime_seconds_count", &[]) >= 21.0);
+}
+
+#[test]
+fn threads_are_not_processes() {
+    if !privileged() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let comm = unique_comm("thr");
+    let labels = [("comm", comm.as_str())];
+    let before = server.scrape();
+    in_child(&comm, || {
+        let handles: Vec<_> = (0..8).map(|_| std::thread::spawn(|| ())).collect();
+        for h in handles {
+            let _ = h.join();
+        }
+    });
+    let after = server.scrape();
+    let d = |name: &str| after.sum(name, &labels) - before.sum(name, &labels);
+    assert_eq!(d("ksight_process_forks_total"), 0.0, "threads are not forks");
+    assert_eq!(d("ksight_process_exits_total"), 1.0, "one process died");
+    let exits = [("syscall", "exit"), ("comm", comm.as_str())];
+    assert_eq!(after.sum("ksight_syscalls_total", &exits) - before.sum("ksight_syscalls_total", &exits), 8.0);
+}
+
+#[test]
+fn opens_of_a_missing_path_by_every_open_syscall() {
+    if !privileged() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let comm = unique_comm("open");
+    let path = std::ffi::CString::new(format!("/nonexistent-ksight/{comm}")).expect("path");
+    let labels = [("comm", comm.as_str()), ("result", "ENOENT")];
+    let ok_labels = [("comm", comm.as_str()), ("result", "ok")];
+    let before = server.scrape();
+    in_child(&comm, || {
+        #[repr(C)]
+        struct OpenHow {
+            flags: u64,
+            mode: u64,
+            resolve: u64,
+        }
+        let how = OpenHow { flags: 0, mode: 0, resolve: 0 };
+        for _ in 0..N {
+            // SAFETY: open-family syscalls on a valid C string; they fail with ENOENT.
+            unsafe {
+                libc::syscall(libc::SYS_open, path.as_ptr(), libc::O_RDONLY);
+                libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY);
+                libc::syscall(libc::SYS_creat, path.as_ptr(), 0o600);
+                libc::syscall(libc::SYS_openat2, libc::AT_FDCWD, path.as_ptr(), &how, std::mem::size_of::<OpenHow>());
+            }
+        }
+        // One successful open, closed again.
+        // SAFETY: a valid path; the fd is closed right away.
+        unsafe { libc::close(libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c"/".as_ptr(), libc::O_RDONLY) as i32) };
+    });
+    let after = server.scrape();
+    assert_eq!(after.sum("ksight_file_opens_total", &labels) - before.sum("ksight_file_opens_total", &labels), 4.0 * N as f64);
+    assert_eq!(after.sum("ksight_file_opens_total", &ok_labels) - before.sum("ksight_file_opens_total", &ok_labels), 1.0);
+}
+
+#[test]
+fn own_process_is_left_out_unless_asked() {
+    if !privileged() {
+        return;
+    }
+    // A copy of ksight under a unique name, so other tests' instances cannot be mistaken for it.
+    let comm = unique_comm("self");
+    let binary = copy_named(KSIGHT, &comm);
+    let bpf_calls = [("syscall", "bpf"), ("comm", comm.as_str())];
+    let server = Server::start_binary(&binary, &[]);
+    server.scrape();
+    assert_eq!(server.scrape().sum("ksight_syscalls_total", &bpf_calls), 0.0);
+    drop(server);
+    let counting = Server::start_binary(&binary, &["--include-self"]);
+    counting.scrape();
+    assert!(counting.scrape().sum("ksight_syscalls_total", &bpf_calls) > 0.0);
+}
+
+#[test]
+fn overflow_folds_what_does_not_fit_without_losing_increments() {
+    if !privileged() {
+        return;
+    }
+    // 4 slots: the overflow and 3 comms; 2 entries per table.
+    let server = Server::start(&["--syscalls.max-comms", "4", "--table.capacity", "2"]);
+    let comms: Vec<String> = (0..8).map(|_| unique_comm("ovf")).collect();
+    let before = server.scrape();
+    for comm in &comms {
+        in_child(comm, || {
+            for _ in 0..N {
+                // SAFETY: getppid cannot fail.
+                unsafe { libc::getppid() };
+            }
+        });
+    }
+    let after = server.scrape();
+    let getppid = |s: &Samples, comm: &str| s.sum("ksight_syscalls_total", &[("syscall", "getppid"), ("comm", comm)]);
+    let named: f64 = comms.iter().map(|c| getppid(&after, c) - getppid(&before, c)).sum();
+    let named_series = comms.iter().filter(|c| getppid(&after, c) > 0.0).count();
+    let other = getppid(&after, "(other processes)") - getppid(&before, "(other processes)");
+    assert!(named_series <= 3, "{named_series} comms got their own series with 3 slots");
+    assert!(named + other >= (8 * N) as f64, "named {named} + overflow {other} < {}", 8 * N);
+    assert!(other >= (8 * N) as f64 - named);
+    assert_eq!(after.sum("ksight_events_lost_total", &[]), 0.0);
+    // The tables: each comm exited once; those that did not fit are under the overflow comm.
+    let exits: f64 = comms.iter().map(|c| after.sum("ksight_process_exits_total", &[("comm", c)])).sum();
+    let other_exits = after.sum("ksight_process_exits_total", &[("comm", "(other processes)")]);
+    assert!(exits < 8.0, "table capacity 2 kept {exits} of 8 comms apart");
+    assert!(exits + other_exits >= 8.0);
+}
+
+#[test]
+fn idle_series_fold_after_the_ttl() {
+    if !privileged() {
+        return;
+    }
+    let server = Server::start(&["--series-ttl", "1s", "--fold-interval", "300ms"]);
+    let comm = unique_comm("ttl");
+    let labels = [("syscall", "getppid"), ("comm", comm.as_str())];
+    let other = [("syscall", "getppid"), ("comm", "(other processes)")];
+    in_child(&comm, || {
+        for _ in 0..N {
+            // SAFETY: getppid cannot fail.
+            unsafe { libc::getppid() };
+        }
+    });
+    let live = server.scrape();
+    assert_eq!(live.sum("ksight_syscalls_total", &labels), N as f64);
+    let other_before = live.sum("ksight_syscalls_total", &other);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let folded = server.scrape();
+    assert_eq!(folded.count("ksight_syscalls_total", &labels), 0, "idle series still exported");
+    assert!(folded.sum("ksight_syscalls_total", &other) - other_before >= N as f64, "folded counts lost");
+    let exits = [("comm", comm.as_str())];
+    assert_eq!(folded.count("ksight_process_exits_total", &exits), 0, "idle table series still exported");
+}
+
+#[test]
+fn metrics_pass_promtool_and_openmetrics_is_served_on_request() {
+    if !privileged() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let (head, body) = http_get(server.port, "/metrics", None).expect("scrape");
+    assert!(head.to_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .output_with_input(&body);
+    let out = promtool.take().expect("promtool runs (Debian package prometheus)");
+    assert!(out.status.success(), "promtool: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (head, body) = http_get(server.port, "/metrics", Some("application/openmetrics-text; version=1.0.0")).expect("scrape");
+    assert!(head.contains("application/openmetrics-text"), "{head}");
+    assert!(body.ends_with("# EOF\n"));
+    for name in [
+        "ksight_build_info",
+        "ksight_collector_up",
+        "ksight_map_capacity",
+        "ksight_map_memory_bytes",
+        "ksight_scrape_duration_seconds",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(body.lines().any(|l| l.starts_with(name)), "{name} missing");
+    }
+    let (_, landing) = http_get(server.port, "/", None).expect("landing page");
+    assert!(landing.contains("/metrics"));
+}
+
+trait OutputWithInput {
+    fn output_with_input(&mut self, input: &str) -> Option<std::process::Output>;
+}
+
+impl OutputWithInput for std::process::Command {
+    fn output_with_input(&mut self, input: &str) -> Option<std::process::Output> {
+        use std::io::Write;
+        let mut child = self.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().ok()?;
+        child.stdin.take()?.write_all(input.as_bytes()).ok()?;
+        child.wait_with_output().ok()
+    }
+}
+
+#[test]
+fn bpf_stats_report_program_runs() {
+    if !privileged() {
+        return;
+    }
+    let server = Server::start(&["--bpf-stats", "--collectors", "syscalls"]);
+    let s = server.scrape();
+    assert!(s.sum("ksight_bpf_program_runs_total", &[("program", "sys_exit_btf")]) > 0.0);
+    assert_eq!(s.count("ksight_collector_up", &[("collector", "process")]), 0, "--collectors limits the set");
+}
