@@ -9,15 +9,27 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn ksight(args: &[&str]) -> Output {
-    Command::new(KSIGHT).args(args).output().expect("run ksight")
+    Command::new(KSIGHT)
+        .args(args)
+        .output()
+        .expect("run ksight")
 }
 
 /// Exits non-zero with one line on stderr that says `expect`, and no panic or backtrace.
 fn assert_clear_failure(out: &Output, expect: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "exit 0 for bad input; stderr: {stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "panic: {stderr}");
-    let first = stderr.lines().find(|l| l.starts_with("ksight")).unwrap_or_default();
+    assert!(
+        !out.status.success(),
+        "exit 0 for bad input; stderr: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "panic: {stderr}"
+    );
+    let first = stderr
+        .lines()
+        .find(|l| l.starts_with("ksight"))
+        .unwrap_or_default();
     assert!(first.contains(expect), "stderr lacks {expect:?}: {stderr}");
     let error_lines = stderr.lines().filter(|l| l.starts_with("ksight")).count();
     assert_eq!(error_lines, 1, "more than one error line: {stderr}");
@@ -31,25 +43,43 @@ fn version_and_help_on_every_subcommand() {
     for sub in ["serve", "doctor"] {
         let out = ksight(&[sub, "--help"]);
         assert!(out.status.success(), "{sub} --help");
-        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: ksight"), "{sub} --help");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage: ksight"),
+            "{sub} --help"
+        );
     }
     let help = String::from_utf8_lossy(&ksight(&["serve", "--help"]).stdout).to_string();
     for collector in ["syscalls", "process", "files"] {
-        assert!(help.contains(collector), "serve --help does not list {collector}");
+        assert!(
+            help.contains(collector),
+            "serve --help does not list {collector}"
+        );
     }
 }
 
 #[test]
 fn unknown_subcommand_and_flag() {
-    assert_clear_failure(&ksight(&["frobnicate"]), "unrecognized subcommand 'frobnicate'");
-    assert_clear_failure(&ksight(&["serve", "--frobnicate"]), "unexpected argument '--frobnicate'");
-    assert_clear_failure(&ksight(&["serve", "--series-ttl", "5 parsecs"]), "invalid duration");
+    assert_clear_failure(
+        &ksight(&["frobnicate"]),
+        "unrecognized subcommand 'frobnicate'",
+    );
+    assert_clear_failure(
+        &ksight(&["serve", "--frobnicate"]),
+        "unexpected argument '--frobnicate'",
+    );
+    assert_clear_failure(
+        &ksight(&["serve", "--series-ttl", "5 parsecs"]),
+        "invalid duration",
+    );
 }
 
 #[test]
 fn unknown_collector_lists_the_valid_ones() {
     let out = ksight(&["serve", "--collectors", "syscalls,bogus"]);
-    assert_clear_failure(&out, "unknown collector \"bogus\"; valid collectors: syscalls, process, files");
+    assert_clear_failure(
+        &out,
+        "unknown collector \"bogus\"; valid collectors: syscalls, process, files",
+    );
 }
 
 #[test]
@@ -57,14 +87,26 @@ fn btf_file_missing_or_not_btf() {
     if !privileged() {
         return;
     }
-    assert_clear_failure(&ksight(&["serve", "--check", "--btf", "/nonexistent/vmlinux"]), "--btf /nonexistent/vmlinux");
+    assert_clear_failure(
+        &ksight(&["serve", "--check", "--btf", "/nonexistent/vmlinux"]),
+        "--btf /nonexistent/vmlinux",
+    );
     let not_btf = std::env::temp_dir().join(format!("ksight-not-btf-{}", std::process::id()));
     std::fs::write(&not_btf, b"this is not BTF at all, just text").expect("write file");
-    let out = ksight(&["serve", "--check", "--btf", not_btf.to_str().expect("utf-8 path")]);
+    let out = ksight(&[
+        "serve",
+        "--check",
+        "--btf",
+        not_btf.to_str().expect("utf-8 path"),
+    ]);
     assert_clear_failure(&out, "not a BTF file");
     // The kernel's own BTF passed as a file works.
     let out = ksight(&["serve", "--check", "--btf", "/sys/kernel/btf/vmlinux"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -74,7 +116,10 @@ fn port_in_use() {
     }
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
-    assert_clear_failure(&ksight(&["serve", "--web.listen-address", &addr]), "cannot listen on");
+    assert_clear_failure(
+        &ksight(&["serve", "--web.listen-address", &addr]),
+        "cannot listen on",
+    );
 }
 
 #[test]
@@ -86,10 +131,16 @@ fn not_root() {
     let binary = copy_named(KSIGHT, "ksight-nobody");
     let dir = binary.parent().expect("dir");
     for p in [dir, binary.as_path()] {
-        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
     }
     let out = Command::new("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"])
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
         .arg(&binary)
         .args(["serve", "--web.listen-address", "127.0.0.1:0"])
         .output()
@@ -103,14 +154,35 @@ fn doctor_reports_hooks_as_json() {
         return;
     }
     let out = ksight(&["doctor", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("doctor --json is JSON");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("doctor --json is JSON");
     let hooks = report["hooks"].as_array().expect("hooks");
     let names: Vec<&str> = hooks.iter().filter_map(|h| h["name"].as_str()).collect();
-    for name in ["tracepoint", "raw_tp", "tp_btf", "fentry", "kprobe", "uprobe", "perf_event", "ring_buffer", "task_storage"] {
+    for name in [
+        "tracepoint",
+        "raw_tp",
+        "tp_btf",
+        "fentry",
+        "kprobe",
+        "uprobe",
+        "perf_event",
+        "ring_buffer",
+        "task_storage",
+    ] {
         assert!(names.contains(&name), "{name} missing from doctor");
     }
-    let hook_ok = |n: &str| hooks.iter().find(|h| h["name"] == n).and_then(|h| h["ok"].as_bool()).expect("ok flag");
+    let hook_ok = |n: &str| {
+        hooks
+            .iter()
+            .find(|h| h["name"] == n)
+            .and_then(|h| h["ok"].as_bool())
+            .expect("ok flag")
+    };
     assert!(hook_ok("raw_tp") && hook_ok("tp_btf"), "{report}");
     for c in report["collectors"].as_array().expect("collectors") {
         assert_ne!(c["hook"], "none", "collector without a hook: {c}");
@@ -120,7 +192,10 @@ fn doctor_reports_hooks_as_json() {
         }
     }
     let text = String::from_utf8_lossy(&ksight(&["doctor"]).stdout).to_string();
-    assert!(text.contains("COLLECTOR") && text.contains("syscalls"), "{text}");
+    assert!(
+        text.contains("COLLECTOR") && text.contains("syscalls"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -130,14 +205,26 @@ fn check_prints_the_hook_table() {
     }
     let out = ksight(&["serve", "--check"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.lines().any(|l| l.starts_with("syscalls") && l.contains("tp_btf")), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("syscalls") && l.contains("tp_btf")),
+        "{stdout}"
+    );
 }
 
 /// BPF object ids a process holds, from its fdinfo.
 fn bpf_ids(pid: i32) -> Vec<(String, u32)> {
     let mut ids = Vec::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("fdinfo").flatten() {
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .expect("fdinfo")
+        .flatten()
+    {
         let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
         for line in text.lines() {
             for kind in ["prog_id:", "map_id:", "link_id:"] {
@@ -173,7 +260,10 @@ fn sigkill_leaves_nothing_loaded() {
     }
     let mut server = Server::start(&[]);
     let ids = bpf_ids(server.pid());
-    assert!(ids.iter().any(|(k, _)| k == "prog_id"), "no programs found in fdinfo");
+    assert!(
+        ids.iter().any(|(k, _)| k == "prog_id"),
+        "no programs found in fdinfo"
+    );
     assert!(ids.iter().any(|(k, _)| k == "map_id"));
     server.child.kill().expect("SIGKILL");
     let _ = server.child.wait();
@@ -183,7 +273,10 @@ fn sigkill_leaves_nothing_loaded() {
         if left.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "still loaded 10 s after SIGKILL: {left:?}");
+        assert!(
+            Instant::now() < deadline,
+            "still loaded 10 s after SIGKILL: {left:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

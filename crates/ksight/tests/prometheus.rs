@@ -44,7 +44,10 @@ fn prometheus_scrapes_and_queries_ksight() {
     let port = free_port();
     let child = Command::new("prometheus")
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -56,14 +59,18 @@ fn prometheus_scrapes_and_queries_ksight() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok((_, body)) = http_get(port, &query, None) {
-            let reply: serde_json::Value = serde_json::from_str(&body).expect("query API answers JSON");
+            let reply: serde_json::Value =
+                serde_json::from_str(&body).expect("query API answers JSON");
             if let Some(sample) = reply["data"]["result"].as_array().and_then(|r| r.first()) {
                 assert_eq!(sample["value"][1], "777", "{reply}");
                 assert_eq!(sample["metric"]["job"], "ksight");
                 return;
             }
         }
-        assert!(Instant::now() < deadline, "Prometheus did not find the series within 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus did not find the series within 60 s"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
 }

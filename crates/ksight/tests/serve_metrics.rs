@@ -20,14 +20,19 @@ fn getppid_calls_are_counted_exactly() {
     }
     let server = Server::start(&[]);
     let comm = unique_comm("ppid");
-    let d = delta(&server, "ksight_syscalls_total", &[("syscall", "getppid"), ("comm", &comm)], || {
-        in_child(&comm, || {
-            for _ in 0..N {
-                // SAFETY: getppid has no arguments and cannot fail.
-                unsafe { libc::getppid() };
-            }
-        });
-    });
+    let d = delta(
+        &server,
+        "ksight_syscalls_total",
+        &[("syscall", "getppid"), ("comm", &comm)],
+        || {
+            in_child(&comm, || {
+                for _ in 0..N {
+                    // SAFETY: getppid has no arguments and cannot fail.
+                    unsafe { libc::getppid() };
+                }
+            });
+        },
+    );
     assert_eq!(d, N as f64);
 }
 
@@ -43,14 +48,24 @@ fn exit_and_exit_group_are_counted_when_the_thread_dies() {
     let before = server.scrape();
     for i in 0..10 {
         in_child(&comm, move || {
-            let nr = if i % 2 == 0 { libc::SYS_exit } else { libc::SYS_exit_group };
+            let nr = if i % 2 == 0 {
+                libc::SYS_exit
+            } else {
+                libc::SYS_exit_group
+            };
             // SAFETY: ends this single-threaded child.
             unsafe { libc::syscall(nr, 0) };
         });
     }
     let after = server.scrape();
-    assert_eq!(after.sum("ksight_syscalls_total", &exits) - before.sum("ksight_syscalls_total", &exits), 5.0);
-    assert_eq!(after.sum("ksight_syscalls_total", &groups) - before.sum("ksight_syscalls_total", &groups), 5.0);
+    assert_eq!(
+        after.sum("ksight_syscalls_total", &exits) - before.sum("ksight_syscalls_total", &exits),
+        5.0
+    );
+    assert_eq!(
+        after.sum("ksight_syscalls_total", &groups) - before.sum("ksight_syscalls_total", &groups),
+        5.0
+    );
 }
 
 #[test]
@@ -61,14 +76,19 @@ fn syscall_errors_are_counted_by_errno() {
     let server = Server::start(&[]);
     let comm = unique_comm("kcmp");
     // kcmp on a pid that cannot exist fails with ESRCH; nothing else on a test box calls it.
-    let d = delta(&server, "ksight_syscall_errors_total", &[("syscall", "kcmp"), ("errno", "ESRCH")], || {
-        in_child(&comm, || {
-            for _ in 0..N {
-                // SAFETY: kcmp with an invalid pid only returns an error.
-                unsafe { libc::syscall(libc::SYS_kcmp, i32::MAX, i32::MAX, 0, 0, 0) };
-            }
-        });
-    });
+    let d = delta(
+        &server,
+        "ksight_syscall_errors_total",
+        &[("syscall", "kcmp"), ("errno", "ESRCH")],
+        || {
+            in_child(&comm, || {
+                for _ in 0..N {
+                    // SAFETY: kcmp with an invalid pid only returns an error.
+                    unsafe { libc::syscall(libc::SYS_kcmp, i32::MAX, i32::MAX, 0, 0, 0) };
+                }
+            });
+        },
+    );
     assert_eq!(d, N as f64);
 }
 
@@ -83,7 +103,9 @@ fn execs_and_exits_of_a_unique_binary() {
     let labels = [("comm", comm.as_str())];
     let before = server.scrape();
     for _ in 0..25 {
-        let status = std::process::Command::new(&binary).status().expect("run copy of true");
+        let status = std::process::Command::new(&binary)
+            .status()
+            .expect("run copy of true");
         assert!(status.success());
     }
     let after = server.scrape();
@@ -146,10 +168,17 @@ fn threads_are_not_processes() {
     });
     let after = server.scrape();
     let d = |name: &str| after.sum(name, &labels) - before.sum(name, &labels);
-    assert_eq!(d("ksight_process_forks_total"), 0.0, "threads are not forks");
+    assert_eq!(
+        d("ksight_process_forks_total"),
+        0.0,
+        "threads are not forks"
+    );
     assert_eq!(d("ksight_process_exits_total"), 1.0, "one process died");
     let exits = [("syscall", "exit"), ("comm", comm.as_str())];
-    assert_eq!(after.sum("ksight_syscalls_total", &exits) - before.sum("ksight_syscalls_total", &exits), 8.0);
+    assert_eq!(
+        after.sum("ksight_syscalls_total", &exits) - before.sum("ksight_syscalls_total", &exits),
+        8.0
+    );
 }
 
 #[test]
@@ -170,23 +199,53 @@ fn opens_of_a_missing_path_by_every_open_syscall() {
             mode: u64,
             resolve: u64,
         }
-        let how = OpenHow { flags: 0, mode: 0, resolve: 0 };
+        let how = OpenHow {
+            flags: 0,
+            mode: 0,
+            resolve: 0,
+        };
         for _ in 0..N {
             // SAFETY: open-family syscalls on a valid C string; they fail with ENOENT.
             unsafe {
                 libc::syscall(libc::SYS_open, path.as_ptr(), libc::O_RDONLY);
-                libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY);
+                libc::syscall(
+                    libc::SYS_openat,
+                    libc::AT_FDCWD,
+                    path.as_ptr(),
+                    libc::O_RDONLY,
+                );
                 libc::syscall(libc::SYS_creat, path.as_ptr(), 0o600);
-                libc::syscall(libc::SYS_openat2, libc::AT_FDCWD, path.as_ptr(), &how, std::mem::size_of::<OpenHow>());
+                libc::syscall(
+                    libc::SYS_openat2,
+                    libc::AT_FDCWD,
+                    path.as_ptr(),
+                    &how,
+                    std::mem::size_of::<OpenHow>(),
+                );
             }
         }
         // One successful open, closed again.
         // SAFETY: a valid path; the fd is closed right away.
-        unsafe { libc::close(libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c"/".as_ptr(), libc::O_RDONLY) as i32) };
+        unsafe {
+            libc::close(libc::syscall(
+                libc::SYS_openat,
+                libc::AT_FDCWD,
+                c"/".as_ptr(),
+                libc::O_RDONLY,
+            ) as i32)
+        };
     });
     let after = server.scrape();
-    assert_eq!(after.sum("ksight_file_opens_total", &labels) - before.sum("ksight_file_opens_total", &labels), 4.0 * N as f64);
-    assert_eq!(after.sum("ksight_file_opens_total", &ok_labels) - before.sum("ksight_file_opens_total", &ok_labels), 1.0);
+    assert_eq!(
+        after.sum("ksight_file_opens_total", &labels)
+            - before.sum("ksight_file_opens_total", &labels),
+        4.0 * N as f64
+    );
+    assert_eq!(
+        after.sum("ksight_file_opens_total", &ok_labels)
+            - before.sum("ksight_file_opens_total", &ok_labels),
+        1.0
+    );
 }
 
 #[test]
@@ -200,7 +259,10 @@ fn own_process_is_left_out_unless_asked() {
     let bpf_calls = [("syscall", "bpf"), ("comm", comm.as_str())];
     let server = Server::start_binary(&binary, &[]);
     server.scrape();
-    assert_eq!(server.scrape().sum("ksight_syscalls_total", &bpf_calls), 0.0);
+    assert_eq!(
+        server.scrape().sum("ksight_syscalls_total", &bpf_calls),
+        0.0
+    );
     drop(server);
     let counting = Server::start_binary(&binary, &["--include-self"]);
     counting.scrape();
@@ -225,18 +287,42 @@ fn overflow_folds_what_does_not_fit_without_losing_increments() {
         });
     }
     let after = server.scrape();
-    let getppid = |s: &Samples, comm: &str| s.sum("ksight_syscalls_total", &[("syscall", "getppid"), ("comm", comm)]);
-    let named: f64 = comms.iter().map(|c| getppid(&after, c) - getppid(&before, c)).sum();
+    let getppid = |s: &Samples, comm: &str| {
+        s.sum(
+            "ksight_syscalls_total",
+            &[("syscall", "getppid"), ("comm", comm)],
+        )
+    };
+    let named: f64 = comms
+        .iter()
+        .map(|c| getppid(&after, c) - getppid(&before, c))
+        .sum();
     let named_series = comms.iter().filter(|c| getppid(&after, c) > 0.0).count();
     let other = getppid(&after, "(other processes)") - getppid(&before, "(other processes)");
-    assert!(named_series <= 3, "{named_series} comms got their own series with 3 slots");
-    assert!(named + other >= (8 * N) as f64, "named {named} + overflow {other} < {}", 8 * N);
+    assert!(
+        named_series <= 3,
+        "{named_series} comms got their own series with 3 slots"
+    );
+    assert!(
+        named + other >= (8 * N) as f64,
+        "named {named} + overflow {other} < {}",
+        8 * N
+    );
     assert!(other >= (8 * N) as f64 - named);
     assert_eq!(after.sum("ksight_events_lost_total", &[]), 0.0);
     // The tables: each comm exited once; those that did not fit are under the overflow comm.
-    let exits: f64 = comms.iter().map(|c| after.sum("ksight_process_exits_total", &[("comm", c)])).sum();
-    let other_exits = after.sum("ksight_process_exits_total", &[("comm", "(other processes)")]);
-    assert!(exits < 8.0, "table capacity 2 kept {exits} of 8 comms apart");
+    let exits: f64 = comms
+        .iter()
+        .map(|c| after.sum("ksight_process_exits_total", &[("comm", c)]))
+        .sum();
+    let other_exits = after.sum(
+        "ksight_process_exits_total",
+        &[("comm", "(other processes)")],
+    );
+    assert!(
+        exits < 8.0,
+        "table capacity 2 kept {exits} of 8 comms apart"
+    );
     assert!(exits + other_exits >= 8.0);
 }
 
@@ -260,10 +346,21 @@ fn idle_series_fold_after_the_ttl() {
     let other_before = live.sum("ksight_syscalls_total", &other);
     std::thread::sleep(std::time::Duration::from_secs(3));
     let folded = server.scrape();
-    assert_eq!(folded.count("ksight_syscalls_total", &labels), 0, "idle series still exported");
-    assert!(folded.sum("ksight_syscalls_total", &other) - other_before >= N as f64, "folded counts lost");
+    assert_eq!(
+        folded.count("ksight_syscalls_total", &labels),
+        0,
+        "idle series still exported"
+    );
+    assert!(
+        folded.sum("ksight_syscalls_total", &other) - other_before >= N as f64,
+        "folded counts lost"
+    );
     let exits = [("comm", comm.as_str())];
-    assert_eq!(folded.count("ksight_process_exits_total", &exits), 0, "idle table series still exported");
+    assert_eq!(
+        folded.count("ksight_process_exits_total", &exits),
+        0,
+        "idle table series still exported"
+    );
 }
 
 #[test]
@@ -273,14 +370,30 @@ fn metrics_pass_promtool_and_openmetrics_is_served_on_request() {
     }
     let server = Server::start(&[]);
     let (head, body) = http_get(server.port, "/metrics", None).expect("scrape");
-    assert!(head.to_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
+    assert!(
+        head.to_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
     let mut promtool = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
         .output_with_input(&body);
-    let out = promtool.take().expect("promtool runs (Debian package prometheus)");
-    assert!(out.status.success(), "promtool: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let (head, body) = http_get(server.port, "/metrics", Some("application/openmetrics-text; version=1.0.0")).expect("scrape");
+    let out = promtool
+        .take()
+        .expect("promtool runs (Debian package prometheus)");
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (head, body) = http_get(
+        server.port,
+        "/metrics",
+        Some("application/openmetrics-text; version=1.0.0"),
+    )
+    .expect("scrape");
     assert!(head.contains("application/openmetrics-text"), "{head}");
     assert!(body.ends_with("# EOF\n"));
     for name in [
@@ -307,7 +420,11 @@ trait OutputWithInput {
 impl OutputWithInput for std::process::Command {
     fn output_with_input(&mut self, input: &str) -> Option<std::process::Output> {
         use std::io::Write;
-        let mut child = self.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().ok()?;
+        let mut child = self
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .ok()?;
         child.stdin.take()?.write_all(input.as_bytes()).ok()?;
         child.wait_with_output().ok()
     }
@@ -320,6 +437,15 @@ fn bpf_stats_report_program_runs() {
     }
     let server = Server::start(&["--bpf-stats", "--collectors", "syscalls"]);
     let s = server.scrape();
-    assert!(s.sum("ksight_bpf_program_runs_total", &[("program", "sys_exit_btf")]) > 0.0);
-    assert_eq!(s.count("ksight_collector_up", &[("collector", "process")]), 0, "--collectors limits the set");
+    assert!(
+        s.sum(
+            "ksight_bpf_program_runs_total",
+            &[("program", "sys_exit_btf")]
+        ) > 0.0
+    );
+    assert_eq!(
+        s.count("ksight_collector_up", &[("collector", "process")]),
+        0,
+        "--collectors limits the set"
+    );
 }

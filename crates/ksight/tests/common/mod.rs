@@ -29,7 +29,12 @@ pub fn privileged() -> bool {
 pub fn unique_comm(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::SeqCst);
-    let name = format!("k{}{}{:x}", &tag[..tag.len().min(4)], n, std::process::id() & 0xffff);
+    let name = format!(
+        "k{}{}{:x}",
+        &tag[..tag.len().min(4)],
+        n,
+        std::process::id() & 0xffff
+    );
     name[..name.len().min(15)].to_string()
 }
 
@@ -54,7 +59,11 @@ impl Server {
         let listen = format!("127.0.0.1:{port}");
         let mut args = vec!["serve", "--web.listen-address", &listen, "--log", "warn"];
         args.extend_from_slice(extra);
-        let child = Command::new(binary).args(&args).stdout(Stdio::null()).spawn().expect("spawn ksight");
+        let child = Command::new(binary)
+            .args(&args)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn ksight");
         let server = Server { child, port };
         server.wait_ready();
         server
@@ -68,7 +77,10 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("ksight did not serve /metrics on port {} within 30 s", self.port);
+        panic!(
+            "ksight did not serve /metrics on port {} within 30 s",
+            self.port
+        );
     }
 
     pub fn scrape(&self) -> Samples {
@@ -93,8 +105,13 @@ impl Drop for Server {
 pub fn http_get(port: u16, path: &str, accept: Option<&str>) -> std::io::Result<(String, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n{accept}\r\n")?;
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: localhost\r\n{accept}\r\n"
+    )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
@@ -110,7 +127,10 @@ pub struct Samples(pub Vec<(String, HashMap<String, String>, f64)>);
 impl Samples {
     pub fn parse(text: &str) -> Samples {
         let mut out = Vec::new();
-        for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
             let (series, value) = line.rsplit_once(' ').expect("sample has a value");
             let value: f64 = match value {
                 "+Inf" => f64::INFINITY,
@@ -129,7 +149,12 @@ impl Samples {
     pub fn sum(&self, name: &str, want: &[(&str, &str)]) -> f64 {
         self.0
             .iter()
-            .filter(|(n, labels, _)| n == name && want.iter().all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v)))
+            .filter(|(n, labels, _)| {
+                n == name
+                    && want
+                        .iter()
+                        .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+            })
             .map(|(_, _, v)| v)
             .sum()
     }
@@ -137,7 +162,12 @@ impl Samples {
     pub fn count(&self, name: &str, want: &[(&str, &str)]) -> usize {
         self.0
             .iter()
-            .filter(|(n, labels, _)| n == name && want.iter().all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v)))
+            .filter(|(n, labels, _)| {
+                n == name
+                    && want
+                        .iter()
+                        .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+            })
             .count()
     }
 }
