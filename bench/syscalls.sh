@@ -10,8 +10,11 @@ ROUNDS=${1:-5}
 CALLS=${2:-2000000}
 T=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$T"' EXIT
 scripts/deps --bench
+# The peers need tracefs at its usual place (ksight mounts its own privately when it is absent).
+[ -d /sys/kernel/tracing/events ] || mount -t tracefs nodev /sys/kernel/tracing
 gcc -O2 -o "$T/getppid" bench/getppid.c
-cargo build --release --locked -q -p ksight -p ksight-bpf --example floor
+cargo build --release --locked -q -p ksight
+cargo build --release --locked -q -p ksight-bpf --example floor
 KSIGHT=target/release/ksight FLOOR=target/release/examples/floor
 
 # start_tool NAME: starts the tool in the background, waits until it is attached.
@@ -22,7 +25,7 @@ start_tool() {
     floor_exit_raw_tp) $FLOOR probe_raw_tp_exit > "$T/out" 2>&1 & ;;
     floor_exit_tp_btf) $FLOOR probe_tp_btf_exit > "$T/out" 2>&1 & ;;
     ksight) $KSIGHT serve --web.listen-address 127.0.0.1:9719 --log warn > "$T/out" 2>&1 & ;;
-    syscount) syscount > "$T/out" 2>&1 & ;;
+    syscount) stdbuf -oL syscount > "$T/out" 2>&1 & ;;
     bpftrace) bpftrace -e 'tracepoint:raw_syscalls:sys_enter { @[comm] = count(); }' > "$T/out" 2>&1 & ;;
   esac
   PID=$!
@@ -34,7 +37,7 @@ start_tool() {
   grep -q "$marker" "$T/out" || { echo "bench: $1 did not start: $(cat "$T/out")" >&2; exit 1; }
   sleep "$([ "$1" = bpftrace ] && echo 3 || echo 1)"
 }
-stop_tool() { [ "$1" = none ] && return; kill -INT "$PID" 2>/dev/null; wait "$PID" 2>/dev/null || true; }
+stop_tool() { [ "$1" = none ] && return; kill -TERM "$PID" 2>/dev/null; wait "$PID" 2>/dev/null || true; }
 
 CONDS=(none floor_enter_raw_tp floor_exit_raw_tp floor_exit_tp_btf ksight syscount bpftrace)
 for round in $(seq "$ROUNDS"); do

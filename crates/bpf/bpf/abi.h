@@ -49,11 +49,14 @@ struct ks_config {
 
 /* Shared with user space through a mmapped map (section .data.ctl of every object). */
 struct ks_ctl {
-	__u32 epoch;     /* bumped whenever a cached comm slot may be stale */
-	__u32 table_gen; /* which map of each double-buffered table is live */
+	__u32 epoch;       /* bumped whenever a cached comm slot may be stale */
+	__u32 table_gen;   /* which map of each double-buffered table is live */
+	__u32 count_opens; /* the syscalls object also counts opens (files collector, shared) */
+	__u32 reserved;
 };
 
-/* Per-CPU cache of the comm slot of the task that ran last on this CPU. */
+/* Per-CPU cache of the comm slot of the task that ran last on this CPU, keyed by an
+ * address unique to the task (its saved registers, or the task itself). */
 struct ks_slot_cache {
 	__u64 task;
 	__u32 epoch;

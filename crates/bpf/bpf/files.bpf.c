@@ -1,23 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * files collector: ksight_file_opens_total{comm,result} for open, openat, openat2 and creat.
- * The per-syscall exit tracepoints cost other syscalls only a bitmap test; io_uring opens
- * never pass through them and are not counted.
+ * Its own hooks (used when the syscalls collector is off): the per-syscall exit tracepoints.
+ * With the syscalls collector on, its sys_exit program counts opens instead (opens.bpf.h).
+ * io_uring opens pass through neither and are not counted.
  */
-#include "maps.bpf.h"
-
-KS_TABLE(files, struct ks_file_key, 4096);
+#include "opens.bpf.h"
 
 static __always_inline int on_open_exit(long ret)
 {
-	struct ks_file_key key = {}, ovf = { .overflow = 1 };
-
-	if (ks_is_self())
-		return 0;
-	if (ret < 0 && ret >= -KS_MAX_ERRNO)
-		key.err = ovf.err = -ret;
-	ks_leader_comm((struct task_struct *)bpf_get_current_task(), key.comm);
-	KS_TABLE_ADD(files, &key, &ovf, 1);
+	ks_count_open(ret);
 	return 0;
 }
 

@@ -9,7 +9,7 @@
  * exit and exit_group never return: they are counted when the thread dies, from the syscall
  * number still in its saved registers.
  */
-#include "maps.bpf.h"
+#include "opens.bpf.h"
 
 #define KS_NR_EXIT 60
 #define KS_NR_EXIT_GROUP 231
@@ -71,18 +71,19 @@ static __always_inline __u32 resolve_slot(struct task_struct *task)
 	return found ? *found : KS_SLOT_OVERFLOW;
 }
 
-static __always_inline __u32 current_slot(void)
+/* identity: an address unique to the current task while it lives (its saved registers on
+ * the sys_exit path: free, where bpf_get_current_task() would cost a helper call). */
+static __always_inline __u32 current_slot(__u64 identity)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u32 zero = 0, epoch = ks_ctl.epoch;
 	struct ks_slot_cache *cache = bpf_map_lookup_elem(&sys_slot_cache, &zero);
 
 	if (!cache)
 		return KS_SLOT_SKIP;
-	if (cache->task == (__u64)task && cache->epoch == epoch)
+	if (cache->task == identity && cache->epoch == epoch)
 		return cache->slot;
-	cache->slot = resolve_slot(task);
-	cache->task = (__u64)task;
+	cache->slot = resolve_slot((struct task_struct *)bpf_get_current_task());
+	cache->task = identity;
 	cache->epoch = epoch;
 	return cache->slot;
 }
@@ -122,34 +123,36 @@ static __always_inline void count_error(__u64 nr, long ret)
 		ks_lose(err == -KS_E2BIG ? KS_LOSS_MAP_FULL : KS_LOSS_UPDATE_FAILED);
 }
 
-static __always_inline int on_sys_exit(__u64 nr, long ret)
+static __always_inline int on_sys_exit(__u64 identity, __u64 nr, long ret)
 {
-	__u32 slot = current_slot();
+	__u32 slot = current_slot(identity);
 
 	if (slot == KS_SLOT_SKIP)
 		return 0;
 	count_syscall(slot, nr);
 	if (ret < 0 && ret >= -KS_MAX_ERRNO)
 		count_error(nr, ret);
+	if (ks_is_open_nr(nr) && ks_ctl.count_opens)
+		ks_count_open(ret);
 	return 0;
 }
 
 SEC("tp_btf/sys_exit")
 int BPF_PROG(sys_exit_btf, struct pt_regs *regs, long ret)
 {
-	return on_sys_exit(regs->orig_ax, ret);
+	return on_sys_exit((__u64)regs, regs->orig_ax, ret);
 }
 
 SEC("raw_tp/sys_exit")
 int BPF_PROG(sys_exit_raw, struct pt_regs *regs, long ret)
 {
-	return on_sys_exit(BPF_CORE_READ(regs, orig_ax), ret);
+	return on_sys_exit((__u64)regs, BPF_CORE_READ(regs, orig_ax), ret);
 }
 
 SEC("tp/raw_syscalls/sys_exit")
 int sys_exit_tp(struct trace_event_raw_sys_exit *ctx)
 {
-	return on_sys_exit(ctx->id, ctx->ret);
+	return on_sys_exit(bpf_get_current_task(), ctx->id, ctx->ret);
 }
 
 /* x86_64's task_pt_regs(): bpf_task_pt_regs() from 5.15, the top of the stack before. */
@@ -167,7 +170,7 @@ static __always_inline int on_task_exit(struct task_struct *task)
 	__u32 slot;
 
 	if (nr == KS_NR_EXIT || nr == KS_NR_EXIT_GROUP) {
-		slot = current_slot();
+		slot = resolve_slot(task);
 		if (slot != KS_SLOT_SKIP)
 			count_syscall(slot, nr);
 	}

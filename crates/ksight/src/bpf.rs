@@ -34,9 +34,11 @@ pub struct LoadedObject {
     ctl: Option<*mut ks_ctl>,
 }
 
-// SAFETY: the object is only ever used from one thread at a time (the collector thread owns
-// it); libbpf objects carry no thread affinity, and `ctl` points into the object's own mmap.
+// SAFETY: libbpf objects carry no thread affinity; after load, LoadedObject only makes bpf()
+// syscalls on its fds and atomic accesses to `ctl`, which points into the object's own mmap.
 unsafe impl Send for LoadedObject {}
+// SAFETY: as above: every method takes &self and is a syscall or an atomic access.
+unsafe impl Sync for LoadedObject {}
 
 pub fn load(spec: &LoadSpec<'_>, config: LoadConfig) -> Result<LoadedObject> {
     let mut open = open_object(spec, config)?;
@@ -179,6 +181,14 @@ impl LoadedObject {
         match self.ctl_word(|c| unsafe { &raw mut (*c).table_gen }) {
             Some(w) => w.fetch_add(1, Ordering::SeqCst).wrapping_add(1),
             None => 0,
+        }
+    }
+
+    /// Turns counting of opens in the syscalls object's sys_exit program on or off.
+    pub fn set_count_opens(&self, on: bool) {
+        // SAFETY (of the projection): a field address inside the mmapped struct.
+        if let Some(w) = self.ctl_word(|c| unsafe { &raw mut (*c).count_opens }) {
+            w.store(on as u32, Ordering::SeqCst);
         }
     }
 

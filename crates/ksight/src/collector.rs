@@ -1,6 +1,7 @@
 //! What every collector is: an object, candidate hooks in order of measured cost, and a way
 //! to turn its maps into metric families at scrape time.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -19,15 +20,15 @@ pub trait Collector: Send {
     fn max_entries(&self) -> Vec<(&'static str, u32)> {
         Vec::new()
     }
-    /// Takes the loaded object; prepares user-side state (queues, tables).
-    fn started(&mut self, obj: LoadedObject) -> Result<()>;
+    /// Takes the loaded object (its own, or a shared host's); prepares user-side state.
+    fn started(&mut self, obj: Arc<LoadedObject>) -> Result<()>;
     /// Adds this collector's families to a scrape.
     fn collect(&mut self, out: &mut Vec<Family>) -> Result<()>;
     /// Periodic upkeep: drain tables, fold idle series.
     fn maintain(&mut self, _now: Instant) -> Result<()> {
         Ok(())
     }
-    fn object_ref(&self) -> Option<&LoadedObject>;
+    fn object_ref(&self) -> Option<&Arc<LoadedObject>>;
 }
 
 /// How a collector's start went.
@@ -38,6 +39,8 @@ pub struct Attachment {
     pub hook: Option<Hook>,
     /// Why each candidate that was tried before (or instead) failed.
     pub failures: Vec<(Hook, String)>,
+    /// The collector whose programs this one shares, if any.
+    pub shared_with: Option<&'static str>,
 }
 
 impl Attachment {
@@ -50,27 +53,47 @@ impl Attachment {
     }
 }
 
-/// Tries each candidate in order; the first that loads and attaches wins.
-pub fn start(collector: &mut dyn Collector, config: LoadConfig) -> Attachment {
+/// A running collector another one can share programs with.
+pub struct Host {
+    pub name: &'static str,
+    pub hook: Hook,
+    pub obj: Arc<LoadedObject>,
+}
+
+/// Tries each candidate in order; the first that loads and attaches wins. A shared candidate
+/// applies only when its host is running.
+pub fn start(collector: &mut dyn Collector, config: LoadConfig, hosts: &[Host]) -> Attachment {
     let name = collector.name();
     let sizes = collector.max_entries();
     let mut failures = Vec::new();
+    let attached = |hook, failures, shared_with| {
+        info!(collector = name, hook = %hook, shared_with, "attached");
+        Attachment {
+            collector: name,
+            hook: Some(hook),
+            failures,
+            shared_with,
+        }
+    };
     for candidate in collector.candidates() {
+        if let Some(host_name) = candidate.shared_with {
+            let Some(host) = hosts.iter().find(|h| h.name == host_name) else {
+                continue;
+            };
+            match collector.started(host.obj.clone()) {
+                Ok(()) => return attached(host.hook, failures, Some(host_name)),
+                Err(err) => failures.push((host.hook, format!("sharing {host_name}: {err:#}"))),
+            }
+            continue;
+        }
         let spec = LoadSpec {
             name,
             bytes: collector.object(),
             programs: candidate.programs,
             max_entries: &sizes,
         };
-        match bpf::load(&spec, config).and_then(|obj| collector.started(obj)) {
-            Ok(()) => {
-                info!(collector = name, hook = %candidate.hook, "attached");
-                return Attachment {
-                    collector: name,
-                    hook: Some(candidate.hook),
-                    failures,
-                };
-            }
+        match bpf::load(&spec, config).and_then(|obj| collector.started(Arc::new(obj))) {
+            Ok(()) => return attached(candidate.hook, failures, None),
             Err(err) => failures.push((candidate.hook, format!("{err:#}"))),
         }
     }
@@ -78,6 +101,7 @@ pub fn start(collector: &mut dyn Collector, config: LoadConfig) -> Attachment {
         collector: name,
         hook: None,
         failures,
+        shared_with: None,
     };
     warn!(collector = name, reason = %attachment.reason(), "could not attach");
     attachment

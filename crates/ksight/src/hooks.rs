@@ -43,9 +43,30 @@ impl fmt::Display for Hook {
     }
 }
 
-/// One way a collector can attach: a hook kind and the programs of its object that use it.
+/// One way a collector can attach: a hook kind and the programs of its object that use it,
+/// or another collector's object whose programs already do the work (`shared_with`).
 #[derive(Clone, Copy, Debug)]
 pub struct Candidate {
     pub hook: Hook,
     pub programs: &'static [&'static str],
+    pub shared_with: Option<&'static str>,
+}
+
+impl Candidate {
+    pub const fn own(hook: Hook, programs: &'static [&'static str]) -> Self {
+        Self {
+            hook,
+            programs,
+            shared_with: None,
+        }
+    }
+
+    /// Counting in the programs of the running collector `host`, on whatever hook it uses.
+    pub const fn shared(host: &'static str) -> Self {
+        Self {
+            hook: Hook::TpBtf,
+            programs: &[],
+            shared_with: Some(host),
+        }
+    }
 }

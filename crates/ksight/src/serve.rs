@@ -144,14 +144,20 @@ pub fn start_all(
     limits: Limits,
     config: LoadConfig,
 ) -> (Vec<Box<dyn Collector>>, Vec<Attachment>) {
-    let mut running = Vec::new();
+    let mut running: Vec<Box<dyn Collector>> = Vec::new();
     let mut attachments = Vec::new();
+    let mut hosts = Vec::new();
     for name in names {
         let Some(mut c) = collectors::build(name, limits) else {
             continue;
         };
-        let attachment = collector::start(c.as_mut(), config);
-        if attachment.hook.is_some() {
+        let attachment = collector::start(c.as_mut(), config, &hosts);
+        if let (Some(hook), Some(obj)) = (attachment.hook, c.object_ref()) {
+            hosts.push(collector::Host {
+                name: c.name(),
+                hook,
+                obj: obj.clone(),
+            });
             running.push(c);
         }
         attachments.push(attachment);
@@ -165,6 +171,8 @@ fn print_attachments(attachments: &[Attachment], to_stdout: bool) {
         let hook = a.hook.map_or("none", |h| h.as_str());
         let note = if a.hook.is_none() {
             a.reason()
+        } else if let Some(host) = a.shared_with {
+            format!("shares the programs of {host}")
         } else if a.failures.is_empty() {
             "ok".into()
         } else {

@@ -182,11 +182,40 @@ fn threads_are_not_processes() {
 }
 
 #[test]
-fn opens_of_a_missing_path_by_every_open_syscall() {
+fn opens_counted_in_the_shared_sys_exit_program() {
     if !privileged() {
         return;
     }
     let server = Server::start(&[]);
+    let up = server.scrape();
+    assert_eq!(
+        up.sum(
+            "ksight_collector_up",
+            &[("collector", "files"), ("hook", "tp_btf")]
+        ),
+        1.0
+    );
+    opens_of_a_missing_path_by_every_open_syscall(&server);
+}
+
+#[test]
+fn opens_counted_on_their_own_tracepoints_without_syscalls() {
+    if !privileged() {
+        return;
+    }
+    let server = Server::start(&["--no-collector.syscalls"]);
+    let up = server.scrape();
+    assert_eq!(
+        up.sum(
+            "ksight_collector_up",
+            &[("collector", "files"), ("hook", "tracepoint")]
+        ),
+        1.0
+    );
+    opens_of_a_missing_path_by_every_open_syscall(&server);
+}
+
+fn opens_of_a_missing_path_by_every_open_syscall(server: &Server) {
     let comm = unique_comm("open");
     let path = std::ffi::CString::new(format!("/nonexistent-ksight/{comm}")).expect("path");
     let labels = [("comm", comm.as_str()), ("result", "ENOENT")];

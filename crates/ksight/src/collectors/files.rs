@@ -1,5 +1,6 @@
 //! `files`: ksight_file_opens_total{comm,result} for open, openat, openat2 and creat.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
@@ -15,7 +16,7 @@ use crate::table::CounterTable;
 pub struct Files {
     capacity: u32,
     ttl: Duration,
-    state: Option<(LoadedObject, CounterTable)>,
+    state: Option<(Arc<LoadedObject>, CounterTable)>,
 }
 
 impl Files {
@@ -24,6 +25,14 @@ impl Files {
             capacity,
             ttl,
             state: None,
+        }
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        if let Some((obj, _)) = &self.state {
+            obj.set_count_opens(false);
         }
     }
 }
@@ -49,18 +58,22 @@ impl Collector for Files {
     }
 
     fn candidates(&self) -> Vec<Candidate> {
-        vec![Candidate {
-            hook: Hook::Tracepoint,
-            programs: &["exit_open", "exit_openat", "exit_openat2", "exit_creat"],
-        }]
+        vec![
+            Candidate::shared("syscalls"),
+            Candidate::own(
+                Hook::Tracepoint,
+                &["exit_open", "exit_openat", "exit_openat2", "exit_creat"],
+            ),
+        ]
     }
 
     fn max_entries(&self) -> Vec<(&'static str, u32)> {
         vec![("files_a", self.capacity), ("files_b", self.capacity)]
     }
 
-    fn started(&mut self, obj: LoadedObject) -> Result<()> {
+    fn started(&mut self, obj: Arc<LoadedObject>) -> Result<()> {
         let table = CounterTable::new(&obj, "files", self.ttl, to_overflow)?;
+        obj.set_count_opens(true);
         self.state = Some((obj, table));
         Ok(())
     }
@@ -103,7 +116,7 @@ impl Collector for Files {
         table.drain(gen, now)
     }
 
-    fn object_ref(&self) -> Option<&LoadedObject> {
+    fn object_ref(&self) -> Option<&Arc<LoadedObject>> {
         self.state.as_ref().map(|(o, _)| o)
     }
 }

@@ -28,6 +28,7 @@ pub fn build(name: &str, limits: Limits) -> Option<Box<dyn Collector>> {
         "syscalls" => Box::new(syscalls::Syscalls::new(
             limits.max_comms,
             limits.errors_capacity,
+            limits.table_capacity,
             limits.series_ttl,
         )),
         "process" => Box::new(process::Process::new(

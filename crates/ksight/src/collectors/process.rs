@@ -1,6 +1,7 @@
 //! `process`: execs, forks, exits and signal deaths of processes (thread groups), and their
 //! lifetime as a histogram.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
@@ -16,7 +17,7 @@ use crate::table::CounterTable;
 pub struct Process {
     capacity: u32,
     ttl: Duration,
-    state: Option<(LoadedObject, CounterTable)>,
+    state: Option<(Arc<LoadedObject>, CounterTable)>,
 }
 
 impl Process {
@@ -51,14 +52,8 @@ impl Collector for Process {
 
     fn candidates(&self) -> Vec<Candidate> {
         vec![
-            Candidate {
-                hook: Hook::TpBtf,
-                programs: &["exec_btf", "fork_btf", "exit_btf"],
-            },
-            Candidate {
-                hook: Hook::RawTp,
-                programs: &["exec_raw", "fork_raw", "exit_raw"],
-            },
+            Candidate::own(Hook::TpBtf, &["exec_btf", "fork_btf", "exit_btf"]),
+            Candidate::own(Hook::RawTp, &["exec_raw", "fork_raw", "exit_raw"]),
         ]
     }
 
@@ -66,7 +61,7 @@ impl Collector for Process {
         vec![("proc_a", self.capacity), ("proc_b", self.capacity)]
     }
 
-    fn started(&mut self, obj: LoadedObject) -> Result<()> {
+    fn started(&mut self, obj: Arc<LoadedObject>) -> Result<()> {
         let table = CounterTable::new(&obj, "proc", self.ttl, to_overflow)?;
         self.state = Some((obj, table));
         Ok(())
@@ -138,7 +133,7 @@ impl Collector for Process {
         table.drain(gen, now)
     }
 
-    fn object_ref(&self) -> Option<&LoadedObject> {
+    fn object_ref(&self) -> Option<&Arc<LoadedObject>> {
         self.state.as_ref().map(|(o, _)| o)
     }
 }

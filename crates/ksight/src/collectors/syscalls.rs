@@ -11,6 +11,7 @@
 //! Any slot not mapped to a comm reports to the overflow series.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
@@ -28,12 +29,14 @@ const NR: usize = 512;
 pub struct Syscalls {
     max_comms: u32,
     max_errors: u32,
+    /// Capacity of the files tables its sys_exit program fills when `files` shares it.
+    files_capacity: u32,
     ttl: Duration,
     state: Option<State>,
 }
 
 struct State {
-    obj: LoadedObject,
+    obj: Arc<LoadedObject>,
     counts: MapHandle,
     comm_slots: MapHandle,
     free_slots: MapHandle,
@@ -47,10 +50,11 @@ struct State {
 }
 
 impl Syscalls {
-    pub fn new(max_comms: u32, max_errors: u32, ttl: Duration) -> Self {
+    pub fn new(max_comms: u32, max_errors: u32, files_capacity: u32, ttl: Duration) -> Self {
         Self {
             max_comms: max_comms.max(2),
             max_errors,
+            files_capacity,
             ttl,
             state: None,
         }
@@ -68,18 +72,18 @@ impl Collector for Syscalls {
 
     fn candidates(&self) -> Vec<Candidate> {
         vec![
-            Candidate {
-                hook: Hook::TpBtf,
-                programs: &["sys_exit_btf", "task_exit_btf", "exec_btf", "rename_btf"],
-            },
-            Candidate {
-                hook: Hook::RawTp,
-                programs: &["sys_exit_raw", "task_exit_raw", "exec_raw", "rename_raw"],
-            },
-            Candidate {
-                hook: Hook::Tracepoint,
-                programs: &["sys_exit_tp", "task_exit_tp", "exec_tp", "rename_tp"],
-            },
+            Candidate::own(
+                Hook::TpBtf,
+                &["sys_exit_btf", "task_exit_btf", "exec_btf", "rename_btf"],
+            ),
+            Candidate::own(
+                Hook::RawTp,
+                &["sys_exit_raw", "task_exit_raw", "exec_raw", "rename_raw"],
+            ),
+            Candidate::own(
+                Hook::Tracepoint,
+                &["sys_exit_tp", "task_exit_tp", "exec_tp", "rename_tp"],
+            ),
         ]
     }
 
@@ -89,10 +93,12 @@ impl Collector for Syscalls {
             ("sys_comm_slots", self.max_comms),
             ("sys_free_slots", self.max_comms),
             ("sys_errors", self.max_errors),
+            ("files_a", self.files_capacity),
+            ("files_b", self.files_capacity),
         ]
     }
 
-    fn started(&mut self, obj: LoadedObject) -> Result<()> {
+    fn started(&mut self, obj: Arc<LoadedObject>) -> Result<()> {
         let free_slots = obj.map("sys_free_slots")?;
         for slot in 1..self.max_comms {
             free_slots.update(&[], &slot.to_ne_bytes(), MapFlags::ANY)?;
@@ -176,7 +182,7 @@ impl Collector for Syscalls {
         Ok(())
     }
 
-    fn object_ref(&self) -> Option<&LoadedObject> {
+    fn object_ref(&self) -> Option<&Arc<LoadedObject>> {
         self.state.as_ref().map(|s| &s.obj)
     }
 }

@@ -60,8 +60,13 @@ pub fn object_families(collectors: &[Box<dyn Collector>], out: &mut Vec<Family>)
         Kind::Gauge,
         "Kernel memory of a map (fdinfo memlock).",
     );
+    let mut seen: Vec<&std::sync::Arc<crate::bpf::LoadedObject>> = Vec::new();
     for c in collectors {
         let Some(obj) = c.object_ref() else { continue };
+        if seen.iter().any(|o| std::sync::Arc::ptr_eq(o, obj)) {
+            continue; // shared with a collector already reported
+        }
+        seen.push(obj);
         let collector = c.name();
         lost.add(
             vec![
