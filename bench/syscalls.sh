@@ -37,7 +37,14 @@ start_tool() {
   grep -q "$marker" "$T/out" || { echo "bench: $1 did not start: $(cat "$T/out")" >&2; exit 1; }
   sleep "$([ "$1" = bpftrace ] && echo 3 || echo 1)"
 }
-stop_tool() { [ "$1" = none ] && return; kill -TERM "$PID" 2>/dev/null; wait "$PID" 2>/dev/null || true; }
+# Background jobs of a script ignore SIGINT: TERM, then KILL if a tool does not leave.
+stop_tool() {
+  [ "$1" = none ] && return
+  kill -TERM "$PID" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$PID" 2>/dev/null || true
+  wait "$PID" 2>/dev/null || true
+}
 
 CONDS=(none floor_enter_raw_tp floor_exit_raw_tp floor_exit_tp_btf ksight syscount bpftrace)
 for round in $(seq "$ROUNDS"); do

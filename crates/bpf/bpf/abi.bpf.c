@@ -8,6 +8,7 @@ struct ks_slot_cache ks_abi_slot_cache;
 struct ks_config ks_abi_config;
 struct ks_ctl ks_abi_ctl;
 struct ks_comm ks_abi_comm;
+struct ks_syscall_row ks_abi_syscall_row;
 struct ks_errno_key ks_abi_errno_key;
 struct ks_proc_key ks_abi_proc_key;
 struct ks_file_key ks_abi_file_key;

@@ -67,6 +67,11 @@ struct ks_comm {
 	char comm[KS_COMM_LEN];
 };
 
+/* One comm slot's syscall counts: a per-CPU array value, so a scrape copies whole rows. */
+struct ks_syscall_row {
+	__u64 counts[KS_SYSCALL_SLOTS];
+};
+
 /* ksight_syscall_errors_total{syscall,errno} */
 struct ks_errno_key {
 	__u32 nr;

@@ -17,9 +17,9 @@
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 128 * KS_SYSCALL_SLOTS); /* comm slots x syscall numbers */
+	__uint(max_entries, 128); /* comm slots */
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct ks_syscall_row);
 } sys_counts SEC(".maps");
 
 struct {
@@ -90,11 +90,12 @@ static __always_inline __u32 current_slot(__u64 identity)
 
 static __always_inline void count_syscall(__u32 slot, __u64 nr)
 {
-	__u32 idx = slot * KS_SYSCALL_SLOTS + (nr < KS_SYSCALL_SLOTS ? nr : KS_SYSCALL_INVALID);
-	__u64 *n = bpf_map_lookup_elem(&sys_counts, &idx);
+	struct ks_syscall_row *row = bpf_map_lookup_elem(&sys_counts, &slot);
 
-	if (n)
-		*n += 1;
+	if (nr >= KS_SYSCALL_SLOTS)
+		nr = KS_SYSCALL_INVALID;
+	if (row)
+		row->counts[nr] += 1;
 }
 
 static __always_inline void count_error(__u64 nr, long ret)

@@ -1,7 +1,7 @@
 //! Loading a ksight object: configure, choose programs, load, attach; and the few raw map
 //! operations libbpf-rs does not wrap (mmapped control words, per-CPU array batch reads).
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -211,20 +211,23 @@ impl LoadedObject {
     }
 }
 
-/// Sums a per-CPU array of u64 over CPUs, all entries, with batch reads.
+/// Sums a per-CPU array whose values are rows of u64 over CPUs, with batch reads: entry `k`,
+/// column `j` lands at `k * columns + j`.
 pub fn percpu_array_sums(map: &MapHandle) -> Result<Vec<u64>> {
-    if map.map_type() != MapType::PercpuArray || map.value_size() != 8 {
+    let value_size = map.value_size() as usize;
+    if map.map_type() != MapType::PercpuArray || value_size % 8 != 0 {
         bail!(
-            "{} is not a per-CPU array of u64",
+            "{} is not a per-CPU array of u64 rows",
             map.name().to_string_lossy()
         );
     }
+    let columns = value_size / 8;
     let cpus = libbpf_rs::num_possible_cpus()?;
     let entries = map.max_entries() as usize;
-    let mut sums = vec![0u64; entries];
-    let chunk = 4096usize.min(entries);
+    let mut sums = vec![0u64; entries * columns];
+    let chunk = 64usize.min(entries);
     let mut keys = vec![0u32; chunk];
-    let mut values = vec![0u64; chunk * cpus];
+    let mut values = vec![0u64; chunk * cpus * columns];
     let mut next = 0usize;
     while next < entries {
         let mut in_batch = next as u32;
@@ -234,11 +237,11 @@ pub fn percpu_array_sums(map: &MapHandle) -> Result<Vec<u64>> {
             sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
             ..Default::default()
         };
-        // SAFETY: keys and values hold `count` entries of the map's key and per-CPU value size;
-        // in/out batch tokens are u32 indexes for arrays.
+        // SAFETY: keys and values hold `count` entries of the map's key size and per-CPU value
+        // size (value_size is a multiple of 8); batch tokens are u32 indexes for arrays.
         let ret = unsafe {
             libbpf_sys::bpf_map_lookup_batch(
-                std::os::fd::AsRawFd::as_raw_fd(&map.as_fd()),
+                map.as_fd().as_raw_fd(),
                 if next == 0 {
                     std::ptr::null_mut()
                 } else {
@@ -252,16 +255,20 @@ pub fn percpu_array_sums(map: &MapHandle) -> Result<Vec<u64>> {
             )
         };
         if ret < 0 && ret != -libc::ENOENT {
-            bail!(
-                "batch read of {}: {}",
-                map.name().to_string_lossy(),
-                std::io::Error::from_raw_os_error(-ret)
-            );
+            let err = std::io::Error::from_raw_os_error(-ret);
+            bail!("batch read of {}: {err}", map.name().to_string_lossy());
         }
-        for i in 0..count as usize {
-            let key = keys[i] as usize;
-            if key < entries {
-                sums[key] = values[i * cpus..(i + 1) * cpus].iter().sum();
+        for (i, key) in keys.iter().take(count as usize).enumerate() {
+            let key = *key as usize;
+            if key >= entries {
+                continue;
+            }
+            let row = &mut sums[key * columns..(key + 1) * columns];
+            for cpu in 0..cpus {
+                let start = (i * cpus + cpu) * columns;
+                for (sum, v) in row.iter_mut().zip(&values[start..start + columns]) {
+                    *sum += v;
+                }
             }
         }
         if ret == -libc::ENOENT || count == 0 {

@@ -227,7 +227,10 @@ fn scrape(
     let start = Instant::now();
     let mut families = vec![own::build_info(), own::collector_up(attachments)];
     for c in running.iter_mut() {
-        if let Err(err) = c.collect(&mut families) {
+        let t0 = Instant::now();
+        let result = c.collect(&mut families);
+        tracing::debug!(collector = c.name(), elapsed = ?t0.elapsed(), "collected");
+        if let Err(err) = result {
             warn!(collector = c.name(), "scrape failed: {err:#}");
         }
     }
@@ -235,6 +238,7 @@ fn scrape(
     if bpf_stats {
         own::bpf_stats(running, &mut families);
     }
+    tracing::debug!(elapsed = ?start.elapsed(), "collectors done");
     families.extend(own::process_families());
     families.push(
         Family::new(
@@ -244,7 +248,9 @@ fn scrape(
         )
         .with(vec![], Value::Float(start.elapsed().as_secs_f64())),
     );
-    encode(&families, format)
+    let text = encode(&families, format);
+    tracing::debug!(elapsed = ?start.elapsed(), "encoded");
+    text
 }
 
 fn serve_http(listener: std::net::TcpListener, tx: mpsc::Sender<ScrapeRequest>) -> Result<()> {

@@ -102,10 +102,10 @@ impl CounterTable {
         }
     }
 
-    /// Every key with its total: drained totals, plus what the live map and the overflow map
-    /// hold now. Keys may repeat (a drained key also live): callers sum by labels.
-    pub fn read(&self, gen: u32) -> Result<Vec<(Vec<u8>, u64)>> {
-        let mut out: Vec<(Vec<u8>, u64)> = self
+    /// Every key with its total: drained totals plus what the live map and the overflow map
+    /// hold now, summed by key.
+    pub fn read(&self, gen: u32) -> Result<HashMap<Vec<u8>, u64>> {
+        let mut out: HashMap<Vec<u8>, u64> = self
             .totals
             .iter()
             .map(|(k, s)| (k.clone(), s.total))
@@ -113,7 +113,7 @@ impl CounterTable {
         for map in [&self.maps[(gen & 1) as usize], &self.overflow] {
             for key in map.keys() {
                 if let Some(value) = map.lookup(&key, MapFlags::ANY)? {
-                    out.push((key, read_u64(&value)));
+                    *out.entry(key).or_insert(0) += read_u64(&value);
                 }
             }
         }

@@ -102,7 +102,7 @@ impl Collector for Files {
             };
             opens.add(vec![("comm", comm), ("result", result)], n);
         }
-        out.push(opens);
+        out.push(opens.sorted());
         Ok(())
     }
 

@@ -119,7 +119,13 @@ impl Collector for Process {
             "ksight_process_lifetime_seconds",
             "Process lifetime, from the leader's fork to the death of the thread group.",
         )?;
-        out.extend([execs, forks, exits, killed, lifetime]);
+        out.extend([
+            execs.sorted(),
+            forks.sorted(),
+            exits.sorted(),
+            killed.sorted(),
+            lifetime,
+        ]);
         Ok(())
     }
 

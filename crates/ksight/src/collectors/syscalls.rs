@@ -89,7 +89,7 @@ impl Collector for Syscalls {
 
     fn max_entries(&self) -> Vec<(&'static str, u32)> {
         vec![
-            ("sys_counts", self.max_comms * NR as u32),
+            ("sys_counts", self.max_comms),
             ("sys_comm_slots", self.max_comms),
             ("sys_free_slots", self.max_comms),
             ("sys_errors", self.max_errors),
@@ -245,7 +245,7 @@ impl State {
                 n,
             );
         }
-        Ok(errors)
+        Ok(errors.sorted())
     }
 }
 

@@ -144,13 +144,12 @@ mod tests {
 
     fn counter() -> Family {
         let mut f = Family::new("ksight_test_total", Kind::Counter, "A test.");
-        f.add(vec![("comm", "a\"b\\c\nd".into())], 3);
-        f.add(vec![("comm", "a\"b\\c\nd".into())], 2);
+        f.add(vec![("comm", "a\"b\\c\nd".into())], 5);
         f
     }
 
     #[test]
-    fn text_004_escapes_and_merges() {
+    fn text_004_escapes_label_values() {
         let text = encode(&[counter()], Format::Text004);
         assert_eq!(
             text,

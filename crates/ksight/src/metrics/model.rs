@@ -1,8 +1,6 @@
 //! One scrape's metrics, built fresh from the maps (so vanished label values disappear), and
 //! encoded by `encode.rs` in whichever format the scraper asked for.
 
-use std::collections::BTreeMap;
-
 pub type Labels = Vec<(&'static str, String)>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,13 +25,14 @@ pub enum Value {
     Histogram(Histogram),
 }
 
-/// A metric family. `name` is the full sample name of counters (with `_total`).
+/// A metric family. `name` is the full sample name of counters (with `_total`). Samples are
+/// kept in the order they were added; a collector adds each label set once.
 #[derive(Clone, Debug)]
 pub struct Family {
     pub name: &'static str,
     pub help: &'static str,
     pub kind: Kind,
-    pub samples: BTreeMap<Labels, Value>,
+    pub samples: Vec<(Labels, Value)>,
 }
 
 impl Family {
@@ -42,24 +41,30 @@ impl Family {
             name,
             help,
             kind,
-            samples: BTreeMap::new(),
+            samples: Vec::new(),
         }
     }
 
-    /// Adds to a counter sample (same labels are summed: folds and duplicates merge).
+    /// Adds a counter sample whose labels this family does not hold yet.
     pub fn add(&mut self, labels: Labels, n: u64) {
-        let entry = self.samples.entry(labels).or_insert(Value::Int(0));
-        if let Value::Int(v) = entry {
-            *v += n;
-        }
+        self.samples.push((labels, Value::Int(n)));
     }
 
     pub fn set(&mut self, labels: Labels, value: Value) {
-        self.samples.insert(labels, value);
+        match self.samples.iter_mut().find(|(l, _)| *l == labels) {
+            Some((_, v)) => *v = value,
+            None => self.samples.push((labels, value)),
+        }
     }
 
     pub fn with(mut self, labels: Labels, value: Value) -> Self {
         self.set(labels, value);
+        self
+    }
+
+    /// Orders samples by labels, for families built from hash maps.
+    pub fn sorted(mut self) -> Self {
+        self.samples.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         self
     }
 }

@@ -68,20 +68,6 @@ pub fn object_families(collectors: &[Box<dyn Collector>], out: &mut Vec<Family>)
         }
         seen.push(obj);
         let collector = c.name();
-        lost.add(
-            vec![
-                ("collector", collector.into()),
-                ("reason", "map_full".into()),
-            ],
-            0,
-        );
-        lost.add(
-            vec![
-                ("collector", collector.into()),
-                ("reason", "update_failed".into()),
-            ],
-            0,
-        );
         for (name, map) in obj.maps() {
             if name.starts_with('.') || name.starts_with("ks_barrier") {
                 continue;
