@@ -113,14 +113,20 @@ static __always_inline void ks_hist_add(void *map, __u64 ns)
 
 /* A counter table keyed by labels: two hash maps used in turns (ks_ctl.table_gen) so user space
  * can drain the idle one with no increment lost on any kernel, and an overflow map for keys
- * that do not fit. */
+ * that do not fit (keyed by the other labels only, so 1024 entries are plenty). */
 #define KS_TABLE(name, key_t, cap)                                                        \
 	struct {                                                                          \
 		__uint(type, BPF_MAP_TYPE_HASH);                                          \
 		__uint(max_entries, cap);                                                 \
 		__type(key, key_t);                                                       \
 		__type(value, __u64);                                                     \
-	} name##_a SEC(".maps"), name##_b SEC(".maps"), name##_ovf SEC(".maps")
+	} name##_a SEC(".maps"), name##_b SEC(".maps");                                 \
+	struct {                                                                          \
+		__uint(type, BPF_MAP_TYPE_HASH);                                          \
+		__uint(max_entries, 1024);                                                \
+		__type(key, key_t);                                                       \
+		__type(value, __u64);                                                     \
+	} name##_ovf SEC(".maps")
 
 #define KS_TABLE_ADD(name, key, ovf_key, n)                                               \
 	do {                                                                              \

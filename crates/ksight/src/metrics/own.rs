@@ -69,7 +69,8 @@ pub fn object_families(collectors: &[Box<dyn Collector>], out: &mut Vec<Family>)
         seen.push(obj);
         let collector = c.name();
         for (name, map) in obj.maps() {
-            if name.starts_with('.') || name.starts_with("ks_barrier") {
+            // Internal maps: global data (name.rodata, .data.ctl …) and the barrier.
+            if name.contains('.') || name.starts_with("ks_barrier") {
                 continue;
             }
             let labels = vec![("collector", collector.into()), ("map", name.clone())];
