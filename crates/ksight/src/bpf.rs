@@ -254,6 +254,10 @@ pub fn percpu_array_sums(map: &MapHandle) -> Result<Vec<u64>> {
                 &opts,
             )
         };
+        if ret == -ENOTSUPP || ret == -libc::EINVAL {
+            // Batch reads of per-CPU arrays came after 5.10: read entry by entry there.
+            return percpu_rows_one_by_one(map, columns);
+        }
         if ret < 0 && ret != -libc::ENOENT {
             let err = std::io::Error::from_raw_os_error(-ret);
             bail!("batch read of {}: {err}", map.name().to_string_lossy());
@@ -275,6 +279,25 @@ pub fn percpu_array_sums(map: &MapHandle) -> Result<Vec<u64>> {
             break;
         }
         next = out_batch as usize;
+    }
+    Ok(sums)
+}
+
+/// The kernel's ENOTSUPP (not in libc): an operation this map type lacks.
+const ENOTSUPP: i32 = 524;
+
+fn percpu_rows_one_by_one(map: &MapHandle, columns: usize) -> Result<Vec<u64>> {
+    let entries = map.max_entries() as usize;
+    let mut sums = vec![0u64; entries * columns];
+    for (key, row) in sums.chunks_mut(columns).enumerate() {
+        let per_cpu = map
+            .lookup_percpu(&(key as u32).to_ne_bytes(), MapFlags::ANY)?
+            .unwrap_or_default();
+        for bytes in per_cpu {
+            for (sum, v) in row.iter_mut().zip(bytes.chunks_exact(8)) {
+                *sum += u64::from_ne_bytes(v.try_into()?);
+            }
+        }
     }
     Ok(sums)
 }
