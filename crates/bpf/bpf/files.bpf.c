@@ -36,3 +36,10 @@ int exit_creat(struct trace_event_raw_sys_exit *ctx)
 {
 	return on_open_exit(ctx->ret);
 }
+
+/* One fexit sees all four syscalls (and their result) where BPF trampolines exist. */
+SEC("fexit/do_sys_openat2")
+int BPF_PROG(fexit_openat2, int dfd, const char *filename, void *how, long ret)
+{
+	return on_open_exit(ret);
+}

@@ -156,18 +156,23 @@ int sys_exit_tp(struct trace_event_raw_sys_exit *ctx)
 	return on_sys_exit(bpf_get_current_task(), ctx->id, ctx->ret);
 }
 
-/* x86_64's task_pt_regs(): bpf_task_pt_regs() from 5.15, the top of the stack before. */
-static __always_inline struct pt_regs *task_regs(struct task_struct *task)
+/* x86_64's task_pt_regs(current): bpf_task_pt_regs() from 5.15 (it wants a BTF task pointer,
+ * which raw_tp and tracepoint arguments are not, so it is given current's), the top of the
+ * kernel stack before. */
+static __always_inline struct pt_regs *current_regs(void)
 {
+	struct task_struct *task;
+
 	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs))
-		return (struct pt_regs *)bpf_task_pt_regs(task);
+		return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	task = (struct task_struct *)bpf_get_current_task();
 	return (struct pt_regs *)((__u64)BPF_CORE_READ(task, stack) + KS_THREAD_SIZE) - 1;
 }
 
-/* Thread death: count exit/exit_group (they never reach sys_exit) and drop cached slots. */
+/* Thread death (task is current): count exit/exit_group (they never reach sys_exit) and drop cached slots. */
 static __always_inline int on_task_exit(struct task_struct *task)
 {
-	__u64 nr = BPF_CORE_READ(task_regs(task), orig_ax);
+	__u64 nr = BPF_CORE_READ(current_regs(), orig_ax);
 	__u32 slot;
 
 	if (nr == KS_NR_EXIT || nr == KS_NR_EXIT_GROUP) {

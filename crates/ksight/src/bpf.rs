@@ -25,6 +25,9 @@ pub struct LoadSpec<'a> {
     /// Programs to load; every other program of the object is left out.
     pub programs: &'a [&'a str],
     pub max_entries: &'a [(&'a str, u32)],
+    /// Attach BTF-based programs (fentry, tp_btf) to this target instead of their own: only
+    /// to prove fallbacks in tests (KSIGHT_BREAK_HOOK).
+    pub broken_target: Option<&'a str>,
 }
 
 /// A loaded, attached object. Dropping it detaches and unloads everything.
@@ -45,6 +48,9 @@ pub fn load(spec: &LoadSpec<'_>, config: LoadConfig) -> Result<LoadedObject> {
     for mut prog in open.progs_mut() {
         let keep = spec.programs.iter().any(|p| prog.name() == *p);
         prog.set_autoload(keep);
+        if let (true, Some(target)) = (keep, spec.broken_target) {
+            prog.set_attach_target(0, Some(target.to_string()))?;
+        }
     }
     for mut map in open.maps_mut() {
         let name = map.name().to_string_lossy().into_owned();

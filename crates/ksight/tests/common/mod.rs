@@ -53,14 +53,28 @@ impl Server {
         Server::start_binary(KSIGHT, extra)
     }
 
+    /// Starts a server whose candidates in `broken` ("collector:hook,…") cannot attach.
+    pub fn start_broken(broken: &str, extra: &[&str]) -> Server {
+        Server::start_with(KSIGHT, extra, &[("KSIGHT_BREAK_HOOK", broken)])
+    }
+
     /// Starts `binary` (a copy of ksight under another name, say) as the server.
     pub fn start_binary(binary: impl AsRef<std::ffi::OsStr>, extra: &[&str]) -> Server {
+        Server::start_with(binary, extra, &[])
+    }
+
+    fn start_with(
+        binary: impl AsRef<std::ffi::OsStr>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let mut args = vec!["serve", "--web.listen-address", &listen, "--log", "warn"];
         args.extend_from_slice(extra);
         let child = Command::new(binary)
             .args(&args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn ksight");
@@ -222,6 +236,20 @@ pub fn wait(pid: i32) -> i32 {
     let ret = unsafe { libc::waitpid(pid, &mut status, 0) };
     assert_eq!(ret, pid, "waitpid");
     status
+}
+
+/// Whether `ksight doctor` finds this hook kind working on this kernel.
+pub fn hook_works(hook: &str) -> bool {
+    let out = Command::new(KSIGHT)
+        .args(["doctor", "--json"])
+        .output()
+        .expect("run doctor");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("doctor JSON");
+    report["hooks"]
+        .as_array()
+        .and_then(|hooks| hooks.iter().find(|h| h["name"] == hook))
+        .and_then(|h| h["ok"].as_bool())
+        .unwrap_or(false)
 }
 
 /// A copy of `src` under a unique name in a fresh temp dir; its comm is the file name.

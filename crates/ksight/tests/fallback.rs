@@ -1,0 +1,174 @@
+//! Every hook path counts exactly, and a broken hook falls back and says so: each test breaks
+//! the better candidates on purpose (KSIGHT_BREAK_HOOK) and repeats the exact-count checks.
+
+mod common;
+
+use common::*;
+
+const N: u64 = 500;
+
+fn hook_of(server: &Server, collector: &str) -> String {
+    let s = server.scrape();
+    let up = s
+        .0
+        .iter()
+        .find(|(n, l, v)| n == "ksight_collector_up" && l["collector"] == collector && *v == 1.0);
+    up.map(|(_, l, _)| l["hook"].clone())
+        .unwrap_or_else(|| "none".into())
+}
+
+/// getppid, exit_group, forks, exits and opens of one unique process, exactly.
+fn assert_exact_counts(server: &Server, tag: &str) {
+    let comm = unique_comm(tag);
+    let path = std::ffi::CString::new(format!("/nonexistent-ksight/{comm}")).expect("path");
+    let before = server.scrape();
+    in_child(&comm, || {
+        for _ in 0..N {
+            // SAFETY: getppid cannot fail; openat on a missing path only fails.
+            unsafe {
+                libc::getppid();
+                libc::syscall(
+                    libc::SYS_openat,
+                    libc::AT_FDCWD,
+                    path.as_ptr(),
+                    libc::O_RDONLY,
+                );
+            }
+        }
+        for _ in 0..3 {
+            // SAFETY: fork in a single-threaded child; the grandchild leaves at once.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                // SAFETY: leave without atexit handlers.
+                unsafe { libc::_exit(0) };
+            }
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+        }
+    });
+    let after = server.scrape();
+    let d =
+        |name: &str, labels: &[(&str, &str)]| after.sum(name, labels) - before.sum(name, labels);
+    let c = comm.as_str();
+    if hook_of(server, "syscalls") != "none" {
+        assert_eq!(
+            d(
+                "ksight_syscalls_total",
+                &[("syscall", "getppid"), ("comm", c)]
+            ),
+            N as f64
+        );
+        assert_eq!(
+            d(
+                "ksight_syscalls_total",
+                &[("syscall", "exit_group"), ("comm", c)]
+            ),
+            4.0
+        );
+    }
+    if hook_of(server, "process") != "none" {
+        assert_eq!(d("ksight_process_forks_total", &[("comm", c)]), 3.0);
+        assert_eq!(d("ksight_process_exits_total", &[("comm", c)]), 4.0);
+    }
+    if hook_of(server, "files") != "none" {
+        assert_eq!(
+            d(
+                "ksight_file_opens_total",
+                &[("comm", c), ("result", "ENOENT")]
+            ),
+            N as f64
+        );
+    }
+}
+
+#[test]
+fn raw_tp_when_tp_btf_is_broken() {
+    if !privileged() {
+        return;
+    }
+    let server = Server::start_broken("syscalls:tp_btf,process:tp_btf", &[]);
+    assert_eq!(hook_of(&server, "syscalls"), "raw_tp");
+    assert_eq!(hook_of(&server, "process"), "raw_tp");
+    assert_eq!(
+        hook_of(&server, "files"),
+        "raw_tp",
+        "files shares the syscalls program"
+    );
+    assert_exact_counts(&server, "rawtp");
+}
+
+#[test]
+fn tracepoint_when_tp_btf_and_raw_tp_are_broken() {
+    if !privileged() {
+        return;
+    }
+    let server = Server::start_broken(
+        "syscalls:tp_btf,syscalls:raw_tp",
+        &["--collectors", "syscalls,files"],
+    );
+    assert_eq!(hook_of(&server, "syscalls"), "tracepoint");
+    assert_eq!(
+        hook_of(&server, "files"),
+        "tracepoint",
+        "files shares the syscalls program"
+    );
+    assert_exact_counts(&server, "tp");
+}
+
+#[test]
+fn files_alone_uses_fentry_where_the_kernel_has_it() {
+    if !privileged() {
+        return;
+    }
+    let server = Server::start(&["--collectors", "files"]);
+    let expected = if hook_works("fentry") {
+        "fentry"
+    } else {
+        "tracepoint"
+    };
+    assert_eq!(hook_of(&server, "files"), expected);
+    assert_exact_counts(&server, "fent");
+}
+
+#[test]
+fn files_falls_back_to_tracepoints_when_fentry_is_broken() {
+    if !privileged() {
+        return;
+    }
+    let server = Server::start_broken("files:fentry", &["--collectors", "files"]);
+    assert_eq!(hook_of(&server, "files"), "tracepoint");
+    assert_exact_counts(&server, "ftp");
+    let out = std::process::Command::new(KSIGHT)
+        .args(["serve", "--check", "--collectors", "files"])
+        .env("KSIGHT_BREAK_HOOK", "files:fentry")
+        .output()
+        .expect("run --check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("files")
+            && l.contains("tracepoint")
+            && l.contains("fell back: fentry")),
+        "{text}"
+    );
+}
+
+#[test]
+fn broken_everything_reports_none_and_check_fails() {
+    if !privileged() {
+        return;
+    }
+    let out = std::process::Command::new(KSIGHT)
+        .args(["serve", "--check", "--collectors", "process"])
+        .env("KSIGHT_BREAK_HOOK", "process:tp_btf,process:raw_tp")
+        .output()
+        .expect("run --check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "--check passed with no hook: {text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("process") && l.contains("none")),
+        "{text}"
+    );
+}
