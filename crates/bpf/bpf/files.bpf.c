@@ -37,9 +37,29 @@ int exit_creat(struct trace_event_raw_sys_exit *ctx)
 	return on_open_exit(ctx->ret);
 }
 
-/* One fexit sees all four syscalls (and their result) where BPF trampolines exist. */
-SEC("fexit/do_sys_openat2")
-int BPF_PROG(fexit_openat2, int dfd, const char *filename, void *how, long ret)
+/* fexit on the syscalls' own entry points: each costs only its syscall (the tracepoints cost
+ * every syscall a probe call). Not do_sys_openat2: Debian's 7.x inlines it into the open
+ * paths, so an fexit there attaches and sees nothing (the kernel matrix caught it). */
+SEC("fexit/__x64_sys_open")
+int BPF_PROG(fexit_open, struct pt_regs *regs, long ret)
+{
+	return on_open_exit(ret);
+}
+
+SEC("fexit/__x64_sys_openat")
+int BPF_PROG(fexit_openat, struct pt_regs *regs, long ret)
+{
+	return on_open_exit(ret);
+}
+
+SEC("fexit/__x64_sys_openat2")
+int BPF_PROG(fexit_openat2, struct pt_regs *regs, long ret)
+{
+	return on_open_exit(ret);
+}
+
+SEC("fexit/__x64_sys_creat")
+int BPF_PROG(fexit_creat, struct pt_regs *regs, long ret)
 {
 	return on_open_exit(ret);
 }

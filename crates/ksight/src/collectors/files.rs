@@ -60,7 +60,10 @@ impl Collector for Files {
     fn candidates(&self) -> Vec<Candidate> {
         vec![
             Candidate::shared("syscalls"),
-            Candidate::own(Hook::Fentry, &["fexit_openat2"]),
+            Candidate::own(
+                Hook::Fentry,
+                &["fexit_open", "fexit_openat", "fexit_openat2", "fexit_creat"],
+            ),
             Candidate::own(
                 Hook::Tracepoint,
                 &["exit_open", "exit_openat", "exit_openat2", "exit_creat"],
