@@ -14,6 +14,33 @@ struct {
 	__type(value, struct ks_hist);
 } proc_lifetime SEC(".maps");
 
+/* Thread groups already counted as dead. Several exiting threads can read signal->live == 0
+ * (it reaches zero in do_exit before the tracepoint), so the first to claim the group counts
+ * it. Keyed by the signal struct and the leader's start time, so a reused address is a new
+ * key; the LRU only forgets groups that died long ago. */
+struct ks_dead_group {
+	__u64 signal;
+	__u64 start_time;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct ks_dead_group);
+	__type(value, __u8);
+} proc_dead SEC(".maps");
+
+static __always_inline bool first_to_see_group_dead(struct task_struct *task)
+{
+	struct ks_dead_group key = {
+		.signal = (__u64)BPF_CORE_READ(task, signal),
+		.start_time = BPF_CORE_READ(task, group_leader, start_time),
+	};
+	__u8 one = 1;
+
+	return bpf_map_update_elem(&proc_dead, &key, &one, BPF_NOEXIST) == 0;
+}
+
 static __always_inline void count(struct task_struct *task, __u8 kind, __u8 signal)
 {
 	struct ks_proc_key key = { .kind = kind, .signal = signal };
@@ -40,13 +67,15 @@ static __always_inline int on_fork(struct task_struct *parent, struct task_struc
 	return 0;
 }
 
-/* Runs for every thread; the group is dead once signal->live reached zero. */
+/* Runs for every thread; the group is dead once signal->live reached zero (counted once). */
 static __always_inline int on_exit(struct task_struct *task)
 {
 	__u32 code;
 	__u64 born;
 
 	if (BPF_CORE_READ(task, signal, live.counter) != 0 || ks_is_self())
+		return 0;
+	if (!first_to_see_group_dead(task))
 		return 0;
 	code = BPF_CORE_READ(task, exit_code);
 	count(task, KS_PROC_EXIT, 0);

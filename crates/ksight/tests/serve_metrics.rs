@@ -152,6 +152,33 @@ fn forks_kills_and_lifetimes() {
 }
 
 #[test]
+fn a_group_dying_at_once_is_one_exit() {
+    if !privileged() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let comm = unique_comm("grp");
+    let labels = [("comm", comm.as_str())];
+    let before = server.scrape();
+    for _ in 0..10 {
+        // exit_group with 8 sleeping threads: all 9 threads die together, each reads the
+        // group's live count; the group must still be counted once.
+        in_child(&comm, || {
+            for _ in 0..8 {
+                std::thread::spawn(|| loop {
+                    std::thread::sleep(std::time::Duration::from_secs(60));
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        });
+    }
+    let after = server.scrape();
+    let d = |name: &str| after.sum(name, &labels) - before.sum(name, &labels);
+    assert_eq!(d("ksight_process_exits_total"), 10.0);
+    assert_eq!(d("ksight_process_killed_total"), 0.0);
+}
+
+#[test]
 fn threads_are_not_processes() {
     if !privileged() {
         return;
