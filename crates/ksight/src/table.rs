@@ -14,7 +14,66 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
+use std::sync::Arc;
+
+use ksight_bpf::abi::{ks_file_key, ks_proc_key};
+
 use crate::bpf::LoadedObject;
+
+/// A table key with a comm and an overflow flag (see abi.h).
+pub trait LabelKey: plain::Plain + Default + Copy {
+    /// Replaces the comm by the overflow series, keeping the other labels.
+    fn fold(&mut self);
+}
+
+impl LabelKey for ks_proc_key {
+    fn fold(&mut self) {
+        self.comm = Default::default();
+        self.overflow = 1;
+    }
+}
+
+impl LabelKey for ks_file_key {
+    fn fold(&mut self) {
+        self.comm = Default::default();
+        self.overflow = 1;
+    }
+}
+
+/// The key of the overflow series for `key` (unchanged if it does not parse).
+pub fn overflow_key<K: LabelKey>(key: &[u8]) -> Vec<u8> {
+    let mut k = K::default();
+    if plain::copy_from_bytes(&mut k, key).is_err() {
+        return key.to_vec();
+    }
+    k.fold();
+    // SAFETY: ABI keys are plain old data without padding (asserted in ksight-bpf's tests).
+    unsafe { plain::as_bytes(&k) }.to_vec()
+}
+
+/// A collector's object and the table it drains.
+pub struct Tabled {
+    pub obj: Arc<LoadedObject>,
+    pub table: CounterTable,
+}
+
+impl Tabled {
+    pub fn new<K: LabelKey>(obj: Arc<LoadedObject>, name: &str, ttl: Duration) -> Result<Self> {
+        let table = CounterTable::new(&obj, name, ttl, overflow_key::<K>)?;
+        Ok(Self { obj, table })
+    }
+
+    /// Flip, wait for running programs, drain the idle map.
+    pub fn maintain(&mut self, now: Instant) -> Result<()> {
+        let gen = self.obj.flip_table_gen();
+        self.obj.barrier()?;
+        self.table.drain(gen, now)
+    }
+
+    pub fn read(&self) -> Result<HashMap<Vec<u8>, u64>> {
+        self.table.read(self.obj.table_gen())
+    }
+}
 
 struct Series {
     total: u64,

@@ -11,12 +11,12 @@ use crate::collector::Collector;
 use crate::hooks::{Candidate, Hook};
 use crate::metrics::model::{Family, Kind};
 use crate::names;
-use crate::table::CounterTable;
+use crate::table::Tabled;
 
 pub struct Files {
     capacity: u32,
     ttl: Duration,
-    state: Option<(Arc<LoadedObject>, CounterTable)>,
+    state: Option<Tabled>,
 }
 
 impl Files {
@@ -31,21 +31,10 @@ impl Files {
 
 impl Drop for Files {
     fn drop(&mut self) {
-        if let Some((obj, _)) = &self.state {
-            obj.set_count_opens(false);
+        if let Some(tabled) = &self.state {
+            tabled.obj.set_count_opens(false);
         }
     }
-}
-
-fn to_overflow(key: &[u8]) -> Vec<u8> {
-    let mut k = ks_file_key::default();
-    if plain::copy_from_bytes(&mut k, key).is_err() {
-        return key.to_vec();
-    }
-    k.comm = Default::default();
-    k.overflow = 1;
-    // SAFETY: ks_file_key is plain old data without padding.
-    unsafe { plain::as_bytes(&k) }.to_vec()
 }
 
 impl Collector for Files {
@@ -76,14 +65,13 @@ impl Collector for Files {
     }
 
     fn started(&mut self, obj: Arc<LoadedObject>) -> Result<()> {
-        let table = CounterTable::new(&obj, "files", self.ttl, to_overflow)?;
         obj.set_count_opens(true);
-        self.state = Some((obj, table));
+        self.state = Some(Tabled::new::<ks_file_key>(obj, "files", self.ttl)?);
         Ok(())
     }
 
     fn collect(&mut self, out: &mut Vec<Family>) -> Result<()> {
-        let (obj, table) = self
+        let tabled = self
             .state
             .as_ref()
             .ok_or_else(|| anyhow!("files not started"))?;
@@ -92,7 +80,7 @@ impl Collector for Files {
             Kind::Counter,
             "open, openat, openat2 and creat calls, by process name and result (ok or errno name).",
         );
-        for (key, n) in table.read(obj.table_gen())? {
+        for (key, n) in tabled.read()? {
             let k = plain::from_bytes::<ks_file_key>(&key).map_err(|e| anyhow!("{e:?}"))?;
             let comm = if k.overflow != 0 {
                 names::OVERFLOW_COMM.to_string()
@@ -111,16 +99,14 @@ impl Collector for Files {
     }
 
     fn maintain(&mut self, now: Instant) -> Result<()> {
-        let (obj, table) = self
+        let tabled = self
             .state
             .as_mut()
             .ok_or_else(|| anyhow!("files not started"))?;
-        let gen = obj.flip_table_gen();
-        obj.barrier()?;
-        table.drain(gen, now)
+        tabled.maintain(now)
     }
 
     fn object_ref(&self) -> Option<&Arc<LoadedObject>> {
-        self.state.as_ref().map(|(o, _)| o)
+        self.state.as_ref().map(|t| &t.obj)
     }
 }

@@ -12,12 +12,12 @@ use crate::collector::Collector;
 use crate::hooks::{Candidate, Hook};
 use crate::metrics::model::{histogram, Family, Kind, Value};
 use crate::names;
-use crate::table::CounterTable;
+use crate::table::Tabled;
 
 pub struct Process {
     capacity: u32,
     ttl: Duration,
-    state: Option<(Arc<LoadedObject>, CounterTable)>,
+    state: Option<Tabled>,
 }
 
 impl Process {
@@ -28,17 +28,6 @@ impl Process {
             state: None,
         }
     }
-}
-
-fn to_overflow(key: &[u8]) -> Vec<u8> {
-    let mut k = ks_proc_key::default();
-    if plain::copy_from_bytes(&mut k, key).is_err() {
-        return key.to_vec();
-    }
-    k.comm = Default::default();
-    k.overflow = 1;
-    // SAFETY: ks_proc_key is plain old data without padding.
-    unsafe { plain::as_bytes(&k) }.to_vec()
 }
 
 impl Collector for Process {
@@ -62,13 +51,12 @@ impl Collector for Process {
     }
 
     fn started(&mut self, obj: Arc<LoadedObject>) -> Result<()> {
-        let table = CounterTable::new(&obj, "proc", self.ttl, to_overflow)?;
-        self.state = Some((obj, table));
+        self.state = Some(Tabled::new::<ks_proc_key>(obj, "proc", self.ttl)?);
         Ok(())
     }
 
     fn collect(&mut self, out: &mut Vec<Family>) -> Result<()> {
-        let (obj, table) = self
+        let tabled = self
             .state
             .as_ref()
             .ok_or_else(|| anyhow!("process not started"))?;
@@ -92,7 +80,7 @@ impl Collector for Process {
             Kind::Counter,
             "Processes that died by a signal (from the exit status), by signal and process name.",
         );
-        for (key, n) in table.read(obj.table_gen())? {
+        for (key, n) in tabled.read()? {
             let k = plain::from_bytes::<ks_proc_key>(&key).map_err(|e| anyhow!("{e:?}"))?;
             let comm = if k.overflow != 0 {
                 names::OVERFLOW_COMM.to_string()
@@ -114,7 +102,7 @@ impl Collector for Process {
             }
         }
         let lifetime = hist_family(
-            obj,
+            &tabled.obj,
             "proc_lifetime",
             "ksight_process_lifetime_seconds",
             "Process lifetime, from the leader's fork to the death of the thread group.",
@@ -130,17 +118,15 @@ impl Collector for Process {
     }
 
     fn maintain(&mut self, now: Instant) -> Result<()> {
-        let (obj, table) = self
+        let tabled = self
             .state
             .as_mut()
             .ok_or_else(|| anyhow!("process not started"))?;
-        let gen = obj.flip_table_gen();
-        obj.barrier()?;
-        table.drain(gen, now)
+        tabled.maintain(now)
     }
 
     fn object_ref(&self) -> Option<&Arc<LoadedObject>> {
-        self.state.as_ref().map(|(o, _)| o)
+        self.state.as_ref().map(|t| &t.obj)
     }
 }
 

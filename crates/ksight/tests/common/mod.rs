@@ -159,30 +159,29 @@ impl Samples {
         Samples(out)
     }
 
-    /// Sum of the samples of `name` whose labels include all of `want`.
-    pub fn sum(&self, name: &str, want: &[(&str, &str)]) -> f64 {
+    /// Values of the samples of `name` whose labels include all of `want`.
+    fn matching<'a>(
+        &'a self,
+        name: &'a str,
+        want: &'a [(&str, &str)],
+    ) -> impl Iterator<Item = f64> + 'a {
         self.0
             .iter()
-            .filter(|(n, labels, _)| {
+            .filter(move |(n, labels, _)| {
                 n == name
                     && want
                         .iter()
                         .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
             })
-            .map(|(_, _, v)| v)
-            .sum()
+            .map(|(_, _, v)| *v)
+    }
+
+    pub fn sum(&self, name: &str, want: &[(&str, &str)]) -> f64 {
+        self.matching(name, want).sum()
     }
 
     pub fn count(&self, name: &str, want: &[(&str, &str)]) -> usize {
-        self.0
-            .iter()
-            .filter(|(n, labels, _)| {
-                n == name
-                    && want
-                        .iter()
-                        .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
-            })
-            .count()
+        self.matching(name, want).count()
     }
 }
 
