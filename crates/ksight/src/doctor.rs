@@ -210,9 +210,9 @@ fn probe_hook(hook: Hook, config: LoadConfig) -> Result<()> {
         .ok_or_else(|| anyhow!("no program {program}"))?;
     let _link: Link = match hook {
         Hook::Uprobe => {
+            // Offset 0 of our own binary: enough to prove uprobes attach.
             let exe = std::env::current_exe()?;
-            let offset = uprobe_target_offset(&exe)?;
-            prog.attach_uprobe(false, -1, &exe, offset)
+            prog.attach_uprobe(false, -1, &exe, 0)
         }
         Hook::PerfEvent => {
             let fd = open_cpu_clock_event()?;
@@ -225,12 +225,6 @@ fn probe_hook(hook: Hook, config: LoadConfig) -> Result<()> {
     }
     .map_err(|e| anyhow!("attach: {}", kernel_reason(&e)))?;
     Ok(())
-}
-
-/// A function of our own binary for the uprobe probe: the file offset of `main`'s entry is
-/// not needed; offset 0 of the text is enough to prove uprobes attach.
-fn uprobe_target_offset(_exe: &Path) -> Result<usize> {
-    Ok(0)
 }
 
 /// A software cpu-clock perf event on CPU 0, for the perf_event probe.
