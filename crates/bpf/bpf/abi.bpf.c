@@ -13,7 +13,11 @@ struct ks_errno_key ks_abi_errno_key;
 struct ks_proc_key ks_abi_proc_key;
 struct ks_file_key ks_abi_file_key;
 struct ks_hist ks_abi_hist;
+struct ks_signal_key ks_abi_signal_key;
+struct ks_comm_key ks_abi_comm_key;
+struct ks_block_key ks_abi_block_key;
 enum ks_loss ks_abi_loss;
+enum ks_tcp_counter ks_abi_tcp_counter;
 enum ks_proc_kind ks_abi_proc_kind;
 
 char LICENSE[] SEC("license") = "GPL";

@@ -101,4 +101,42 @@ struct ks_hist {
 	__u64 count;
 };
 
+/* signals collector: ksight_signals_total{signal,comm}, by the target's process name. */
+struct ks_signal_key {
+	char comm[KS_COMM_LEN];
+	__u8 signal;
+	__u8 overflow;
+	__u8 pad[2];
+};
+
+/* A counter by process name only: ksight_oom_kills_total, ksight_page_faults_total. */
+struct ks_comm_key {
+	char comm[KS_COMM_LEN];
+	__u8 overflow;
+	__u8 pad[3];
+};
+
+/* tcp collector: per-CPU counters indexed by this enum (ksight_tcp_*_total). */
+enum ks_tcp_counter {
+	KS_TCP_ACTIVE_V4 = 0,
+	KS_TCP_ACTIVE_V6 = 1,
+	KS_TCP_PASSIVE_V4 = 2,
+	KS_TCP_PASSIVE_V6 = 3,
+	KS_TCP_RETRANSMITS = 4,
+	KS_TCP_RESETS_SENT = 5,
+	KS_TCP_RESETS_RECEIVED = 6,
+	KS_TCP_BYTES_SENT = 7,
+	KS_TCP_BYTES_RECEIVED = 8,
+	KS_TCP_NR_COUNTERS = 9,
+};
+
+/* TCP states are < 16: transitions are counted at index from * KS_TCP_STATES + to. */
+#define KS_TCP_STATES 16
+
+/* block collector: a device (the kernel's dev_t: major << 20 | minor) and a REQ_OP_*. */
+struct ks_block_key {
+	__u32 dev;
+	__u32 op;
+};
+
 #endif /* KSIGHT_ABI_H */

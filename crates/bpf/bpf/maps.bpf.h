@@ -99,17 +99,61 @@ static __always_inline void ks_add(void *map, void *key, void *ovf_map, void *ov
 		ks_lose(err == -KS_E2BIG ? KS_LOSS_MAP_FULL : KS_LOSS_UPDATE_FAILED);
 }
 
-static __always_inline void ks_hist_add(void *map, __u64 ns)
+static __always_inline void ks_hist_record(struct ks_hist *h, __u64 ns)
 {
-	__u32 zero = 0, slot = ks_hist_slot(ns);
-	struct ks_hist *h = bpf_map_lookup_elem(map, &zero);
+	__u32 slot = ks_hist_slot(ns);
 
-	if (!h || slot >= KS_HIST_SLOTS)
+	if (slot >= KS_HIST_SLOTS)
 		return;
 	h->buckets[slot] += 1;
 	h->sum_ns += ns;
 	h->count += 1;
 }
+
+/* Records ns in a KS_HIST map. */
+static __always_inline void ks_hist_add(void *map, __u64 ns)
+{
+	__u32 zero = 0;
+	struct ks_hist *h = bpf_map_lookup_elem(map, &zero);
+
+	if (h)
+		ks_hist_record(h, ns);
+}
+
+/* The value under key in a hash map, inserted as zeroes if absent; NULL (and a loss counted)
+ * when the map is full. */
+static __always_inline void *ks_lookup_or_zero(void *map, void *key, void *zero)
+{
+	void *v = bpf_map_lookup_elem(map, key);
+
+	if (v)
+		return v;
+	/* EEXIST: another CPU inserted it first; the lookup below finds it */
+	bpf_map_update_elem(map, key, zero, BPF_NOEXIST);
+	v = bpf_map_lookup_elem(map, key);
+	if (!v)
+		ks_lose(KS_LOSS_MAP_FULL);
+	return v;
+}
+
+/* Adds n to slot idx of a per-CPU array of counters. Atomic: programs on different hooks
+ * (one in softirq, one in process context) may share the array on one CPU. */
+static __always_inline void ks_count(void *map, __u32 idx, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(map, &idx);
+
+	if (v)
+		__sync_fetch_and_add(v, n);
+}
+
+/* A per-CPU histogram with no labels (one ks_hist per CPU), fed by ks_hist_add. */
+#define KS_HIST(name)                                                                     \
+	struct {                                                                          \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);                                  \
+		__uint(max_entries, 1);                                                   \
+		__type(key, __u32);                                                       \
+		__type(value, struct ks_hist);                                            \
+	} name SEC(".maps")
 
 /* A counter table keyed by labels: two hash maps used in turns (ks_ctl.table_gen) so user space
  * can drain the idle one with no increment lost on any kernel, and an overflow map for keys

@@ -7,12 +7,7 @@
 
 KS_TABLE(proc, struct ks_proc_key, 4096);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ks_hist);
-} proc_lifetime SEC(".maps");
+KS_HIST(proc_lifetime);
 
 /* Thread groups already counted as dead. Several exiting threads can read signal->live == 0
  * (it reaches zero in do_exit before the tracepoint), so the first to claim the group counts

@@ -17,8 +17,8 @@ mod abi_skel {
 /// The structs and enums of `bpf/abi.h`, as generated from BTF.
 pub mod abi {
     pub use super::abi_skel::types::{
-        ks_comm, ks_config, ks_ctl, ks_errno_key, ks_file_key, ks_hist, ks_loss, ks_proc_key,
-        ks_proc_kind, ks_slot_cache,
+        ks_block_key, ks_comm, ks_comm_key, ks_config, ks_ctl, ks_errno_key, ks_file_key, ks_hist,
+        ks_loss, ks_proc_key, ks_proc_kind, ks_signal_key, ks_slot_cache, ks_tcp_counter,
     };
 
     // SAFETY: plain-old-data structs generated from C: every bit pattern is a valid value.
@@ -37,6 +37,12 @@ pub mod abi {
     unsafe impl plain::Plain for ks_proc_key {}
     // SAFETY: as above.
     unsafe impl plain::Plain for ks_slot_cache {}
+    // SAFETY: as above.
+    unsafe impl plain::Plain for ks_signal_key {}
+    // SAFETY: as above.
+    unsafe impl plain::Plain for ks_comm_key {}
+    // SAFETY: as above.
+    unsafe impl plain::Plain for ks_block_key {}
 }
 
 macro_rules! object {
@@ -51,6 +57,11 @@ pub mod objects {
     pub const SYSCALLS: &[u8] = object!("syscalls");
     pub const PROCESS: &[u8] = object!("process");
     pub const FILES: &[u8] = object!("files");
+    pub const TCP: &[u8] = object!("tcp");
+    pub const SCHED: &[u8] = object!("sched");
+    pub const BLOCK: &[u8] = object!("block");
+    pub const MEMORY: &[u8] = object!("memory");
+    pub const SIGNALS: &[u8] = object!("signals");
 }
 
 extern "C" {
@@ -125,6 +136,9 @@ mod tests {
         assert_eq!(std::mem::size_of::<abi::ks_proc_key>(), 20);
         assert_eq!(std::mem::size_of::<abi::ks_file_key>(), 20);
         assert_eq!(std::mem::size_of::<abi::ks_errno_key>(), 8);
+        assert_eq!(std::mem::size_of::<abi::ks_signal_key>(), 20);
+        assert_eq!(std::mem::size_of::<abi::ks_comm_key>(), 20);
+        assert_eq!(std::mem::size_of::<abi::ks_block_key>(), 8);
         assert_eq!(std::mem::size_of::<abi::ks_hist>(), (SLOTS + 2) * 8);
     }
 }

@@ -24,7 +24,7 @@ pub struct LoadSpec<'a> {
     pub bytes: &'static [u8],
     /// Programs to load; every other program of the object is left out.
     pub programs: &'a [&'a str],
-    pub max_entries: &'a [(&'a str, u32)],
+    pub max_entries: &'a [(String, u32)],
     /// Attach BTF-based programs (fentry, tp_btf) to this target instead of their own: only
     /// to prove fallbacks in tests (KSIGHT_BREAK_HOOK).
     pub broken_target: Option<&'a str>,
@@ -284,7 +284,8 @@ pub fn percpu_array_sums(map: &MapHandle) -> Result<Vec<u64>> {
         if ret == -libc::ENOENT || count == 0 {
             break;
         }
-        next = out_batch as usize;
+        // The token is the next index; some kernels leave it at 0 after the last full chunk.
+        next = (out_batch as usize).max(next + count as usize);
     }
     Ok(sums)
 }

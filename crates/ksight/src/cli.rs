@@ -34,8 +34,9 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Collectors: syscalls, process, files (all on by default).\n\
-Selection: --collectors sets the list (default: all); then every --no-collector.NAME removes one."
+    after_help = "Collectors on by default: syscalls, process, files, tcp, sched, block, memory, signals.\n\
+Opt-in: page_faults (ksight_page_faults_total{comm}; costs a table update per fault).\n\
+Selection: --collectors sets the list (default: the defaults); then every --no-collector.NAME removes one."
 )]
 pub struct ServeArgs {
     /// Address to listen on for HTTP (host:port, or :port for every interface).
@@ -46,7 +47,7 @@ pub struct ServeArgs {
     )]
     pub listen: String,
 
-    /// Comma-separated collectors to run (default: all of them).
+    /// Comma-separated collectors to run (default: every default collector).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub collectors: Option<Vec<String>>,
 
@@ -59,6 +60,21 @@ pub struct ServeArgs {
     /// Leave out the files collector.
     #[arg(long = "no-collector.files")]
     pub no_files: bool,
+    /// Leave out the tcp collector.
+    #[arg(long = "no-collector.tcp")]
+    pub no_tcp: bool,
+    /// Leave out the sched collector.
+    #[arg(long = "no-collector.sched")]
+    pub no_sched: bool,
+    /// Leave out the block collector.
+    #[arg(long = "no-collector.block")]
+    pub no_block: bool,
+    /// Leave out the memory collector.
+    #[arg(long = "no-collector.memory")]
+    pub no_memory: bool,
+    /// Leave out the signals collector.
+    #[arg(long = "no-collector.signals")]
+    pub no_signals: bool,
 
     /// Fail when any selected collector cannot attach (default: run the others).
     #[arg(long)]
@@ -92,7 +108,7 @@ pub struct ServeArgs {
     )]
     pub errors_capacity: u32,
 
-    /// Capacity of each labelled counter map of the process and files collectors.
+    /// Capacity of each labelled counter map (process, files, memory, signals, page_faults).
     #[arg(long = "table.capacity", default_value_t = 4096, value_name = "N")]
     pub table_capacity: u32,
 

@@ -17,7 +17,7 @@ pub trait Collector: Send {
     /// Candidate hooks, cheapest first.
     fn candidates(&self) -> Vec<Candidate>;
     /// Map sizes to apply before load.
-    fn max_entries(&self) -> Vec<(&'static str, u32)> {
+    fn max_entries(&self) -> Vec<(String, u32)> {
         Vec::new()
     }
     /// Takes the loaded object (its own, or a shared host's); prepares user-side state.
@@ -29,6 +29,11 @@ pub trait Collector: Send {
         Ok(())
     }
     fn object_ref(&self) -> Option<&Arc<LoadedObject>>;
+}
+
+/// Map sizes as `max_entries` returns them.
+pub fn sizes(list: &[(&str, u32)]) -> Vec<(String, u32)> {
+    list.iter().map(|(m, n)| (m.to_string(), *n)).collect()
 }
 
 /// How a collector's start went.

@@ -295,10 +295,10 @@ fn print_table(r: &Report) {
     for h in &r.hooks {
         println!("{:<15} {:<4} {}", h.name, mark(h.ok), h.detail);
     }
-    println!("\nCOLLECTOR  DEFAULT  HOOK        DETAIL");
+    println!("\nCOLLECTOR    DEFAULT  HOOK        DETAIL");
     for c in &r.collectors {
         println!(
-            "{:<10} {:<8} {:<11} {}",
+            "{:<12} {:<8} {:<11} {}",
             c.name,
             if c.default { "yes" } else { "no" },
             c.hook,

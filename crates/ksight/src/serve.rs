@@ -102,6 +102,11 @@ fn selected_collectors(args: &ServeArgs) -> Result<Vec<&'static str>> {
         ("syscalls", args.no_syscalls),
         ("process", args.no_process),
         ("files", args.no_files),
+        ("tcp", args.no_tcp),
+        ("sched", args.no_sched),
+        ("block", args.no_block),
+        ("memory", args.no_memory),
+        ("signals", args.no_signals),
     ];
     let mut out = Vec::new();
     for name in &chosen {
@@ -166,7 +171,7 @@ pub fn start_all(
 }
 
 fn print_attachments(attachments: &[Attachment], to_stdout: bool) {
-    let mut text = format!("{:<10} {:<11} {}\n", "COLLECTOR", "HOOK", "NOTE");
+    let mut text = format!("{:<12} {:<11} {}\n", "COLLECTOR", "HOOK", "NOTE");
     for a in attachments {
         let hook = a.hook.map_or("none", |h| h.as_str());
         let note = if a.hook.is_none() {
@@ -178,7 +183,7 @@ fn print_attachments(attachments: &[Attachment], to_stdout: bool) {
         } else {
             format!("fell back: {}", a.reason())
         };
-        text.push_str(&format!("{:<10} {:<11} {}\n", a.collector, hook, note));
+        text.push_str(&format!("{:<12} {:<11} {}\n", a.collector, hook, note));
     }
     if to_stdout {
         print!("{text}");

@@ -16,7 +16,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use std::sync::Arc;
 
-use ksight_bpf::abi::{ks_file_key, ks_proc_key};
+use ksight_bpf::abi::{ks_comm_key, ks_file_key, ks_proc_key, ks_signal_key};
 
 use crate::bpf::LoadedObject;
 
@@ -34,6 +34,20 @@ impl LabelKey for ks_proc_key {
 }
 
 impl LabelKey for ks_file_key {
+    fn fold(&mut self) {
+        self.comm = Default::default();
+        self.overflow = 1;
+    }
+}
+
+impl LabelKey for ks_signal_key {
+    fn fold(&mut self) {
+        self.comm = Default::default();
+        self.overflow = 1;
+    }
+}
+
+impl LabelKey for ks_comm_key {
     fn fold(&mut self) {
         self.comm = Default::default();
         self.overflow = 1;

@@ -7,7 +7,7 @@ use anyhow::{anyhow, Result};
 use ksight_bpf::abi::ks_file_key;
 
 use crate::bpf::LoadedObject;
-use crate::collector::Collector;
+use crate::collector::{self, Collector};
 use crate::hooks::{Candidate, Hook};
 use crate::metrics::model::{Family, Kind};
 use crate::names;
@@ -60,8 +60,8 @@ impl Collector for Files {
         ]
     }
 
-    fn max_entries(&self) -> Vec<(&'static str, u32)> {
-        vec![("files_a", self.capacity), ("files_b", self.capacity)]
+    fn max_entries(&self) -> Vec<(String, u32)> {
+        collector::sizes(&[("files_a", self.capacity), ("files_b", self.capacity)])
     }
 
     fn started(&mut self, obj: Arc<LoadedObject>) -> Result<()> {
@@ -82,11 +82,7 @@ impl Collector for Files {
         );
         for (key, n) in tabled.read()? {
             let k = plain::from_bytes::<ks_file_key>(&key).map_err(|e| anyhow!("{e:?}"))?;
-            let comm = if k.overflow != 0 {
-                names::OVERFLOW_COMM.to_string()
-            } else {
-                names::comm(&k.comm.map(|c| c as u8))
-            };
+            let comm = names::comm_or_overflow(&k.comm, k.overflow);
             let result = if k.err == 0 {
                 "ok".to_string()
             } else {

@@ -1,18 +1,40 @@
 //! The metric collectors. Names are a contract: they appear in flags and in
 //! `ksight_collector_up{collector}`.
 
+pub mod block;
+pub mod by_comm;
 pub mod files;
 pub mod process;
+pub mod sched;
 pub mod syscalls;
+pub mod tcp;
 
 use std::time::Duration;
 
+use anyhow::Result;
+use ksight_bpf::abi::ks_hist;
+
+use crate::bpf::{self, LoadedObject};
 use crate::collector::Collector;
+use crate::metrics::model::{histogram, Family, Histogram, Kind, Value};
+use by_comm::ByComm;
 
 /// Collectors on by default, in the order they are started and reported.
-pub const DEFAULT: &[&str] = &["syscalls", "process", "files"];
-/// Every collector that exists.
-pub const ALL: &[&str] = &["syscalls", "process", "files"];
+pub const DEFAULT: &[&str] = &[
+    "syscalls", "process", "files", "tcp", "sched", "block", "memory", "signals",
+];
+/// Every collector that exists: the defaults, then the opt-in ones.
+pub const ALL: &[&str] = &[
+    "syscalls",
+    "process",
+    "files",
+    "tcp",
+    "sched",
+    "block",
+    "memory",
+    "signals",
+    "page_faults",
+];
 
 /// Sizes and TTL shared by all collectors (flags of `serve`).
 #[derive(Clone, Copy, Debug)]
@@ -36,6 +58,47 @@ pub fn build(name: &str, limits: Limits) -> Option<Box<dyn Collector>> {
             limits.series_ttl,
         )),
         "files" => Box::new(files::Files::new(limits.table_capacity, limits.series_ttl)),
+        "tcp" => Box::new(tcp::Tcp::default()),
+        "sched" => Box::new(sched::Sched::default()),
+        "block" => Box::new(block::Block::default()),
+        "memory" => by_comm(&by_comm::MEMORY, limits),
+        "page_faults" => by_comm(&by_comm::PAGE_FAULTS, limits),
+        "signals" => by_comm(&by_comm::SIGNALS, limits),
         _ => return None,
     })
+}
+
+fn by_comm(spec: &'static by_comm::Spec, limits: Limits) -> Box<dyn Collector> {
+    Box::new(ByComm::new(spec, limits.table_capacity, limits.series_ttl))
+}
+
+/// A per-CPU `struct ks_hist` map as one histogram family with no labels.
+pub fn hist_family(
+    obj: &LoadedObject,
+    map: &str,
+    name: &'static str,
+    help: &'static str,
+) -> Result<Family> {
+    let per_cpu: Vec<ks_hist> = bpf::percpu_value(&obj.map(map)?, 0)?;
+    Ok(Family::new(name, Kind::Histogram, help)
+        .with(vec![], Value::Histogram(merge_hists(&per_cpu))))
+}
+
+/// Per-CPU (or per-key) kernel histograms summed into one, in seconds.
+pub fn merge_hists(parts: &[ks_hist]) -> Histogram {
+    let mut slots = [0u64; ksight_bpf::hist::SLOTS];
+    let (mut sum_ns, mut count) = (0u64, 0u64);
+    for h in parts {
+        for (s, b) in slots.iter_mut().zip(h.buckets.iter()) {
+            *s += b;
+        }
+        sum_ns += h.sum_ns;
+        count += h.count;
+    }
+    histogram(
+        &slots,
+        ksight_bpf::hist::bound_seconds,
+        sum_ns as f64 / 1e9,
+        count,
+    )
 }

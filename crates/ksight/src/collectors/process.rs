@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
-use ksight_bpf::abi::{ks_hist, ks_proc_key, ks_proc_kind};
+use ksight_bpf::abi::{ks_proc_key, ks_proc_kind};
 
-use crate::bpf::{self, LoadedObject};
-use crate::collector::Collector;
+use crate::bpf::LoadedObject;
+use crate::collector::{self, Collector};
 use crate::hooks::{Candidate, Hook};
-use crate::metrics::model::{histogram, Family, Kind, Value};
+use crate::metrics::model::{Family, Kind};
 use crate::names;
 use crate::table::Tabled;
 
@@ -46,8 +46,8 @@ impl Collector for Process {
         ]
     }
 
-    fn max_entries(&self) -> Vec<(&'static str, u32)> {
-        vec![("proc_a", self.capacity), ("proc_b", self.capacity)]
+    fn max_entries(&self) -> Vec<(String, u32)> {
+        collector::sizes(&[("proc_a", self.capacity), ("proc_b", self.capacity)])
     }
 
     fn started(&mut self, obj: Arc<LoadedObject>) -> Result<()> {
@@ -82,11 +82,7 @@ impl Collector for Process {
         );
         for (key, n) in tabled.read()? {
             let k = plain::from_bytes::<ks_proc_key>(&key).map_err(|e| anyhow!("{e:?}"))?;
-            let comm = if k.overflow != 0 {
-                names::OVERFLOW_COMM.to_string()
-            } else {
-                names::comm(&k.comm.map(|c| c as u8))
-            };
+            let comm = names::comm_or_overflow(&k.comm, k.overflow);
             match ks_proc_kind(k.kind as u32) {
                 ks_proc_kind::KS_PROC_EXEC => execs.add(vec![("comm", comm)], n),
                 ks_proc_kind::KS_PROC_FORK => forks.add(vec![("comm", comm)], n),
@@ -101,7 +97,7 @@ impl Collector for Process {
                 _ => {}
             }
         }
-        let lifetime = hist_family(
+        let lifetime = super::hist_family(
             &tabled.obj,
             "proc_lifetime",
             "ksight_process_lifetime_seconds",
@@ -128,30 +124,4 @@ impl Collector for Process {
     fn object_ref(&self) -> Option<&Arc<LoadedObject>> {
         self.state.as_ref().map(|t| &t.obj)
     }
-}
-
-/// A per-CPU `struct ks_hist` map as one histogram family with no labels.
-pub fn hist_family(
-    obj: &LoadedObject,
-    map: &str,
-    name: &'static str,
-    help: &'static str,
-) -> Result<Family> {
-    let per_cpu: Vec<ks_hist> = bpf::percpu_value(&obj.map(map)?, 0)?;
-    let mut slots = [0u64; ksight_bpf::hist::SLOTS];
-    let (mut sum_ns, mut count) = (0u64, 0u64);
-    for h in &per_cpu {
-        for (s, b) in slots.iter_mut().zip(h.buckets.iter()) {
-            *s += b;
-        }
-        sum_ns += h.sum_ns;
-        count += h.count;
-    }
-    let h = histogram(
-        &slots,
-        ksight_bpf::hist::bound_seconds,
-        sum_ns as f64 / 1e9,
-        count,
-    );
-    Ok(Family::new(name, Kind::Histogram, help).with(vec![], Value::Histogram(h)))
 }

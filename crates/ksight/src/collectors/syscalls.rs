@@ -19,7 +19,7 @@ use ksight_bpf::abi::{ks_comm, ks_errno_key};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::bpf::{self, LoadedObject};
-use crate::collector::Collector;
+use crate::collector::{self, Collector};
 use crate::hooks::{Candidate, Hook};
 use crate::metrics::model::{Family, Kind};
 use crate::names;
@@ -87,15 +87,15 @@ impl Collector for Syscalls {
         ]
     }
 
-    fn max_entries(&self) -> Vec<(&'static str, u32)> {
-        vec![
+    fn max_entries(&self) -> Vec<(String, u32)> {
+        collector::sizes(&[
             ("sys_counts", self.max_comms),
             ("sys_comm_slots", self.max_comms),
             ("sys_free_slots", self.max_comms),
             ("sys_errors", self.max_errors),
             ("files_a", self.files_capacity),
             ("files_b", self.files_capacity),
-        ]
+        ])
     }
 
     fn started(&mut self, obj: Arc<LoadedObject>) -> Result<()> {

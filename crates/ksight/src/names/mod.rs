@@ -65,8 +65,62 @@ pub fn signal(number: u32) -> Cow<'static, str> {
     }
 }
 
+/// TCP states as the kernel's `tcp_states.h` names them (without `TCP_`).
+const TCP_STATES: [&str; 14] = [
+    "0",
+    "ESTABLISHED",
+    "SYN_SENT",
+    "SYN_RECV",
+    "FIN_WAIT1",
+    "FIN_WAIT2",
+    "TIME_WAIT",
+    "CLOSE",
+    "CLOSE_WAIT",
+    "LAST_ACK",
+    "LISTEN",
+    "CLOSING",
+    "NEW_SYN_RECV",
+    "BOUND_INACTIVE",
+];
+
+pub fn tcp_state(number: u32) -> Cow<'static, str> {
+    match TCP_STATES.get(number as usize) {
+        Some(name) => Cow::Borrowed(name),
+        None => Cow::Owned(number.to_string()),
+    }
+}
+
+/// Block request operations (`REQ_OP_*` in blk_types.h), lower case.
+pub fn block_op(op: u32) -> Cow<'static, str> {
+    Cow::Borrowed(match op {
+        0 => "read",
+        1 => "write",
+        2 => "flush",
+        3 => "discard",
+        5 => "secure_erase",
+        7 => "zone_append",
+        9 => "write_zeroes",
+        10 => "zone_open",
+        11 => "zone_close",
+        12 => "zone_finish",
+        13 => "zone_reset",
+        15 => "zone_reset_all",
+        34 => "drv_in",
+        35 => "drv_out",
+        n => return Cow::Owned(format!("op{n}")),
+    })
+}
+
 /// The label of counts that did not fit or went idle: 17 bytes, so no comm (<= 15) can be it.
 pub const OVERFLOW_COMM: &str = "(other processes)";
+
+/// A table key's comm label: the comm, or the overflow series.
+pub fn comm_or_overflow(raw: &[std::ffi::c_char], overflow: u8) -> String {
+    if overflow != 0 {
+        return OVERFLOW_COMM.to_string();
+    }
+    comm(&raw.iter().map(|&c| c as u8).collect::<Vec<_>>())
+}
 
 /// A kernel comm (NUL-terminated, <= 16 bytes) as a label value; bytes that are not UTF-8
 /// are written as `\xNN` so two different comms never share a label.
@@ -122,6 +176,17 @@ mod tests {
         assert_eq!(errno(133), "EHWPOISON");
         assert_eq!(errno(512), "ERESTARTSYS");
         assert_eq!(errno(4000), "E4000");
+    }
+
+    #[test]
+    fn tcp_and_block_names() {
+        assert_eq!(tcp_state(1), "ESTABLISHED");
+        assert_eq!(tcp_state(7), "CLOSE");
+        assert_eq!(tcp_state(10), "LISTEN");
+        assert_eq!(tcp_state(99), "99");
+        assert_eq!(block_op(0), "read");
+        assert_eq!(block_op(1), "write");
+        assert_eq!(block_op(63), "op63");
     }
 
     #[test]

@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * memory collector: OOM kills by the victim's process name and, opt-in (collector
+ * page_faults), user page faults by process name.
+ *
+ * OOM kills are counted when the victim's thread-group leader exits with the group marked
+ * as an OOM victim (signal->oom_mm, set by mark_oom_victim before the SIGKILL): the same on
+ * every kernel, whereas the oom:mark_victim tracepoint passed only a pid before 6.8.
+ */
+#include "maps.bpf.h"
+
+KS_TABLE(oom, struct ks_comm_key, 1024);
+KS_TABLE(faults, struct ks_comm_key, 4096);
+
+static __always_inline void count_by_comm(struct task_struct *task, int table)
+{
+	struct ks_comm_key key = {}, ovf = { .overflow = 1 };
+
+	ks_leader_comm(task, key.comm);
+	if (table == 0)
+		KS_TABLE_ADD(oom, &key, &ovf, 1);
+	else
+		KS_TABLE_ADD(faults, &key, &ovf, 1);
+}
+
+static __always_inline int on_exit(struct task_struct *task)
+{
+	if (BPF_CORE_READ(task, pid) != BPF_CORE_READ(task, tgid))
+		return 0;
+	if (!BPF_CORE_READ(task, signal, oom_mm))
+		return 0;
+	count_by_comm(task, 0);
+	return 0;
+}
+
+static __always_inline int on_fault(void)
+{
+	if (!ks_is_self())
+		count_by_comm((struct task_struct *)bpf_get_current_task(), 1);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(oom_exit_btf, struct task_struct *task)
+{
+	return on_exit(task);
+}
+
+SEC("raw_tp/sched_process_exit")
+int BPF_PROG(oom_exit_raw, struct task_struct *task)
+{
+	return on_exit(task);
+}
+
+SEC("tp_btf/page_fault_user")
+int BPF_PROG(fault_btf)
+{
+	return on_fault();
+}
+
+SEC("raw_tp/page_fault_user")
+int BPF_PROG(fault_raw)
+{
+	return on_fault();
+}

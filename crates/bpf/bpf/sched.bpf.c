@@ -1,0 +1,106 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * sched collector: run-queue latency (wakeup, or preemption while runnable, -> on CPU) as a
+ * histogram, and context switches. One sched_switch program yields both figures.
+ */
+#include "maps.bpf.h"
+
+#define KS_TASK_RUNNING 0
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} sched_switches SEC(".maps");
+
+KS_HIST(sched_runq_lat);
+
+/* When each runnable task was queued (ns), by pid; deleted when it runs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u64);
+} sched_queued SEC(".maps");
+
+/* task_struct::state was renamed __state in 5.14. */
+struct task_struct___pre514 {
+	volatile long state;
+} __attribute__((preserve_access_index));
+
+static __always_inline long task_state(struct task_struct *t)
+{
+	if (bpf_core_field_exists(t->__state))
+		return BPF_CORE_READ(t, __state);
+	return BPF_CORE_READ((struct task_struct___pre514 *)t, state);
+}
+
+static __always_inline void queued(__u32 pid)
+{
+	__u64 now = bpf_ktime_get_ns();
+
+	/* pid 0 is the idle task: never queued */
+	if (pid && bpf_map_update_elem(&sched_queued, &pid, &now, BPF_ANY))
+		ks_lose(KS_LOSS_MAP_FULL);
+}
+
+static __always_inline int on_wakeup(struct task_struct *p)
+{
+	queued(BPF_CORE_READ(p, pid));
+	return 0;
+}
+
+static __always_inline int on_switch(struct task_struct *prev, struct task_struct *next)
+{
+	__u32 zero = 0, pid = BPF_CORE_READ(next, pid);
+	__u64 *since, *n = bpf_map_lookup_elem(&sched_switches, &zero);
+
+	if (n)
+		*n += 1;
+	/* preempted while runnable: it waits on the run queue again */
+	if (task_state(prev) == KS_TASK_RUNNING)
+		queued(BPF_CORE_READ(prev, pid));
+	since = bpf_map_lookup_elem(&sched_queued, &pid);
+	if (!since)
+		return 0;
+	ks_hist_add(&sched_runq_lat, bpf_ktime_get_ns() - *since);
+	bpf_map_delete_elem(&sched_queued, &pid);
+	return 0;
+}
+
+SEC("tp_btf/sched_wakeup")
+int BPF_PROG(wakeup_btf, struct task_struct *p)
+{
+	return on_wakeup(p);
+}
+
+SEC("tp_btf/sched_wakeup_new")
+int BPF_PROG(wakeup_new_btf, struct task_struct *p)
+{
+	return on_wakeup(p);
+}
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(switch_btf, bool preempt, struct task_struct *prev, struct task_struct *next)
+{
+	return on_switch(prev, next);
+}
+
+SEC("raw_tp/sched_wakeup")
+int BPF_PROG(wakeup_raw, struct task_struct *p)
+{
+	return on_wakeup(p);
+}
+
+SEC("raw_tp/sched_wakeup_new")
+int BPF_PROG(wakeup_new_raw, struct task_struct *p)
+{
+	return on_wakeup(p);
+}
+
+SEC("raw_tp/sched_switch")
+int BPF_PROG(switch_raw, bool preempt, struct task_struct *prev, struct task_struct *next)
+{
+	return on_switch(prev, next);
+}

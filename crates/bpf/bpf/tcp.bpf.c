@@ -1,0 +1,162 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * tcp collector, from four tracepoints (no kprobe): connections established (active/passive,
+ * IPv4/IPv6), connect latency (SYN_SENT -> ESTABLISHED), connection lifetime (ESTABLISHED ->
+ * CLOSE) and the bytes it moved (summed when it closes), state transitions, retransmits, and
+ * resets sent and received.
+ */
+#include "maps.bpf.h"
+
+#define KS_AF_INET 2
+#define KS_AF_INET6 10
+#define KS_IPPROTO_TCP 6
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KS_TCP_NR_COUNTERS);
+	__type(key, __u32);
+	__type(value, __u64);
+} tcp_counts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KS_TCP_STATES * KS_TCP_STATES);
+	__type(key, __u32);
+	__type(value, __u64);
+} tcp_transitions SEC(".maps");
+
+KS_HIST(tcp_connect_lat);
+KS_HIST(tcp_lifetime);
+
+/* When each tracked socket entered SYN_SENT or ESTABLISHED (ns); deleted at CLOSE. A plain
+ * hash, not an LRU: a full map is counted as a loss, never silently evicted. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} tcp_since SEC(".maps");
+
+static __always_inline void remember(const struct sock *sk)
+{
+	__u64 key = (__u64)sk, now = bpf_ktime_get_ns();
+
+	if (bpf_map_update_elem(&tcp_since, &key, &now, BPF_ANY))
+		ks_lose(KS_LOSS_MAP_FULL);
+}
+
+/* Time since remember(sk), forgetting it; 0 when the socket was not tracked. */
+static __always_inline __u64 forget(const struct sock *sk)
+{
+	__u64 key = (__u64)sk, *since = bpf_map_lookup_elem(&tcp_since, &key), ns = 0;
+
+	if (!since)
+		return 0;
+	ns = bpf_ktime_get_ns() - *since;
+	bpf_map_delete_elem(&tcp_since, &key);
+	return ns;
+}
+
+static __always_inline void established(const struct sock *sk, int old, __u16 family)
+{
+	bool v6 = family == KS_AF_INET6;
+	__u64 ns;
+
+	if (old == TCP_SYN_SENT) {
+		ks_count(&tcp_counts, v6 ? KS_TCP_ACTIVE_V6 : KS_TCP_ACTIVE_V4, 1);
+		ns = forget(sk);
+		if (ns)
+			ks_hist_add(&tcp_connect_lat, ns);
+	} else if (old == TCP_SYN_RECV) {
+		ks_count(&tcp_counts, v6 ? KS_TCP_PASSIVE_V6 : KS_TCP_PASSIVE_V4, 1);
+	}
+	remember(sk);
+}
+
+static __always_inline void closed(const struct sock *sk, int old)
+{
+	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+	__u64 ns = forget(sk);
+
+	/* a socket that never reached ESTABLISHED (failed connect, listener) moved no data */
+	if (old == TCP_SYN_SENT || old == TCP_SYN_RECV || old == TCP_LISTEN || old == TCP_CLOSE)
+		return;
+	/* untracked: established before ksight started, or tcp_since was full */
+	if (ns)
+		ks_hist_add(&tcp_lifetime, ns);
+	ks_count(&tcp_counts, KS_TCP_BYTES_SENT, BPF_CORE_READ(tp, bytes_acked));
+	ks_count(&tcp_counts, KS_TCP_BYTES_RECEIVED, BPF_CORE_READ(tp, bytes_received));
+}
+
+static __always_inline int on_state(const struct sock *sk, int old, int new)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != KS_IPPROTO_TCP)
+		return 0;
+	if (family != KS_AF_INET && family != KS_AF_INET6)
+		return 0;
+	if (old >= 0 && old < KS_TCP_STATES && new >= 0 && new < KS_TCP_STATES)
+		ks_count(&tcp_transitions, old * KS_TCP_STATES + new, 1);
+	if (new == TCP_SYN_SENT)
+		remember(sk);
+	else if (new == TCP_ESTABLISHED)
+		established(sk, old, family);
+	else if (new == TCP_CLOSE)
+		closed(sk, old);
+	return 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(state_btf, const struct sock *sk, int old, int new)
+{
+	return on_state(sk, old, new);
+}
+
+SEC("raw_tp/inet_sock_set_state")
+int BPF_PROG(state_raw, const struct sock *sk, int old, int new)
+{
+	return on_state(sk, old, new);
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(retransmit_btf)
+{
+	ks_count(&tcp_counts, KS_TCP_RETRANSMITS, 1);
+	return 0;
+}
+
+SEC("raw_tp/tcp_retransmit_skb")
+int BPF_PROG(retransmit_raw)
+{
+	ks_count(&tcp_counts, KS_TCP_RETRANSMITS, 1);
+	return 0;
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(reset_sent_btf)
+{
+	ks_count(&tcp_counts, KS_TCP_RESETS_SENT, 1);
+	return 0;
+}
+
+SEC("raw_tp/tcp_send_reset")
+int BPF_PROG(reset_sent_raw)
+{
+	ks_count(&tcp_counts, KS_TCP_RESETS_SENT, 1);
+	return 0;
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(reset_received_btf)
+{
+	ks_count(&tcp_counts, KS_TCP_RESETS_RECEIVED, 1);
+	return 0;
+}
+
+SEC("raw_tp/tcp_receive_reset")
+int BPF_PROG(reset_received_raw)
+{
+	ks_count(&tcp_counts, KS_TCP_RESETS_RECEIVED, 1);
+	return 0;
+}

@@ -1,0 +1,161 @@
+//! `block`: block I/O latency (issued to the driver → completed) as a histogram, and bytes,
+//! by device and operation.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Result};
+use ksight_bpf::abi::{ks_block_key, ks_hist};
+use libbpf_rs::{MapCore, MapFlags};
+
+use crate::bpf::LoadedObject;
+use crate::collector::Collector;
+use crate::hooks::{Candidate, Hook};
+use crate::metrics::model::{Family, Kind, Labels, Value};
+use crate::names;
+
+#[derive(Default)]
+pub struct Block {
+    obj: Option<Arc<LoadedObject>>,
+    /// Device names by the kernel's dev_t, read from sysfs once per device.
+    devices: HashMap<u32, String>,
+}
+
+impl Collector for Block {
+    fn name(&self) -> &'static str {
+        "block"
+    }
+
+    fn object(&self) -> &'static [u8] {
+        ksight_bpf::objects::BLOCK
+    }
+
+    fn candidates(&self) -> Vec<Candidate> {
+        if issue_takes_queue() {
+            vec![
+                Candidate::own(Hook::TpBtf, &["issue_btf_q", "complete_btf"]),
+                Candidate::own(Hook::RawTp, &["issue_raw_q", "complete_raw"]),
+            ]
+        } else {
+            vec![
+                Candidate::own(Hook::TpBtf, &["issue_btf", "complete_btf"]),
+                Candidate::own(Hook::RawTp, &["issue_raw", "complete_raw"]),
+            ]
+        }
+    }
+
+    fn started(&mut self, obj: Arc<LoadedObject>) -> Result<()> {
+        self.obj = Some(obj);
+        Ok(())
+    }
+
+    fn collect(&mut self, out: &mut Vec<Family>) -> Result<()> {
+        let obj = self
+            .obj
+            .clone()
+            .ok_or_else(|| anyhow!("block not started"))?;
+        let mut latency = Family::new(
+            "ksight_block_io_latency_seconds",
+            Kind::Histogram,
+            "Block I/O requests from issue to the driver to completion, by device and operation.",
+        );
+        for (key, parts) in per_cpu_entries::<ks_hist>(&obj, "block_lat")? {
+            let h = super::merge_hists(&parts);
+            latency.set(self.labels(&key), Value::Histogram(h));
+        }
+        let mut bytes = Family::new(
+            "ksight_block_io_bytes_total",
+            Kind::Counter,
+            "Bytes of completed block I/O requests, by device and operation.",
+        );
+        for (key, parts) in per_cpu_entries::<u64>(&obj, "block_bytes")? {
+            bytes.add(self.labels(&key), parts.iter().sum());
+        }
+        out.push(latency.sorted());
+        out.push(bytes.sorted());
+        Ok(())
+    }
+
+    fn object_ref(&self) -> Option<&Arc<LoadedObject>> {
+        self.obj.as_ref()
+    }
+}
+
+impl Block {
+    fn labels(&mut self, key: &ks_block_key) -> Labels {
+        let number = format!("{}:{}", key.dev >> 20, key.dev & 0xfffff);
+        let name = self
+            .devices
+            .entry(key.dev)
+            .or_insert_with(|| device_name(&number).unwrap_or_else(|| number.clone()))
+            .clone();
+        vec![
+            ("device", name),
+            ("major_minor", number),
+            ("op", names::block_op(key.op).into_owned()),
+        ]
+    }
+}
+
+/// `DEVNAME` from /sys/dev/block/MAJ:MIN/uevent (e.g. `loop3`, `nvme0n1`).
+fn device_name(number: &str) -> Option<String> {
+    let uevent = std::fs::read_to_string(format!("/sys/dev/block/{number}/uevent")).ok()?;
+    uevent
+        .lines()
+        .find_map(|l| l.strip_prefix("DEVNAME="))
+        .map(str::to_string)
+}
+
+/// Every key of a per-CPU hash with its per-CPU values.
+fn per_cpu_entries<T: plain::Plain + Default + Copy>(
+    obj: &LoadedObject,
+    map: &str,
+) -> Result<Vec<(ks_block_key, Vec<T>)>> {
+    let map = obj.map(map)?;
+    let mut out = Vec::new();
+    for raw_key in map.keys() {
+        let mut key = ks_block_key::default();
+        plain::copy_from_bytes(&mut key, &raw_key).map_err(|e| anyhow!("{e:?}"))?;
+        let Some(per_cpu) = map.lookup_percpu(&raw_key, MapFlags::ANY)? else {
+            continue;
+        };
+        let values = per_cpu
+            .iter()
+            .map(|bytes| {
+                let mut v = T::default();
+                plain::copy_from_bytes(&mut v, bytes).map_err(|e| anyhow!("{e:?}"))?;
+                Ok(v)
+            })
+            .collect::<Result<Vec<T>>>()?;
+        out.push((key, values));
+    }
+    Ok(out)
+}
+
+/// True on kernels before 5.11, whose block_rq_issue passes (queue, request): read from the
+/// kernel's BTF, or its version when there is no BTF.
+fn issue_takes_queue() -> bool {
+    if let Ok(btf) = libbpf_rs::btf::Btf::from_vmlinux() {
+        if let Some(params) = tracepoint_params(&btf, "btf_trace_block_rq_issue") {
+            // the first parameter is the tracepoint's private data pointer
+            return params == 3;
+        }
+    }
+    kernel_release() < (5, 11)
+}
+
+/// Parameter count of a `btf_trace_*` typedef (a pointer to a function prototype).
+fn tracepoint_params(btf: &libbpf_rs::btf::Btf<'_>, name: &str) -> Option<usize> {
+    use libbpf_rs::btf::{types::FuncProto, BtfType};
+    let typedef: BtfType<'_> = btf.type_by_name(name)?;
+    let proto = typedef.next_type()?.next_type()?;
+    FuncProto::try_from(proto).ok().map(|p| p.len())
+}
+
+fn kernel_release() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse().ok());
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}

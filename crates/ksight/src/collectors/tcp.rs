@@ -1,0 +1,159 @@
+//! `tcp`: connections established (active/passive, by address family), connect latency,
+//! connection lifetime and bytes (summed at close), state transitions, retransmits, resets.
+//! All from tracepoints: `sock:inet_sock_set_state` and three `tcp:*` ones.
+
+use std::sync::Arc;
+
+use anyhow::{anyhow, Result};
+use ksight_bpf::abi::ks_tcp_counter as C;
+
+use crate::bpf::{self, LoadedObject};
+use crate::collector::Collector;
+use crate::hooks::{Candidate, Hook};
+use crate::metrics::model::{Family, Kind, Value};
+use crate::names;
+
+const STATES: usize = 16;
+
+#[derive(Default)]
+pub struct Tcp {
+    obj: Option<Arc<LoadedObject>>,
+}
+
+impl Collector for Tcp {
+    fn name(&self) -> &'static str {
+        "tcp"
+    }
+
+    fn object(&self) -> &'static [u8] {
+        ksight_bpf::objects::TCP
+    }
+
+    fn candidates(&self) -> Vec<Candidate> {
+        vec![
+            Candidate::own(
+                Hook::TpBtf,
+                &[
+                    "state_btf",
+                    "retransmit_btf",
+                    "reset_sent_btf",
+                    "reset_received_btf",
+                ],
+            ),
+            Candidate::own(
+                Hook::RawTp,
+                &[
+                    "state_raw",
+                    "retransmit_raw",
+                    "reset_sent_raw",
+                    "reset_received_raw",
+                ],
+            ),
+        ]
+    }
+
+    fn started(&mut self, obj: Arc<LoadedObject>) -> Result<()> {
+        self.obj = Some(obj);
+        Ok(())
+    }
+
+    fn collect(&mut self, out: &mut Vec<Family>) -> Result<()> {
+        let obj = self
+            .obj
+            .as_ref()
+            .ok_or_else(|| anyhow!("tcp not started"))?;
+        let counts = bpf::percpu_array_sums(&obj.map("tcp_counts")?)?;
+        let at = |c: C| counts.get(c.0 as usize).copied().unwrap_or(0);
+        out.push(connections(&at));
+        out.push(super::hist_family(
+            obj,
+            "tcp_connect_lat",
+            "ksight_tcp_connect_duration_seconds",
+            "Active opens: SYN sent to connection established.",
+        )?);
+        out.push(super::hist_family(
+            obj,
+            "tcp_lifetime",
+            "ksight_tcp_connection_duration_seconds",
+            "Connections from established to closed (those established while ksight ran).",
+        )?);
+        out.push(transitions(&bpf::percpu_array_sums(
+            &obj.map("tcp_transitions")?,
+        )?));
+        out.push(
+            Family::new(
+                "ksight_tcp_retransmits_total",
+                Kind::Counter,
+                "TCP segments retransmitted (SYNs included).",
+            )
+            .with(vec![], Value::Int(at(C::KS_TCP_RETRANSMITS))),
+        );
+        out.push(by_direction(
+            "ksight_tcp_resets_total",
+            "TCP resets sent and received.",
+            at(C::KS_TCP_RESETS_SENT),
+            at(C::KS_TCP_RESETS_RECEIVED),
+        ));
+        out.push(by_direction(
+            "ksight_tcp_bytes_total",
+            "Bytes of TCP connections (sent: acknowledged by the peer), added when each closes.",
+            at(C::KS_TCP_BYTES_SENT),
+            at(C::KS_TCP_BYTES_RECEIVED),
+        ));
+        Ok(())
+    }
+
+    fn object_ref(&self) -> Option<&Arc<LoadedObject>> {
+        self.obj.as_ref()
+    }
+}
+
+fn connections(at: &dyn Fn(C) -> u64) -> Family {
+    let mut family = Family::new(
+        "ksight_tcp_connections_total",
+        Kind::Counter,
+        "TCP connections established: active (connect) or passive (accepted).",
+    );
+    for (direction, v4, v6) in [
+        ("active", C::KS_TCP_ACTIVE_V4, C::KS_TCP_ACTIVE_V6),
+        ("passive", C::KS_TCP_PASSIVE_V4, C::KS_TCP_PASSIVE_V6),
+    ] {
+        for (family_name, c) in [("ipv4", v4), ("ipv6", v6)] {
+            family.add(
+                vec![
+                    ("direction", direction.to_string()),
+                    ("family", family_name.to_string()),
+                ],
+                at(c),
+            );
+        }
+    }
+    family
+}
+
+fn by_direction(name: &'static str, help: &'static str, sent: u64, received: u64) -> Family {
+    let mut family = Family::new(name, Kind::Counter, help);
+    family.add(vec![("direction", "sent".to_string())], sent);
+    family.add(vec![("direction", "received".to_string())], received);
+    family
+}
+
+/// Only transitions that happened: 256 pairs are possible, a dozen occur.
+fn transitions(counts: &[u64]) -> Family {
+    let mut family = Family::new(
+        "ksight_tcp_state_transitions_total",
+        Kind::Counter,
+        "TCP socket state changes, by old and new state.",
+    );
+    for (i, &n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
+        let (from, to) = ((i / STATES) as u32, (i % STATES) as u32);
+        family.add(
+            vec![
+                ("from", names::tcp_state(from).into_owned()),
+                ("to", names::tcp_state(to).into_owned()),
+            ],
+            n,
+        );
+    }
+    family
+}
