@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::enrich::LabelSet;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "ksight",
@@ -115,6 +117,16 @@ pub struct ServeArgs {
     /// Export the programs' run time and run count (turns on kernel BPF statistics).
     #[arg(long = "bpf-stats")]
     pub bpf_stats: bool,
+
+    /// Cgroup labels to add to per-process series: a comma list of cgroup (path), container
+    /// (64-hex id), pod (Kubernetes pod UID), unit (systemd unit). Default: none.
+    #[arg(
+        long,
+        default_value = "",
+        value_name = "LIST",
+        hide_default_value = true
+    )]
+    pub labels: LabelSet,
 }
 
 #[derive(Args, Debug)]
