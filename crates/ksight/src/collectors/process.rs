@@ -10,7 +10,7 @@ use ksight_bpf::abi::{ks_hist, ks_proc_key, ks_proc_kind};
 use crate::bpf::{self, LoadedObject};
 use crate::collector::Collector;
 use crate::hooks::{Candidate, Hook};
-use crate::metrics::model::{histogram, Family, Kind, Value};
+use crate::metrics::model::{slot_histogram, Family, Kind, Value};
 use crate::names;
 use crate::table::Tabled;
 
@@ -147,11 +147,6 @@ pub fn hist_family(
         sum_ns += h.sum_ns;
         count += h.count;
     }
-    let h = histogram(
-        &slots,
-        ksight_bpf::hist::bound_seconds,
-        sum_ns as f64 / 1e9,
-        count,
-    );
+    let h = slot_histogram(&slots, sum_ns as f64 / 1e9, count);
     Ok(Family::new(name, Kind::Histogram, help).with(vec![], Value::Histogram(h)))
 }
