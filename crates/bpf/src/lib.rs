@@ -93,6 +93,39 @@ pub mod hist {
         // SAFETY: a pure C function over integers, bounds-checked in C.
         unsafe { super::ksight_hist_bound_host(index as u32) }
     }
+
+    /// The native-histogram schema the slots are: bucket i of schema 0 is (2^(i-1), 2^i] s.
+    pub const NATIVE_SCHEMA: i32 = 0;
+
+    /// Where a slot's count goes in a schema-0 native histogram.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum NativeBucket {
+        /// The zero bucket, `[0, native_zero_threshold()]`.
+        Zero,
+        /// Positive bucket `i`: (2^(i-1), 2^i] seconds.
+        Positive(i32),
+    }
+
+    /// The zero bucket's threshold: the lowest slot is [0, 2^MIN_EXP] s (it holds 0 ns too),
+    /// which is exactly the zero bucket of this width, where positive bucket MIN_EXP would
+    /// claim (2^(MIN_EXP-1), 2^MIN_EXP] and misplace its short values. Being > 0, it also
+    /// marks the histogram as native for Prometheus 2.42 even when it has no bucket.
+    pub fn native_zero_threshold() -> f64 {
+        bound_seconds(0)
+    }
+
+    /// The native bucket of slot `slot`. Finite slot i has le = 2^(MIN_EXP + i), which is
+    /// schema-0 index MIN_EXP + i. The +Inf slot (values above 2^MAX_EXP s) becomes index
+    /// MAX_EXP + 1, (2^MAX_EXP, 2^(MAX_EXP+1)]: native buckets have no overflow bucket, and
+    /// this keeps every observation counted (count and sum stay exact) just above the last
+    /// finite bound, as the classic `histogram_quantile` answers 2^MAX_EXP for that slot.
+    /// A value above 2^(MAX_EXP+1) s (18 h) is thus under-stated by a quantile, never lost.
+    pub fn native_bucket(slot: usize) -> NativeBucket {
+        match slot {
+            0 => NativeBucket::Zero,
+            s => NativeBucket::Positive(MIN_EXP + s as i32),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -129,6 +162,29 @@ mod tests {
         assert_eq!(slot_of(976_563), (-9 - MIN_EXP) as usize);
         assert_eq!(slot_of(1_000_000_000), (-MIN_EXP) as usize);
         assert_eq!(slot_of(1_000_000_001), (1 - MIN_EXP) as usize);
+    }
+
+    #[test]
+    fn native_buckets_share_the_classic_bounds() {
+        assert_eq!(native_bucket(0), NativeBucket::Zero);
+        assert_eq!(native_zero_threshold(), bound_seconds(0));
+        for slot in 1..BOUNDS {
+            let NativeBucket::Positive(i) = native_bucket(slot) else {
+                panic!("slot {slot} is not a positive bucket");
+            };
+            // Schema 0: bucket i is (2^(i-1), 2^i], the slot's (previous bound, bound].
+            assert_eq!(
+                2f64.powi(i),
+                bound_seconds(slot),
+                "upper edge of slot {slot}"
+            );
+            assert_eq!(
+                2f64.powi(i - 1),
+                bound_seconds(slot - 1),
+                "lower edge {slot}"
+            );
+        }
+        assert_eq!(native_bucket(BOUNDS), NativeBucket::Positive(MAX_EXP + 1));
     }
 
     #[test]

@@ -28,7 +28,8 @@ use crate::metrics::model::{Family, Kind, Value};
 use crate::metrics::own;
 use crate::privileges;
 
-type ScrapeRequest = (Format, oneshot::Sender<String>);
+/// A scrape: the format wanted, and where to send the encoded body.
+type ScrapeRequest = (Format, oneshot::Sender<Vec<u8>>);
 
 pub fn run(args: ServeArgs, btf: Option<&Path>) -> Result<ExitCode> {
     let names = selected_collectors(&args)?;
@@ -223,8 +224,8 @@ fn collect_loop(
         let wait = next_fold.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
             Ok((format, reply)) => {
-                let text = scrape(&mut running, &attachments, format, bpf_stats);
-                let _ = reply.send(text);
+                let body = scrape(&mut running, &attachments, format, bpf_stats);
+                let _ = reply.send(body);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let now = Instant::now();
@@ -247,7 +248,7 @@ fn scrape(
     attachments: &[Attachment],
     format: Format,
     bpf_stats: bool,
-) -> String {
+) -> Vec<u8> {
     let start = Instant::now();
     let mut families = vec![own::build_info(), own::collector_up(attachments)];
     for c in running.iter_mut() {
@@ -272,9 +273,9 @@ fn scrape(
         )
         .with(vec![], Value::Float(start.elapsed().as_secs_f64())),
     );
-    let text = encode(&families, format);
+    let body = encode(&families, format);
     tracing::debug!(elapsed = ?start.elapsed(), "encoded");
-    text
+    body
 }
 
 fn serve_http(listener: std::net::TcpListener, tx: mpsc::Sender<ScrapeRequest>) -> Result<()> {

@@ -1,19 +1,89 @@
-//! A real Prometheus server on loopback scrapes ksight and finds a count through its query API.
+//! A real Prometheus server on loopback scrapes ksight and finds its data through the query
+//! API: a counter over the default negotiation, and a native histogram over the protobuf
+//! exposition (`--enable-feature=native-histograms`).
 
 mod common;
 
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 
-struct Prometheus(std::process::Child);
+/// A Prometheus server scraping one ksight every second, killed on drop.
+struct Prometheus {
+    child: std::process::Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Prometheus {
+    fn start(target_port: u16, flags: &[&str]) -> Prometheus {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("ksight-prom-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: ksight\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n",
+            ),
+        )
+        .expect("write config");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(flags)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus runs (Debian package prometheus)");
+        Prometheus { child, port, dir }
+    }
+
+    /// The first sample of an instant query, once it has one that `ready` accepts (60 s).
+    fn query_until(&self, promql: &str, ready: impl Fn(f64) -> bool) -> serde_json::Value {
+        let path = format!("/api/v1/query?query={}", url_encode(promql));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = serde_json::Value::Null;
+        while Instant::now() < deadline {
+            if let Ok((_, body)) = http_get(self.port, &path, None) {
+                last = serde_json::from_str(&body).expect("query API answers JSON");
+                if let Some(sample) = last["data"]["result"].as_array().and_then(|r| r.first()) {
+                    if value(sample).is_some_and(&ready) {
+                        return sample.clone();
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("Prometheus gave no ready answer to {promql} within 60 s; last: {last}");
+    }
+}
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+fn value(sample: &serde_json::Value) -> Option<f64> {
+    sample["value"][1].as_str()?.parse().ok()
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 #[test]
@@ -29,48 +99,133 @@ fn prometheus_scrapes_and_queries_ksight() {
             unsafe { libc::getppid() };
         }
     });
+    let prometheus = Prometheus::start(server.port, &[]);
+    let query = format!("ksight_syscalls_total{{syscall=\"getppid\",comm=\"{comm}\"}}");
+    let sample = prometheus.query_until(&query, |_| true);
+    assert_eq!(sample["value"][1], "777", "{sample}");
+    assert_eq!(sample["metric"]["job"], "ksight");
+}
 
-    let dir = std::env::temp_dir().join(format!("ksight-prom-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: ksight\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
-            server.port
-        ),
-    )
-    .expect("write config");
-    let port = free_port();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus runs (Debian package prometheus)");
-    let _prometheus = Prometheus(child);
+const SLEEPERS: usize = 50;
+/// Each sleeper lives a little over this (nanosleep never returns early): inside
+/// (2^-3, 2^-2] s = (125, 250] ms, with 110 ms of room for fork, wake-up and exit on a busy
+/// two-core machine (with 85 ms in (2^-4, 2^-3], 40 ms of room, a loaded run lost some).
+const SLEEP: Duration = Duration::from_millis(140);
+/// The sleepers' bucket, (LOW, HIGH] seconds.
+const LOW: f64 = 0.125;
+const HIGH: f64 = 0.25;
 
-    let query = format!("/api/v1/query?query=ksight_syscalls_total%7Bsyscall%3D%22getppid%22%2Ccomm%3D%22{comm}%22%7D");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok((_, body)) = http_get(port, &query, None) {
-            let reply: serde_json::Value =
-                serde_json::from_str(&body).expect("query API answers JSON");
-            if let Some(sample) = reply["data"]["result"].as_array().and_then(|r| r.first()) {
-                assert_eq!(sample["value"][1], "777", "{reply}");
-                assert_eq!(sample["metric"]["job"], "ksight");
-                return;
-            }
+/// Forks a child named `comm` that sleeps `SLEEP` and exits; returns its pid.
+fn spawn_sleeper(comm: &str) -> i32 {
+    let name = std::ffi::CString::new(comm).expect("comm without NUL");
+    let nap = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: SLEEP.as_nanos() as libc::c_long,
+    };
+    // SAFETY: fork; the child only makes raw syscalls (async-signal-safe) and _exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // SAFETY: PR_SET_NAME with a NUL-terminated string of <= 16 bytes; nanosleep with a
+        // valid timespec; _exit leaves without the parent's atexit handlers.
+        unsafe {
+            libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0);
+            libc::nanosleep(&nap, std::ptr::null_mut());
+            libc::_exit(0);
         }
-        assert!(
-            Instant::now() < deadline,
-            "Prometheus did not find the series within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(500));
     }
+    pid
+}
+
+/// The lifetime histogram of a text scrape: (le, cumulative) by le, and `_count`.
+fn classic_lifetime(samples: &Samples) -> (Vec<(f64, f64)>, f64) {
+    let mut buckets: Vec<(f64, f64)> = samples
+        .0
+        .iter()
+        .filter(|(name, _, _)| name == "ksight_process_lifetime_seconds_bucket")
+        .map(|(_, labels, v)| {
+            let le = match labels["le"].as_str() {
+                "+Inf" => f64::INFINITY,
+                le => le.parse().expect("numeric le"),
+            };
+            (le, *v)
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    (
+        buckets,
+        samples.sum("ksight_process_lifetime_seconds_count", &[]),
+    )
+}
+
+fn cumulative_at(buckets: &[(f64, f64)], le: f64) -> f64 {
+    buckets
+        .iter()
+        .find(|(b, _)| *b == le)
+        .map(|(_, n)| *n)
+        .expect("a bucket at this bound")
+}
+
+/// The text exposition's classic buckets: every 2^k s for k in [-20, 15] then +Inf, each
+/// cumulative, +Inf equal to `_count`, and the sleepers in (LOW, HIGH].
+fn check_classic(before: &Samples, after: &Samples) {
+    let (buckets, count) = classic_lifetime(after);
+    let bounds: Vec<f64> = buckets.iter().map(|(le, _)| *le).collect();
+    let mut want: Vec<f64> = (-20..=15).map(|k| 2f64.powi(k)).collect();
+    want.push(f64::INFINITY);
+    assert_eq!(bounds, want, "le labels are exactly the powers of two");
+    assert!(
+        buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+        "cumulative: {buckets:?}"
+    );
+    assert_eq!(cumulative_at(&buckets, f64::INFINITY), count);
+    let (old, _) = classic_lifetime(before);
+    let gained = |le: f64| cumulative_at(&buckets, le) - cumulative_at(&old, le);
+    let n = SLEEPERS as f64;
+    let gains: Vec<(f64, f64)> = buckets
+        .iter()
+        .zip(&old)
+        .map(|((le, now), (_, then))| (*le, now - then))
+        .collect();
+    assert!(gained(LOW) < n, "sleepers at or below {LOW} s: {gains:?}");
+    assert!(
+        gained(HIGH) - gained(LOW) >= n,
+        "not all {n} sleepers in ({LOW}, {HIGH}]: {gains:?}"
+    );
+}
+
+#[test]
+fn prometheus_reads_the_native_lifetime_histogram() {
+    if !privileged() {
+        return;
+    }
+    let server = Server::start(&["--collectors", "process"]);
+    let comm = unique_comm("nap");
+    let before = server.scrape();
+    let pids: Vec<i32> = (0..SLEEPERS).map(|_| spawn_sleeper(&comm)).collect();
+    for pid in pids {
+        wait(pid);
+    }
+    check_classic(&before, &server.scrape());
+
+    let prometheus = Prometheus::start(server.port, &["--enable-feature=native-histograms"]);
+    let n = SLEEPERS as f64;
+    let count = prometheus.query_until("histogram_count(ksight_process_lifetime_seconds)", |c| {
+        c >= n
+    });
+    assert!(value(&count).is_some_and(|c| c >= n), "{count}");
+    // Every sleeper lives in (LOW, HIGH] s, and they are most of all exits since ksight
+    // started, so the median interpolates inside that bucket (schema-0 bucket -2).
+    let median = prometheus.query_until(
+        "histogram_quantile(0.5, ksight_process_lifetime_seconds)",
+        |_| true,
+    );
+    let q = value(&median).expect("a numeric median");
+    assert!(q > LOW && q <= HIGH, "median {q} outside ({LOW}, {HIGH}]");
+    // Counters with labels come through the protobuf exposition too.
+    let exits = prometheus.query_until(
+        &format!("ksight_process_exits_total{{comm=\"{comm}\"}}"),
+        |_| true,
+    );
+    assert_eq!(value(&exits), Some(n), "{exits}");
 }

@@ -16,7 +16,7 @@ use ksight_bpf::abi::ks_hist;
 
 use crate::bpf::{self, LoadedObject};
 use crate::collector::Collector;
-use crate::metrics::model::{histogram, Family, Histogram, Kind, Value};
+use crate::metrics::model::{slot_histogram, Family, Histogram, Kind, Value};
 use by_comm::ByComm;
 
 /// Collectors on by default, in the order they are started and reported.
@@ -95,10 +95,5 @@ pub fn merge_hists(parts: &[ks_hist]) -> Histogram {
         sum_ns += h.sum_ns;
         count += h.count;
     }
-    histogram(
-        &slots,
-        ksight_bpf::hist::bound_seconds,
-        sum_ns as f64 / 1e9,
-        count,
-    )
+    slot_histogram(&slots, sum_ns as f64 / 1e9, count)
 }

@@ -1,39 +1,24 @@
-//! The text expositions: Prometheus 0.0.4 and OpenMetrics 1.0.0, over one snapshot model.
+//! The scrape body in any format; the text expositions, Prometheus 0.0.4 and OpenMetrics
+//! 1.0.0, are written here over the snapshot model, the protobuf one in `proto.rs`.
 //! (prometheus-client writes OpenMetrics only and wants its own registry types; the model
-//! here is built per scrape from BPF maps, so both formats are written from it directly.)
+//! here is built per scrape from BPF maps, so every format is written from it directly.)
 
 use std::fmt::Write;
 
+pub use super::format::Format;
 use super::model::{Family, Kind, Value};
+use super::proto;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    Text004,
-    OpenMetrics,
-}
-
-impl Format {
-    pub const TEXT_CONTENT_TYPE: &'static str = "text/plain; version=0.0.4; charset=utf-8";
-    pub const OPENMETRICS_CONTENT_TYPE: &'static str =
-        "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-    /// Picks the format from an Accept header: OpenMetrics only when the scraper asks for it.
-    pub fn from_accept(accept: Option<&str>) -> Self {
-        match accept {
-            Some(a) if a.contains("application/openmetrics-text") => Format::OpenMetrics,
-            _ => Format::Text004,
-        }
-    }
-
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Format::Text004 => Self::TEXT_CONTENT_TYPE,
-            Format::OpenMetrics => Self::OPENMETRICS_CONTENT_TYPE,
-        }
+/// The body of a scrape in `format`.
+pub fn encode(families: &[Family], format: Format) -> Vec<u8> {
+    match format {
+        Format::Protobuf => proto::encode(families),
+        Format::Text004 | Format::OpenMetrics => text(families, format).into_bytes(),
     }
 }
 
-pub fn encode(families: &[Family], format: Format) -> String {
+/// A text exposition (the protobuf format is not text: it is written by `proto::encode`).
+pub fn text(families: &[Family], format: Format) -> String {
     let mut out = String::with_capacity(64 * 1024);
     for family in families {
         encode_family(&mut out, family, format);
@@ -49,7 +34,7 @@ fn encode_family(out: &mut String, f: &Family, format: Format) {
         (Kind::Counter, Format::OpenMetrics) => {
             (f.name.strip_suffix("_total").unwrap_or(f.name), "counter")
         }
-        (Kind::Counter, Format::Text004) => (f.name, "counter"),
+        (Kind::Counter, _) => (f.name, "counter"),
         (Kind::Gauge, _) => (f.name, "gauge"),
         (Kind::Histogram, _) => (f.name, "histogram"),
     };
@@ -150,7 +135,7 @@ mod tests {
 
     #[test]
     fn text_004_escapes_label_values() {
-        let text = encode(&[counter()], Format::Text004);
+        let text = text(&[counter()], Format::Text004);
         assert_eq!(
             text,
             "# HELP ksight_test_total A test.\n# TYPE ksight_test_total counter\n\
@@ -160,7 +145,7 @@ mod tests {
 
     #[test]
     fn openmetrics_names_counter_family_without_total_and_ends_with_eof() {
-        let text = encode(&[counter()], Format::OpenMetrics);
+        let text = text(&[counter()], Format::OpenMetrics);
         assert!(text.starts_with("# HELP ksight_test A test.\n# TYPE ksight_test counter\n"));
         assert!(text.contains("\nksight_test_total{"));
         assert!(text.ends_with("# EOF\n"));
@@ -171,24 +156,12 @@ mod tests {
         let h = histogram(&[1, 0, 2, 4], |i| 2f64.powi(i as i32 - 1), 3.5, 7);
         let f = Family::new("ksight_h_seconds", Kind::Histogram, "H.")
             .with(vec![], Value::Histogram(h));
-        let text = encode(&[f], Format::Text004);
+        let text = text(&[f], Format::Text004);
         assert!(text.contains("ksight_h_seconds_bucket{le=\"0.5\"} 1\n"));
         assert!(text.contains("ksight_h_seconds_bucket{le=\"1.0\"} 1\n"));
         assert!(text.contains("ksight_h_seconds_bucket{le=\"2.0\"} 3\n"));
         assert!(text.contains("ksight_h_seconds_bucket{le=\"+Inf\"} 7\n"));
         assert!(text.contains("ksight_h_seconds_sum 3.5\n"));
         assert!(text.contains("ksight_h_seconds_count 7\n"));
-    }
-
-    #[test]
-    fn accept_header_selects_format() {
-        assert_eq!(Format::from_accept(None), Format::Text004);
-        assert_eq!(Format::from_accept(Some("text/plain")), Format::Text004);
-        assert_eq!(
-            Format::from_accept(Some(
-                "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"
-            )),
-            Format::OpenMetrics
-        );
     }
 }

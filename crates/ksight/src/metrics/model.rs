@@ -1,6 +1,8 @@
 //! One scrape's metrics, built fresh from the maps (so vanished label values disappear), and
 //! encoded by `encode.rs` in whichever format the scraper asked for.
 
+use ksight_bpf::hist::{self, NativeBucket};
+
 pub type Labels = Vec<(&'static str, String)>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,6 +18,18 @@ pub struct Histogram {
     pub buckets: Vec<(f64, u64)>,
     pub sum: f64,
     pub count: u64,
+    /// The same observations as a native histogram, when the bounds are its buckets.
+    pub native: Option<Native>,
+}
+
+/// A native (sparse, exponential) histogram, for the protobuf exposition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Native {
+    pub schema: i32,
+    pub zero_threshold: f64,
+    pub zero_count: u64,
+    /// (bucket index, count) of the non-empty positive buckets, by ascending index.
+    pub positive: Vec<(i32, u64)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -90,5 +104,30 @@ pub fn histogram(
         buckets,
         sum,
         count,
+        native: None,
     }
+}
+
+/// A histogram of the kernel's slots (`ksight_bpf::hist`), classic and native at once.
+pub fn slot_histogram(slot_counts: &[u64; hist::SLOTS], sum: f64, count: u64) -> Histogram {
+    Histogram {
+        native: Some(native(slot_counts)),
+        ..histogram(slot_counts, hist::bound_seconds, sum, count)
+    }
+}
+
+fn native(slot_counts: &[u64; hist::SLOTS]) -> Native {
+    let mut native = Native {
+        schema: hist::NATIVE_SCHEMA,
+        zero_threshold: hist::native_zero_threshold(),
+        zero_count: 0,
+        positive: Vec::new(),
+    };
+    for (slot, &n) in slot_counts.iter().enumerate().filter(|(_, n)| **n > 0) {
+        match hist::native_bucket(slot) {
+            NativeBucket::Zero => native.zero_count += n,
+            NativeBucket::Positive(index) => native.positive.push((index, n)),
+        }
+    }
+    native
 }
