@@ -1,0 +1,577 @@
+//! Privileged end-to-end tests of the tcp, sched, block, memory, signals and page_faults
+//! collectors: each generates its own workload and asserts the change of its series.
+//! TCP series have no process label, so their bounds allow for the test's own scrapes
+//! (one connection each) and nothing else.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const ACTIVE: &str = "ksight_tcp_connections_total";
+const CONNECT_COUNT: &str = "ksight_tcp_connect_duration_seconds_count";
+const LIFETIME_COUNT: &str = "ksight_tcp_connection_duration_seconds_count";
+
+/// Connects `n` times to a listener on `ip`; each client sends `payload` bytes, the server
+/// answers with `reply` bytes, both close.
+fn connect_loop(ip: std::net::IpAddr, n: usize, payload: usize, reply: usize) {
+    let listener = TcpListener::bind(SocketAddr::new(ip, 0)).expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    for _ in 0..n {
+        let mut client = TcpStream::connect(addr).expect("connect");
+        let (mut server, _) = listener.accept().expect("accept");
+        client.write_all(&vec![7u8; payload]).expect("send");
+        client
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shutdown");
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).expect("server reads");
+        assert_eq!(got.len(), payload);
+        server.write_all(&vec![9u8; reply]).expect("reply");
+        drop(server);
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).expect("client reads");
+        assert_eq!(answer.len(), reply);
+    }
+}
+
+/// Scrapes until `done` holds for the delta from `before` (closes finish asynchronously).
+fn settle(server: &Server, done: impl Fn(&Samples) -> bool) -> Samples {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = server.scrape();
+        if done(&now) || Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn d(after: &Samples, before: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
+    after.sum(name, labels) - before.sum(name, labels)
+}
+
+#[test]
+fn tcp_connections_latency_lifetime_and_bytes() {
+    if !privileged() {
+        return;
+    }
+    let server = Server::start(&["--collectors", "tcp"]);
+    let (n4, n6, payload, reply) = (40usize, 10usize, 100_000usize, 5_000usize);
+    let before = server.scrape();
+    connect_loop(Ipv4Addr::LOCALHOST.into(), n4, payload, reply);
+    connect_loop(Ipv6Addr::LOCALHOST.into(), n6, payload, reply);
+    let total = (n4 + n6) as f64;
+    // every workload socket (2 per connection) has closed; the scrapes add one connection each
+    let after = settle(&server, |s| {
+        d(s, &before, LIFETIME_COUNT, &[]) >= 2.0 * total
+    });
+
+    let v4 = [("family", "ipv4")];
+    for direction in ["active", "passive"] {
+        let labels = [("direction", direction), v4[0]];
+        let got = d(&after, &before, ACTIVE, &labels);
+        assert!(
+            (n4 as f64..=n4 as f64 + 3.0).contains(&got),
+            "{direction} ipv4: {got}, want {n4} + scrapes"
+        );
+        let labels6 = [("direction", direction), ("family", "ipv6")];
+        assert_eq!(
+            d(&after, &before, ACTIVE, &labels6),
+            n6 as f64,
+            "{direction} ipv6"
+        );
+    }
+    let connects = d(&after, &before, CONNECT_COUNT, &[]);
+    assert!(
+        (total..=total + 3.0).contains(&connects),
+        "connect samples {connects}"
+    );
+    let syn_to_est = d(
+        &after,
+        &before,
+        "ksight_tcp_state_transitions_total",
+        &[("from", "SYN_SENT"), ("to", "ESTABLISHED")],
+    );
+    assert_eq!(
+        syn_to_est, connects,
+        "one SYN_SENT->ESTABLISHED per connect sample"
+    );
+    let lifetimes = d(&after, &before, LIFETIME_COUNT, &[]);
+    assert!(
+        (2.0 * total..=2.0 * total + 6.0).contains(&lifetimes),
+        "lifetime samples {lifetimes}"
+    );
+
+    // bytes: the workload's, plus the scrapes' requests and responses (each < 1 MB)
+    let moved = total * (payload + reply) as f64;
+    for direction in ["sent", "received"] {
+        let got = d(
+            &after,
+            &before,
+            "ksight_tcp_bytes_total",
+            &[("direction", direction)],
+        );
+        assert!(
+            (moved..moved + 1e6).contains(&got),
+            "bytes {direction}: {got}, want {moved} + scrapes"
+        );
+    }
+}
+
+/// A port nothing listens on: bound, then released.
+fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+#[test]
+fn tcp_resets_sent_and_received() {
+    if !privileged() {
+        return;
+    }
+    let server = Server::start(&["--collectors", "tcp"]);
+    let n = 25;
+    let port = closed_port();
+    let resets = "ksight_tcp_resets_total";
+    let before = server.scrape();
+    for _ in 0..n {
+        let err = TcpStream::connect(("127.0.0.1", port)).expect_err("nothing listens");
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
+    let after = server.scrape();
+    // each refused SYN is answered with a reset, which the connecting socket receives
+    assert_eq!(
+        d(&after, &before, resets, &[("direction", "sent")]),
+        n as f64
+    );
+    assert_eq!(
+        d(&after, &before, resets, &[("direction", "received")]),
+        n as f64
+    );
+
+    // connections aborted with SO_LINGER 0: the peer receives a reset each
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let before = server.scrape();
+    let mut accepted = Vec::new();
+    for _ in 0..n {
+        let client = TcpStream::connect(addr).expect("connect");
+        accepted.push(listener.accept().expect("accept").0);
+        abort(client);
+    }
+    let after = settle(&server, |s| {
+        d(s, &before, resets, &[("direction", "received")]) >= n as f64
+    });
+    assert_eq!(
+        d(&after, &before, resets, &[("direction", "received")]),
+        n as f64
+    );
+    // kernels before 6.10 have no tracepoint on resets sent by an abort
+    let sent = d(&after, &before, resets, &[("direction", "sent")]);
+    assert!(
+        sent == 0.0 || sent == n as f64,
+        "aborts' resets sent: {sent}"
+    );
+}
+
+fn abort(stream: TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on an open socket with a correctly sized linger struct.
+    let ret = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(ret, 0, "SO_LINGER");
+}
+
+/// A non-blocking connect that stays in SYN_SENT.
+fn syn_only(addr: SocketAddr) -> socket2::Socket {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_nonblocking(true).expect("nonblocking");
+    let _ = socket.connect(&addr.into());
+    socket
+}
+
+#[test]
+fn syn_retransmits_to_a_full_backlog() {
+    if !privileged() {
+        return;
+    }
+    let server = Server::start(&["--collectors", "tcp"]);
+    // backlog 0 holds one connection; later SYNs are dropped and retransmitted after 1 s
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    listener
+        .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+        .expect("bind");
+    listener.listen(0).expect("listen");
+    let addr = listener
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("inet");
+    let first = TcpStream::connect(addr).expect("the one the backlog holds");
+    std::thread::sleep(Duration::from_millis(200));
+    let k = 5;
+    let retransmits = "ksight_tcp_retransmits_total";
+    let before = server.scrape();
+    let pending: Vec<_> = (0..k).map(|_| syn_only(addr)).collect();
+    // the first retransmission is due 1 s after each SYN, the second 2 s later
+    let after = settle(&server, |s| d(s, &before, retransmits, &[]) >= k as f64);
+    drop(pending);
+    drop(first);
+    assert_eq!(d(&after, &before, retransmits, &[]), k as f64);
+}
+
+#[test]
+fn signals_are_counted_by_target_comm() {
+    if !privileged() {
+        return;
+    }
+    let server = Server::start(&["--collectors", "signals"]);
+    let comm = unique_comm("sig");
+    let n = 300;
+    let child = spawn_named(&comm, || {
+        // SAFETY: ignoring SIGUSR1 in this child; a generated signal is still traced.
+        unsafe { libc::signal(libc::SIGUSR1, libc::SIG_IGN) };
+    });
+    let before = server.scrape();
+    for _ in 0..n {
+        // SAFETY: signalling our own child.
+        assert_eq!(unsafe { libc::kill(child, libc::SIGUSR1) }, 0);
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(child, libc::SIGKILL) };
+    wait(child);
+    let after = server.scrape();
+    let name = "ksight_signals_total";
+    let usr1 = [("signal", "SIGUSR1"), ("comm", comm.as_str())];
+    let kill = [("signal", "SIGKILL"), ("comm", comm.as_str())];
+    assert_eq!(d(&after, &before, name, &usr1), n as f64);
+    assert_eq!(d(&after, &before, name, &kill), 1.0);
+}
+
+/// Forks a child named `comm` that runs `setup` and then sleeps until killed; returns once
+/// the child is named and set up.
+fn spawn_named(comm: &str, setup: impl FnOnce()) -> i32 {
+    let name = std::ffi::CString::new(comm).expect("comm");
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe with a two-int array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: the child makes only raw syscalls and never returns.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork");
+    if pid == 0 {
+        // SAFETY: raw syscalls in the forked child.
+        unsafe {
+            libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0);
+            setup();
+            libc::write(fds[1], b"x".as_ptr().cast(), 1);
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    let mut byte = 0u8;
+    // SAFETY: reading one byte into a local from our pipe.
+    unsafe {
+        libc::close(fds[1]);
+        assert_eq!(libc::read(fds[0], (&raw mut byte).cast(), 1), 1);
+        libc::close(fds[0]);
+    }
+    pid
+}
+
+/// A loop device over a file of its own, detached on drop.
+struct LoopDevice {
+    device: String,
+    backing: PathBuf,
+}
+
+impl LoopDevice {
+    fn new(size: usize) -> LoopDevice {
+        let _ = Command::new("modprobe")
+            .arg("loop")
+            .stderr(std::process::Stdio::null())
+            .status();
+        let backing = std::env::temp_dir().join(format!("ksight-loop-{}", std::process::id()));
+        std::fs::write(&backing, vec![1u8; size]).expect("backing file");
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&backing)
+            .output()
+            .expect("losetup (util-linux)");
+        assert!(out.status.success(), "losetup: {out:?}");
+        let device = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        LoopDevice { device, backing }
+    }
+
+    fn name(&self) -> &str {
+        self.device.trim_start_matches("/dev/")
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+        let _ = std::fs::remove_file(&self.backing);
+    }
+}
+
+/// `n` 4 KiB reads with O_DIRECT, so each is one request to the device.
+fn direct_reads(device: &Path, n: usize) {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(device)
+        .expect("open the loop device with O_DIRECT");
+    let layout = std::alloc::Layout::from_size_align(4096, 4096).expect("layout");
+    // SAFETY: a non-zero-sized layout; freed below with the same layout.
+    let buf = unsafe { std::alloc::alloc(layout) };
+    assert!(!buf.is_null());
+    // SAFETY: buf holds 4096 bytes, aligned as O_DIRECT requires.
+    let slice = unsafe { std::slice::from_raw_parts_mut(buf, 4096) };
+    for i in 0..n {
+        file.read_exact_at(slice, (i * 4096) as u64)
+            .expect("direct read");
+    }
+    // SAFETY: allocated above with this layout.
+    unsafe { std::alloc::dealloc(buf, layout) };
+}
+
+#[test]
+fn block_reads_are_counted_by_device_and_op() {
+    if !privileged() {
+        return;
+    }
+    let server = Server::start(&["--collectors", "block"]);
+    let n = 64;
+    let dev = LoopDevice::new(n * 4096);
+    std::thread::sleep(Duration::from_millis(300));
+    let labels = [("device", dev.name()), ("op", "read")];
+    let before = server.scrape();
+    direct_reads(Path::new(&dev.device), n);
+    let after = server.scrape();
+    let count = d(
+        &after,
+        &before,
+        "ksight_block_io_latency_seconds_count",
+        &labels,
+    );
+    assert_eq!(count, n as f64, "{}", dev.name());
+    let bytes = d(&after, &before, "ksight_block_io_bytes_total", &labels);
+    assert_eq!(bytes, (n * 4096) as f64);
+    let inf = [("device", dev.name()), ("op", "read"), ("le", "+Inf")];
+    assert_eq!(
+        d(
+            &after,
+            &before,
+            "ksight_block_io_latency_seconds_bucket",
+            &inf
+        ),
+        n as f64
+    );
+    let major_minor = after
+        .0
+        .iter()
+        .find(|(name, l, _)| name == "ksight_block_io_bytes_total" && l["device"] == dev.name())
+        .map(|(_, l, _)| l["major_minor"].clone());
+    assert!(
+        major_minor.is_some_and(|m| m.starts_with("7:")),
+        "loop devices have major 7"
+    );
+}
+
+/// A memory cgroup with a limit, in whichever hierarchy holds the memory controller.
+struct MemoryCgroup {
+    dir: PathBuf,
+}
+
+impl MemoryCgroup {
+    fn new(limit: u64) -> MemoryCgroup {
+        let name = format!("ksight-oom-{}", std::process::id());
+        let v1 = Path::new("/sys/fs/cgroup/memory");
+        let dir = if v1.join("memory.limit_in_bytes").exists() {
+            let dir = v1.join(name);
+            std::fs::create_dir_all(&dir).expect("v1 memory cgroup");
+            std::fs::write(dir.join("memory.limit_in_bytes"), limit.to_string()).expect("limit");
+            dir
+        } else {
+            let root = Path::new("/sys/fs/cgroup");
+            let _ = std::fs::write(root.join("cgroup.subtree_control"), "+memory");
+            let dir = root.join(name);
+            std::fs::create_dir_all(&dir).expect("v2 cgroup");
+            std::fs::write(dir.join("memory.max"), limit.to_string()).expect("memory.max");
+            let _ = std::fs::write(dir.join("memory.swap.max"), "0");
+            dir
+        };
+        MemoryCgroup { dir }
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[test]
+fn a_cgroup_oom_kill_is_counted_once() {
+    if !privileged() {
+        return;
+    }
+    let server = Server::start(&["--collectors", "memory"]);
+    let cgroup = MemoryCgroup::new(16 << 20);
+    let procs = std::ffi::CString::new(cgroup.dir.join("cgroup.procs").to_string_lossy().as_ref())
+        .expect("path");
+    let comm = unique_comm("oom");
+    let labels = [("comm", comm.as_str())];
+    let before = server.scrape();
+    let status = in_child(&comm, || {
+        // SAFETY: raw syscalls in the forked child: join the cgroup, then touch 256 MiB.
+        unsafe {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            let size = 256 << 20;
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            ) as *mut u8;
+            for i in (0..size).step_by(4096) {
+                p.add(i).write_volatile(1);
+            }
+        }
+    });
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+        "the child was not OOM-killed (status {status:#x})"
+    );
+    let after = server.scrape();
+    assert_eq!(d(&after, &before, "ksight_oom_kills_total", &labels), 1.0);
+}
+
+#[test]
+fn page_faults_are_counted_by_comm() {
+    if !privileged() {
+        return;
+    }
+    let server = Server::start(&["--collectors", "page_faults"]);
+    let comm = unique_comm("pf");
+    let pages = 3000;
+    let labels = [("comm", comm.as_str())];
+    let before = server.scrape();
+    in_child(&comm, || {
+        // SAFETY: raw syscalls in the forked child: touch `pages` fresh anonymous pages.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                pages * 4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            ) as *mut u8;
+            for i in 0..pages {
+                p.add(i * 4096).write_volatile(1);
+            }
+        }
+    });
+    let after = server.scrape();
+    let faults = d(&after, &before, "ksight_page_faults_total", &labels);
+    // one fault per fresh page, plus the child's copy-on-write faults after fork
+    assert!(
+        (pages as f64..pages as f64 + 300.0).contains(&faults),
+        "faults {faults} for {pages} pages"
+    );
+}
+
+#[test]
+fn context_switches_and_runqueue_latency() {
+    if !privileged() {
+        return;
+    }
+    let server = Server::start(&["--collectors", "sched"]);
+    let rounds = 2000;
+    let before = server.scrape();
+    ping_pong(rounds);
+    let after = server.scrape();
+    // each round blocks both sides once: at least two switches and two wakeups
+    let switches = d(&after, &before, "ksight_context_switches_total", &[]);
+    assert!(switches >= 2.0 * rounds as f64, "switches {switches}");
+    let waits = d(
+        &after,
+        &before,
+        "ksight_runqueue_latency_seconds_count",
+        &[],
+    );
+    assert!(waits >= 2.0 * rounds as f64, "runqueue samples {waits}");
+    let inf = d(
+        &after,
+        &before,
+        "ksight_runqueue_latency_seconds_bucket",
+        &[("le", "+Inf")],
+    );
+    assert_eq!(inf, waits, "+Inf bucket equals the count");
+}
+
+/// Two processes passing a byte back and forth `rounds` times over pipes.
+fn ping_pong(rounds: usize) {
+    let (mut a, mut b) = ([0i32; 2], [0i32; 2]);
+    // SAFETY: pipe with two-int arrays.
+    unsafe {
+        assert_eq!(libc::pipe(a.as_mut_ptr()), 0);
+        assert_eq!(libc::pipe(b.as_mut_ptr()), 0);
+    }
+    // SAFETY: fork; the child makes only raw syscalls and _exits.
+    let pong = unsafe { libc::fork() };
+    assert!(pong >= 0, "fork");
+    if pong == 0 {
+        let mut byte = 0u8;
+        for _ in 0..rounds {
+            // SAFETY: raw syscalls on the pipes in the forked child.
+            unsafe {
+                libc::read(a[0], (&raw mut byte).cast(), 1);
+                libc::write(b[1], (&raw const byte).cast(), 1);
+            }
+        }
+        // SAFETY: ends the child without the parent's atexit handlers.
+        unsafe { libc::_exit(0) };
+    }
+    let mut byte = 1u8;
+    for _ in 0..rounds {
+        // SAFETY: raw syscalls on our pipes.
+        unsafe {
+            libc::write(a[1], (&raw const byte).cast(), 1);
+            libc::read(b[0], (&raw mut byte).cast(), 1);
+        }
+    }
+    wait(pong);
+    // SAFETY: closing the pipes we opened.
+    unsafe {
+        for fd in [a[0], a[1], b[0], b[1]] {
+            libc::close(fd);
+        }
+    }
+}
