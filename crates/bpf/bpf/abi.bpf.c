@@ -17,6 +17,7 @@ struct ks_signal_key ks_abi_signal_key;
 struct ks_comm_key ks_abi_comm_key;
 struct ks_block_key ks_abi_block_key;
 enum ks_loss ks_abi_loss;
+enum ks_cgroup_mode ks_abi_cgroup_mode;
 enum ks_tcp_counter ks_abi_tcp_counter;
 enum ks_proc_kind ks_abi_proc_kind;
 

@@ -45,6 +45,15 @@ enum ks_proc_kind {
 struct ks_config {
 	__u32 self_tgid;
 	__u32 include_self;
+	__u32 cgroup_mode; /* enum ks_cgroup_mode: which cgroup id goes into keys */
+	__u32 reserved;
+};
+
+/* Which cgroup id labels a process's counts (--labels cgroup,container,…). */
+enum ks_cgroup_mode {
+	KS_CGROUP_OFF = 0, /* no cgroup labels: the key's cgroup stays 0 */
+	KS_CGROUP_V2 = 1,  /* the task's cgroup v2 id (kernfs id of its directory) */
+	KS_CGROUP_V1_MEMORY = 2, /* the kernfs id of its cgroup in the v1 memory hierarchy */
 };
 
 /* Shared with user space through a mmapped map (section .data.ctl of every object). */
@@ -63,7 +72,9 @@ struct ks_slot_cache {
 	__u32 slot;
 };
 
+/* A process name and cgroup: the syscalls collector's slot key. */
 struct ks_comm {
+	__u64 cgroup;
 	char comm[KS_COMM_LEN];
 };
 
@@ -78,21 +89,24 @@ struct ks_errno_key {
 	__u32 err;
 };
 
-/* ksight_process_*_total{comm[,signal]}; overflow != 0 means comm is "(other processes)". */
+/* Keys of per-process counters start with the cgroup id (0 unless --labels asks for it).
+ * ksight_process_*_total{comm[,signal]}; overflow != 0 means comm is "(other processes)". */
 struct ks_proc_key {
+	__u64 cgroup;
 	char comm[KS_COMM_LEN];
 	__u8 kind;
 	__u8 signal;
 	__u8 overflow;
-	__u8 pad;
+	__u8 pad[5];
 };
 
 /* ksight_file_opens_total{comm,result}; err 0 is "ok". */
 struct ks_file_key {
+	__u64 cgroup;
 	char comm[KS_COMM_LEN];
 	__u16 err;
 	__u8 overflow;
-	__u8 pad;
+	__u8 pad[5];
 };
 
 struct ks_hist {
@@ -103,17 +117,19 @@ struct ks_hist {
 
 /* signals collector: ksight_signals_total{signal,comm}, by the target's process name. */
 struct ks_signal_key {
+	__u64 cgroup;
 	char comm[KS_COMM_LEN];
 	__u8 signal;
 	__u8 overflow;
-	__u8 pad[2];
+	__u8 pad[6];
 };
 
 /* A counter by process name only: ksight_oom_kills_total, ksight_page_faults_total. */
 struct ks_comm_key {
+	__u64 cgroup;
 	char comm[KS_COMM_LEN];
 	__u8 overflow;
-	__u8 pad[3];
+	__u8 pad[7];
 };
 
 /* tcp collector: per-CPU counters indexed by this enum (ksight_tcp_*_total). */

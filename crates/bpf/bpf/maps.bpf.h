@@ -63,6 +63,31 @@ static __always_inline void ks_leader_comm(struct task_struct *task, char comm[K
 	bpf_probe_read_kernel_str(comm, KS_COMM_LEN, &leader->comm);
 }
 
+/* The task's cgroup id in the hierarchy user space chose (ks_config.cgroup_mode), read from
+ * the task rather than with bpf_get_current_cgroup_id() so it works for other tasks (a
+ * signal's target) and for cgroup v1. Costs nothing when labels are off. */
+static __always_inline __u64 ks_task_cgroup(struct task_struct *task)
+{
+	if (ks_config.cgroup_mode == KS_CGROUP_V2)
+		return BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
+	if (ks_config.cgroup_mode == KS_CGROUP_V1_MEMORY &&
+	    bpf_core_enum_value_exists(enum cgroup_subsys_id, memory_cgrp_id)) {
+		/* the controller's index depends on the kernel's config: relocated, not constant */
+		__u64 memory = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
+		struct css_set *set = BPF_CORE_READ(task, cgroups);
+		struct cgroup_subsys_state *css = NULL;
+
+		if (!set || memory >= 16)
+			return 0;
+		bpf_probe_read_kernel(&css, sizeof(css),
+				      (void *)set + bpf_core_field_offset(struct css_set, subsys) +
+					      memory * sizeof(css));
+		if (css)
+			return BPF_CORE_READ(css, cgroup, kn, id);
+	}
+	return 0;
+}
+
 /* Adds n under key; a new key that does not fit goes under ovf_key in ovf_map. */
 static __always_inline int ks_try_add(void *map, void *key, __u64 n)
 {

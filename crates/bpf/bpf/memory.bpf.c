@@ -17,6 +17,7 @@ static __always_inline void count_by_comm(struct task_struct *task, int table)
 	struct ks_comm_key key = {}, ovf = { .overflow = 1 };
 
 	ks_leader_comm(task, key.comm);
+	key.cgroup = ks_task_cgroup(task);
 	if (table == 0)
 		KS_TABLE_ADD(oom, &key, &ovf, 1);
 	else

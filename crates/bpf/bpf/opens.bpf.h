@@ -22,12 +22,14 @@ static __always_inline bool ks_is_open_nr(__u64 nr)
 static __always_inline void ks_count_open(long ret)
 {
 	struct ks_file_key key = {}, ovf = { .overflow = 1 };
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 
 	if (ks_is_self())
 		return;
 	if (ret < 0 && ret >= -KS_MAX_ERRNO)
 		key.err = ovf.err = -ret;
-	ks_leader_comm((struct task_struct *)bpf_get_current_task(), key.comm);
+	ks_leader_comm(task, key.comm);
+	key.cgroup = ks_task_cgroup(task);
 	KS_TABLE_ADD(files, &key, &ovf, 1);
 }
 

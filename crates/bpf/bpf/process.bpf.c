@@ -42,6 +42,7 @@ static __always_inline void count(struct task_struct *task, __u8 kind, __u8 sign
 	struct ks_proc_key ovf = { .kind = kind, .signal = signal, .overflow = 1 };
 
 	ks_leader_comm(task, key.comm);
+	key.cgroup = ks_task_cgroup(task);
 	KS_TABLE_ADD(proc, &key, &ovf, 1);
 }
 

@@ -11,6 +11,7 @@ static __always_inline int on_signal(int sig, struct task_struct *target)
 	if (!ks_config.include_self && BPF_CORE_READ(target, tgid) == ks_config.self_tgid)
 		return 0;
 	ks_leader_comm(target, key.comm);
+	key.cgroup = ks_task_cgroup(target);
 	KS_TABLE_ADD(sig, &key, &ovf, 1);
 	return 0;
 }

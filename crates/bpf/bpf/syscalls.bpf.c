@@ -58,6 +58,7 @@ static __always_inline __u32 resolve_slot(struct task_struct *task)
 	if (ks_is_self())
 		return KS_SLOT_SKIP;
 	ks_leader_comm(task, key.comm);
+	key.cgroup = ks_task_cgroup(task);
 	found = bpf_map_lookup_elem(&sys_comm_slots, &key);
 	if (found)
 		return *found;
@@ -202,7 +203,7 @@ int task_exit_tp(void *ctx)
 	return on_task_exit((struct task_struct *)bpf_get_current_task());
 }
 
-/* exec and a leader's rename change the process's name. */
+/* exec and a leader's rename change the process's name; joining a cgroup its cgroup label. */
 static __always_inline int bump_epoch(void)
 {
 	__sync_fetch_and_add(&ks_ctl.epoch, 1);
@@ -241,6 +242,24 @@ int BPF_PROG(rename_raw)
 
 SEC("tp/task/task_rename")
 int rename_tp(void *ctx)
+{
+	return bump_epoch();
+}
+
+SEC("tp_btf/cgroup_attach_task")
+int BPF_PROG(cgroup_attach_btf)
+{
+	return bump_epoch();
+}
+
+SEC("raw_tp/cgroup_attach_task")
+int BPF_PROG(cgroup_attach_raw)
+{
+	return bump_epoch();
+}
+
+SEC("tp/cgroup/cgroup_attach_task")
+int cgroup_attach_tp(void *ctx)
 {
 	return bump_epoch();
 }

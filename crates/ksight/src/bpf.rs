@@ -14,6 +14,8 @@ use libbpf_rs::{
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LoadConfig {
     pub include_self: bool,
+    /// `enum ks_cgroup_mode`: which cgroup id goes into per-process keys (0: none).
+    pub cgroup_mode: u32,
     /// A BTF file for kernels without /sys/kernel/btf/vmlinux.
     pub btf: Option<&'static std::path::Path>,
 }
@@ -98,6 +100,8 @@ fn write_config(map: &mut libbpf_rs::OpenMapMut<'_>, config: LoadConfig) -> Resu
     let value = ks_config {
         self_tgid: std::process::id(),
         include_self: config.include_self as u32,
+        cgroup_mode: config.cgroup_mode,
+        reserved: 0,
     };
     let data = map
         .initial_value_mut()

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::bpf::{kernel_reason, LoadConfig};
 use crate::collectors::{self, Limits};
+use crate::enrich::Enricher;
 use crate::hooks::Hook;
 use crate::privileges;
 use crate::serve;
@@ -90,6 +91,7 @@ fn build_report(btf: Option<&Path>, tracefs: privileges::Tracefs) -> Report {
     };
     let config = LoadConfig {
         include_self: false,
+        cgroup_mode: 0,
         btf: btf
             .filter(|_| btf_check.ok)
             .map(|p| &*Box::leak(p.to_path_buf().into_boxed_path())),
@@ -165,7 +167,12 @@ fn probe_collectors(config: LoadConfig) -> Vec<CollectorReport> {
         errors_capacity: 64,
         series_ttl: std::time::Duration::from_secs(60),
     };
-    let (_running, attachments) = serve::start_all(collectors::ALL, limits, config);
+    let (_running, attachments) = serve::start_all(
+        collectors::ALL,
+        limits,
+        config,
+        &std::sync::Arc::new(std::sync::Mutex::new(Enricher::off())),
+    );
     attachments
         .into_iter()
         .map(|a| CollectorReport {

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -21,8 +21,7 @@ use crate::bpf::LoadConfig;
 use crate::cli::ServeArgs;
 use crate::collector::{self, Attachment, Collector};
 use crate::collectors::{self, Limits};
-use crate::enrich::cgroup::Hierarchy;
-use crate::enrich::LabelSet;
+use crate::enrich::{Enricher, SharedEnricher};
 use crate::metrics::encode::{encode, Format};
 use crate::metrics::model::{Family, Kind, Value};
 use crate::metrics::own;
@@ -34,9 +33,13 @@ type ScrapeRequest = (Format, oneshot::Sender<Vec<u8>>);
 pub fn run(args: ServeArgs, btf: Option<&Path>) -> Result<ExitCode> {
     let names = selected_collectors(&args)?;
     let addr = parse_listen(&args.listen)?;
-    report_labels(args.labels);
     privileges::require_bpf_privileges()?;
-    let config = load_config(btf, args.include_self)?;
+    let (enricher, cgroup_mode) = Enricher::new(args.labels);
+    let enricher: SharedEnricher = Arc::new(Mutex::new(enricher));
+    let config = LoadConfig {
+        cgroup_mode,
+        ..load_config(btf, args.include_self)?
+    };
     // Bind before loading anything: a taken port fails fast and loads nothing.
     let listener = if args.check {
         None
@@ -57,7 +60,7 @@ pub fn run(args: ServeArgs, btf: Option<&Path>) -> Result<ExitCode> {
         errors_capacity: args.errors_capacity,
         series_ttl: args.series_ttl,
     };
-    let (running, attachments) = start_all(&names, limits, config);
+    let (running, attachments) = start_all(&names, limits, config, &enricher);
     print_attachments(&attachments, args.check);
     let failed: Vec<&Attachment> = attachments.iter().filter(|a| a.hook.is_none()).collect();
     if args.check {
@@ -84,7 +87,14 @@ pub fn run(args: ServeArgs, btf: Option<&Path>) -> Result<ExitCode> {
     let bpf_stats = args.bpf_stats;
     let worker = std::thread::Builder::new()
         .name("ksight-collect".into())
-        .spawn(move || collect_loop(running, worker_attachments, rx, fold_interval, bpf_stats))?;
+        .spawn(move || {
+            let scrapes = Scrapes {
+                attachments: worker_attachments,
+                enricher,
+                bpf_stats,
+            };
+            collect_loop(running, scrapes, rx, fold_interval)
+        })?;
     serve_http(listener, tx)?;
     worker
         .join()
@@ -94,21 +104,6 @@ pub fn run(args: ServeArgs, btf: Option<&Path>) -> Result<ExitCode> {
 }
 
 /// Say which cgroup hierarchy `--labels` reads (the collectors add the labels themselves).
-fn report_labels(labels: LabelSet) {
-    if labels.is_empty() {
-        return;
-    }
-    match Hierarchy::detect() {
-        Ok(Some(h)) => info!(
-            "--labels={labels}: cgroups from the {} (BPF cgroup mode {})",
-            h.describe(),
-            h.bpf_mode()
-        ),
-        Ok(None) => warn!("--labels={labels}: no cgroup filesystem is mounted; values stay empty"),
-        Err(err) => warn!("--labels={labels}: cannot read /proc/self/mountinfo: {err}"),
-    }
-}
-
 fn selected_collectors(args: &ServeArgs) -> Result<Vec<&'static str>> {
     let chosen: Vec<String> = match &args.collectors {
         Some(list) => list
@@ -161,19 +156,24 @@ fn load_config(btf: Option<&Path>, include_self: bool) -> Result<LoadConfig> {
     let btf = privileges::resolve_btf(btf)?;
     // The path lives as long as the process: every later load may need it.
     let btf: Option<&'static Path> = btf.map(|p| &*Box::leak(p.into_boxed_path()));
-    Ok(LoadConfig { include_self, btf })
+    Ok(LoadConfig {
+        include_self,
+        btf,
+        ..LoadConfig::default()
+    })
 }
 
 pub fn start_all(
     names: &[&str],
     limits: Limits,
     config: LoadConfig,
+    enricher: &SharedEnricher,
 ) -> (Vec<Box<dyn Collector>>, Vec<Attachment>) {
     let mut running: Vec<Box<dyn Collector>> = Vec::new();
     let mut attachments = Vec::new();
     let mut hosts = Vec::new();
     for name in names {
-        let Some(mut c) = collectors::build(name, limits) else {
+        let Some(mut c) = collectors::build(name, limits, enricher) else {
             continue;
         };
         let attachment = collector::start(c.as_mut(), config, &hosts);
@@ -212,19 +212,33 @@ fn print_attachments(attachments: &[Attachment], to_stdout: bool) {
     }
 }
 
+/// What every scrape needs besides the collectors.
+struct Scrapes {
+    attachments: Vec<Attachment>,
+    enricher: SharedEnricher,
+    bpf_stats: bool,
+}
+
 fn collect_loop(
     mut running: Vec<Box<dyn Collector>>,
-    attachments: Vec<Attachment>,
+    scrapes: Scrapes,
     rx: mpsc::Receiver<ScrapeRequest>,
     fold_interval: Duration,
-    bpf_stats: bool,
 ) {
     let mut next_fold = Instant::now() + fold_interval;
     loop {
         let wait = next_fold.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
             Ok((format, reply)) => {
-                let body = scrape(&mut running, &attachments, format, bpf_stats);
+                if let Ok(mut enricher) = scrapes.enricher.lock() {
+                    enricher.new_scrape();
+                }
+                let body = scrape(
+                    &mut running,
+                    &scrapes.attachments,
+                    format,
+                    scrapes.bpf_stats,
+                );
                 let _ = reply.send(body);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {

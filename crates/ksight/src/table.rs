@@ -22,13 +22,14 @@ use crate::bpf::LoadedObject;
 
 /// A table key with a comm and an overflow flag (see abi.h).
 pub trait LabelKey: plain::Plain + Default + Copy {
-    /// Replaces the comm by the overflow series, keeping the other labels.
+    /// Replaces the comm and cgroup by the overflow series, keeping the other labels.
     fn fold(&mut self);
 }
 
 impl LabelKey for ks_proc_key {
     fn fold(&mut self) {
         self.comm = Default::default();
+        self.cgroup = 0;
         self.overflow = 1;
     }
 }
@@ -36,6 +37,7 @@ impl LabelKey for ks_proc_key {
 impl LabelKey for ks_file_key {
     fn fold(&mut self) {
         self.comm = Default::default();
+        self.cgroup = 0;
         self.overflow = 1;
     }
 }
@@ -43,6 +45,7 @@ impl LabelKey for ks_file_key {
 impl LabelKey for ks_signal_key {
     fn fold(&mut self) {
         self.comm = Default::default();
+        self.cgroup = 0;
         self.overflow = 1;
     }
 }
@@ -50,6 +53,7 @@ impl LabelKey for ks_signal_key {
 impl LabelKey for ks_comm_key {
     fn fold(&mut self) {
         self.comm = Default::default();
+        self.cgroup = 0;
         self.overflow = 1;
     }
 }

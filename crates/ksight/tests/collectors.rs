@@ -399,57 +399,22 @@ fn block_reads_are_counted_by_device_and_op() {
     );
 }
 
-/// A memory cgroup with a limit, in whichever hierarchy holds the memory controller.
-struct MemoryCgroup {
-    dir: PathBuf,
-}
-
-impl MemoryCgroup {
-    fn new(limit: u64) -> MemoryCgroup {
-        let name = format!("ksight-oom-{}", std::process::id());
-        let v1 = Path::new("/sys/fs/cgroup/memory");
-        let dir = if v1.join("memory.limit_in_bytes").exists() {
-            let dir = v1.join(name);
-            std::fs::create_dir_all(&dir).expect("v1 memory cgroup");
-            std::fs::write(dir.join("memory.limit_in_bytes"), limit.to_string()).expect("limit");
-            dir
-        } else {
-            let root = Path::new("/sys/fs/cgroup");
-            let _ = std::fs::write(root.join("cgroup.subtree_control"), "+memory");
-            let dir = root.join(name);
-            std::fs::create_dir_all(&dir).expect("v2 cgroup");
-            std::fs::write(dir.join("memory.max"), limit.to_string()).expect("memory.max");
-            let _ = std::fs::write(dir.join("memory.swap.max"), "0");
-            dir
-        };
-        MemoryCgroup { dir }
-    }
-}
-
-impl Drop for MemoryCgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.dir);
-    }
-}
-
 #[test]
 fn a_cgroup_oom_kill_is_counted_once() {
     if !privileged() {
         return;
     }
     let server = Server::start(&["--collectors", "memory"]);
-    let cgroup = MemoryCgroup::new(16 << 20);
-    let procs = std::ffi::CString::new(cgroup.dir.join("cgroup.procs").to_string_lossy().as_ref())
-        .expect("path");
+    let cgroup = TestCgroup::new(&format!("ksight-oom-{}", std::process::id()));
+    cgroup.limit_memory(16 << 20);
+    let procs = cgroup.procs_path();
     let comm = unique_comm("oom");
     let labels = [("comm", comm.as_str())];
     let before = server.scrape();
     let status = in_child(&comm, || {
-        // SAFETY: raw syscalls in the forked child: join the cgroup, then touch 256 MiB.
+        join_cgroup(&procs);
+        // SAFETY: raw syscalls in the forked child: touch 256 MiB, over the limit.
         unsafe {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-            libc::write(fd, b"0".as_ptr().cast(), 1);
-            libc::close(fd);
             let size = 256 << 20;
             let p = libc::mmap(
                 std::ptr::null_mut(),

@@ -10,6 +10,8 @@ use ksight_bpf::abi::{ks_comm_key, ks_signal_key};
 
 use crate::bpf::LoadedObject;
 use crate::collector::Collector;
+use crate::collectors::Limits;
+use crate::enrich::SharedEnricher;
 use crate::hooks::{Candidate, Hook};
 use crate::metrics::model::{Family, Kind, Labels};
 use crate::names;
@@ -26,8 +28,8 @@ pub struct Spec {
     pub family: &'static str,
     pub help: &'static str,
     pub start: fn(Arc<LoadedObject>, &str, Duration) -> Result<Tabled>,
-    /// A key's labels.
-    pub labels: fn(&[u8]) -> Result<Labels>,
+    /// A key's labels and cgroup id.
+    pub labels: fn(&[u8]) -> Result<(Labels, u64)>,
 }
 
 pub const MEMORY: Spec = Spec {
@@ -77,32 +79,36 @@ pub const SIGNALS: Spec = Spec {
     labels: signal_labels,
 };
 
-fn comm_labels(key: &[u8]) -> Result<Labels> {
+fn comm_labels(key: &[u8]) -> Result<(Labels, u64)> {
     let k = plain::from_bytes::<ks_comm_key>(key).map_err(|e| anyhow!("{e:?}"))?;
-    Ok(vec![("comm", names::comm_or_overflow(&k.comm, k.overflow))])
+    let labels = vec![("comm", names::comm_or_overflow(&k.comm, k.overflow))];
+    Ok((labels, k.cgroup))
 }
 
-fn signal_labels(key: &[u8]) -> Result<Labels> {
+fn signal_labels(key: &[u8]) -> Result<(Labels, u64)> {
     let k = plain::from_bytes::<ks_signal_key>(key).map_err(|e| anyhow!("{e:?}"))?;
-    Ok(vec![
+    let labels = vec![
         ("signal", names::signal(k.signal as u32).into_owned()),
         ("comm", names::comm_or_overflow(&k.comm, k.overflow)),
-    ])
+    ];
+    Ok((labels, k.cgroup))
 }
 
 pub struct ByComm {
     spec: &'static Spec,
     capacity: u32,
     ttl: Duration,
+    enricher: SharedEnricher,
     state: Option<Tabled>,
 }
 
 impl ByComm {
-    pub fn new(spec: &'static Spec, capacity: u32, ttl: Duration) -> Self {
+    pub fn new(spec: &'static Spec, limits: Limits, enricher: SharedEnricher) -> Self {
         Self {
             spec,
-            capacity,
-            ttl,
+            capacity: limits.table_capacity,
+            ttl: limits.series_ttl,
+            enricher,
             state: None,
         }
     }
@@ -146,8 +152,10 @@ impl Collector for ByComm {
     fn collect(&mut self, out: &mut Vec<Family>) -> Result<()> {
         let spec = self.spec;
         let mut family = Family::new(spec.family, Kind::Counter, spec.help);
+        let enricher = self.enricher.clone();
         for (key, n) in self.state()?.read()? {
-            family.add((spec.labels)(&key)?, n);
+            let (labels, cgroup) = (spec.labels)(&key)?;
+            family.add(super::enriched(labels, &enricher, cgroup), n);
         }
         out.push(family.sorted());
         Ok(())

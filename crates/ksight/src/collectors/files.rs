@@ -8,6 +8,8 @@ use ksight_bpf::abi::ks_file_key;
 
 use crate::bpf::LoadedObject;
 use crate::collector::{self, Collector};
+use crate::collectors::Limits;
+use crate::enrich::SharedEnricher;
 use crate::hooks::{Candidate, Hook};
 use crate::metrics::model::{Family, Kind};
 use crate::names;
@@ -16,14 +18,16 @@ use crate::table::Tabled;
 pub struct Files {
     capacity: u32,
     ttl: Duration,
+    enricher: SharedEnricher,
     state: Option<Tabled>,
 }
 
 impl Files {
-    pub fn new(capacity: u32, ttl: Duration) -> Self {
+    pub fn new(limits: Limits, enricher: SharedEnricher) -> Self {
         Self {
-            capacity,
-            ttl,
+            capacity: limits.table_capacity,
+            ttl: limits.series_ttl,
+            enricher,
             state: None,
         }
     }
@@ -88,7 +92,8 @@ impl Collector for Files {
             } else {
                 names::errno(k.err as u32).into_owned()
             };
-            opens.add(vec![("comm", comm), ("result", result)], n);
+            let labels = vec![("comm", comm), ("result", result)];
+            opens.add(super::enriched(labels, &self.enricher, k.cgroup), n);
         }
         out.push(opens.sorted());
         Ok(())

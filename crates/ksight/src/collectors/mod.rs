@@ -16,7 +16,8 @@ use ksight_bpf::abi::ks_hist;
 
 use crate::bpf::{self, LoadedObject};
 use crate::collector::Collector;
-use crate::metrics::model::{slot_histogram, Family, Histogram, Kind, Value};
+use crate::enrich::SharedEnricher;
+use crate::metrics::model::{slot_histogram, Family, Histogram, Kind, Labels, Value};
 use by_comm::ByComm;
 
 /// Collectors on by default, in the order they are started and reported.
@@ -45,31 +46,29 @@ pub struct Limits {
     pub series_ttl: Duration,
 }
 
-pub fn build(name: &str, limits: Limits) -> Option<Box<dyn Collector>> {
+/// Builds a collector; per-process ones label their series through `enricher`.
+pub fn build(name: &str, limits: Limits, enricher: &SharedEnricher) -> Option<Box<dyn Collector>> {
+    let enricher = enricher.clone();
     Some(match name {
-        "syscalls" => Box::new(syscalls::Syscalls::new(
-            limits.max_comms,
-            limits.errors_capacity,
-            limits.table_capacity,
-            limits.series_ttl,
-        )),
-        "process" => Box::new(process::Process::new(
-            limits.table_capacity,
-            limits.series_ttl,
-        )),
-        "files" => Box::new(files::Files::new(limits.table_capacity, limits.series_ttl)),
+        "syscalls" => Box::new(syscalls::Syscalls::new(limits, enricher)),
+        "process" => Box::new(process::Process::new(limits, enricher)),
+        "files" => Box::new(files::Files::new(limits, enricher)),
         "tcp" => Box::new(tcp::Tcp::default()),
         "sched" => Box::new(sched::Sched::default()),
         "block" => Box::new(block::Block::default()),
-        "memory" => by_comm(&by_comm::MEMORY, limits),
-        "page_faults" => by_comm(&by_comm::PAGE_FAULTS, limits),
-        "signals" => by_comm(&by_comm::SIGNALS, limits),
+        "memory" => Box::new(ByComm::new(&by_comm::MEMORY, limits, enricher)),
+        "page_faults" => Box::new(ByComm::new(&by_comm::PAGE_FAULTS, limits, enricher)),
+        "signals" => Box::new(ByComm::new(&by_comm::SIGNALS, limits, enricher)),
         _ => return None,
     })
 }
 
-fn by_comm(spec: &'static by_comm::Spec, limits: Limits) -> Box<dyn Collector> {
-    Box::new(ByComm::new(spec, limits.table_capacity, limits.series_ttl))
+/// Appends the enrichment labels of `cgroup` (none without --labels).
+pub fn enriched(mut labels: Labels, enricher: &SharedEnricher, cgroup: u64) -> Labels {
+    if let Ok(mut e) = enricher.lock() {
+        labels.extend(e.labels(cgroup));
+    }
+    labels
 }
 
 /// A per-CPU `struct ks_hist` map as one histogram family with no labels.

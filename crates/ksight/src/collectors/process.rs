@@ -9,6 +9,8 @@ use ksight_bpf::abi::{ks_proc_key, ks_proc_kind};
 
 use crate::bpf::LoadedObject;
 use crate::collector::{self, Collector};
+use crate::collectors::Limits;
+use crate::enrich::SharedEnricher;
 use crate::hooks::{Candidate, Hook};
 use crate::metrics::model::{Family, Kind};
 use crate::names;
@@ -17,14 +19,16 @@ use crate::table::Tabled;
 pub struct Process {
     capacity: u32,
     ttl: Duration,
+    enricher: SharedEnricher,
     state: Option<Tabled>,
 }
 
 impl Process {
-    pub fn new(capacity: u32, ttl: Duration) -> Self {
+    pub fn new(limits: Limits, enricher: SharedEnricher) -> Self {
         Self {
-            capacity,
-            ttl,
+            capacity: limits.table_capacity,
+            ttl: limits.series_ttl,
+            enricher,
             state: None,
         }
     }
@@ -83,19 +87,18 @@ impl Collector for Process {
         for (key, n) in tabled.read()? {
             let k = plain::from_bytes::<ks_proc_key>(&key).map_err(|e| anyhow!("{e:?}"))?;
             let comm = names::comm_or_overflow(&k.comm, k.overflow);
-            match ks_proc_kind(k.kind as u32) {
-                ks_proc_kind::KS_PROC_EXEC => execs.add(vec![("comm", comm)], n),
-                ks_proc_kind::KS_PROC_FORK => forks.add(vec![("comm", comm)], n),
-                ks_proc_kind::KS_PROC_EXIT => exits.add(vec![("comm", comm)], n),
-                ks_proc_kind::KS_PROC_KILLED => killed.add(
-                    vec![
-                        ("signal", names::signal(k.signal as u32).into_owned()),
-                        ("comm", comm),
-                    ],
-                    n,
+            let (family, mut labels) = match ks_proc_kind(k.kind as u32) {
+                ks_proc_kind::KS_PROC_EXEC => (&mut execs, vec![]),
+                ks_proc_kind::KS_PROC_FORK => (&mut forks, vec![]),
+                ks_proc_kind::KS_PROC_EXIT => (&mut exits, vec![]),
+                ks_proc_kind::KS_PROC_KILLED => (
+                    &mut killed,
+                    vec![("signal", names::signal(k.signal as u32).into_owned())],
                 ),
-                _ => {}
-            }
+                _ => continue,
+            };
+            labels.push(("comm", comm));
+            family.add(super::enriched(labels, &self.enricher, k.cgroup), n);
         }
         let lifetime = super::hist_family(
             &tabled.obj,

@@ -20,13 +20,16 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::bpf::{self, LoadedObject};
 use crate::collector::{self, Collector};
+use crate::collectors::Limits;
+use crate::enrich::SharedEnricher;
 use crate::hooks::{Candidate, Hook};
-use crate::metrics::model::{Family, Kind};
+use crate::metrics::model::{Family, Kind, Labels};
 use crate::names;
 
 const NR: usize = 512;
 
 pub struct Syscalls {
+    enricher: SharedEnricher,
     max_comms: u32,
     max_errors: u32,
     /// Capacity of the files tables its sys_exit program fills when `files` shares it.
@@ -50,12 +53,13 @@ struct State {
 }
 
 impl Syscalls {
-    pub fn new(max_comms: u32, max_errors: u32, files_capacity: u32, ttl: Duration) -> Self {
+    pub fn new(limits: Limits, enricher: SharedEnricher) -> Self {
         Self {
-            max_comms: max_comms.max(2),
-            max_errors,
-            files_capacity,
-            ttl,
+            enricher,
+            max_comms: limits.max_comms.max(2),
+            max_errors: limits.errors_capacity,
+            files_capacity: limits.table_capacity,
+            ttl: limits.series_ttl,
             state: None,
         }
     }
@@ -74,15 +78,33 @@ impl Collector for Syscalls {
         vec![
             Candidate::own(
                 Hook::TpBtf,
-                &["sys_exit_btf", "task_exit_btf", "exec_btf", "rename_btf"],
+                &[
+                    "sys_exit_btf",
+                    "task_exit_btf",
+                    "exec_btf",
+                    "rename_btf",
+                    "cgroup_attach_btf",
+                ],
             ),
             Candidate::own(
                 Hook::RawTp,
-                &["sys_exit_raw", "task_exit_raw", "exec_raw", "rename_raw"],
+                &[
+                    "sys_exit_raw",
+                    "task_exit_raw",
+                    "exec_raw",
+                    "rename_raw",
+                    "cgroup_attach_raw",
+                ],
             ),
             Candidate::own(
                 Hook::Tracepoint,
-                &["sys_exit_tp", "task_exit_tp", "exec_tp", "rename_tp"],
+                &[
+                    "sys_exit_tp",
+                    "task_exit_tp",
+                    "exec_tp",
+                    "rename_tp",
+                    "cgroup_attach_tp",
+                ],
             ),
         ]
     }
@@ -132,22 +154,26 @@ impl Collector for Syscalls {
         );
         let mut overflow = state.folded.clone();
         for slot in 0..self.max_comms {
-            let comm = assigned.get(&slot);
+            let owner = assigned.get(&slot);
+            let extra = owner.map(|(_, cgroup)| super::enriched(vec![], &self.enricher, *cgroup));
             let range = slot as usize * NR..(slot as usize + 1) * NR;
             let counted = sums[range.clone()].iter().zip(&state.baseline[range]);
             for (nr, (sum, base)) in counted.enumerate() {
                 let n = sum.saturating_sub(*base);
-                match comm {
-                    Some(comm) if n > 0 => calls.add(labels(nr, comm), n),
-                    None => overflow[nr] += n,
+                match (owner, &extra) {
+                    (Some((comm, _)), Some(extra)) if n > 0 => {
+                        calls.add(labels(nr, comm, extra), n)
+                    }
+                    (None, _) => overflow[nr] += n,
                     _ => {}
                 }
             }
         }
+        let extra = super::enriched(vec![], &self.enricher, 0);
         for (nr, n) in overflow.iter().enumerate().filter(|(_, n)| **n > 0) {
-            calls.add(labels(nr, names::OVERFLOW_COMM), *n);
+            calls.add(labels(nr, names::OVERFLOW_COMM, &extra), *n);
         }
-        out.push(calls);
+        out.push(calls.sorted());
         out.push(state.errors_family()?);
         Ok(())
     }
@@ -199,13 +225,15 @@ impl State {
         Ok(out)
     }
 
-    fn assigned(&self) -> Result<HashMap<u32, String>> {
+    /// Each assigned slot's process name and cgroup id.
+    fn assigned(&self) -> Result<HashMap<u32, (String, u64)>> {
         Ok(self
             .assigned_keys()?
             .into_iter()
             .filter_map(|(slot, key)| {
-                let comm = plain::from_bytes::<ks_comm>(&key).ok()?;
-                Some((slot, names::comm(&comm.comm.map(|c| c as u8))))
+                let owner = plain::from_bytes::<ks_comm>(&key).ok()?;
+                let comm = names::comm(&owner.comm.map(|c| c as u8));
+                Some((slot, (comm, owner.cgroup)))
             })
             .collect())
     }
@@ -257,6 +285,8 @@ fn syscall_name(nr: usize) -> String {
     }
 }
 
-fn labels(nr: usize, comm: &str) -> crate::metrics::model::Labels {
-    vec![("syscall", syscall_name(nr)), ("comm", comm.to_string())]
+fn labels(nr: usize, comm: &str, extra: &Labels) -> Labels {
+    let mut labels = vec![("syscall", syscall_name(nr)), ("comm", comm.to_string())];
+    labels.extend(extra.iter().cloned());
+    labels
 }

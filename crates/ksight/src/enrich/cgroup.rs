@@ -313,10 +313,10 @@ pub struct Resolver {
 
 /// Cgroups remembered per generation (a busy Kubernetes node has a few thousand).
 pub const DEFAULT_MAX_ENTRIES: usize = 65_536;
-/// Cgroups come and go; walking a large tree costs milliseconds: at most once a second.
+/// Cgroups come and go; walking a large tree costs milliseconds: at most once a second, and
+/// once per scrape (`allow_rewalk`).
 pub const DEFAULT_MIN_REWALK: Duration = Duration::from_secs(1);
 
-#[allow(dead_code)] // The collectors resolve their cgroup keys with it next; tests use it now.
 impl Resolver {
     pub fn new(hierarchy: Hierarchy) -> Self {
         Self::with_limits(hierarchy, DEFAULT_MAX_ENTRIES, DEFAULT_MIN_REWALK)
@@ -334,8 +334,15 @@ impl Resolver {
         }
     }
 
+    #[allow(dead_code)] // for the tracer's --cgroup filter; tests use it now
     pub fn hierarchy(&self) -> &Hierarchy {
         &self.hierarchy
+    }
+
+    /// Lets the next miss walk again at once (a new scrape: misses within one scrape share
+    /// one walk, and a cgroup made since the last scrape resolves).
+    pub fn allow_rewalk(&mut self) {
+        self.last_walk = None;
     }
 
     /// The hierarchy path of cgroup `id`; None if no walk has found it.
@@ -360,6 +367,7 @@ impl Resolver {
     }
 
     /// Path → id (see [`Hierarchy::id_of`]).
+    #[allow(dead_code)] // for the tracer's --cgroup filter; tests use it now
     pub fn id_of(&self, path: &str) -> io::Result<u64> {
         self.hierarchy.id_of(path)
     }

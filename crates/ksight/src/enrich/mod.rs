@@ -109,6 +109,108 @@ impl fmt::Display for LabelSet {
     }
 }
 
+/// The enrichment labels of per-process series, from the cgroup id in their kernel keys;
+/// shared by the collectors (they run on one thread; the mutex makes it `Send`).
+pub struct Enricher {
+    labels: LabelSet,
+    resolver: Option<cgroup::Resolver>,
+}
+
+pub type SharedEnricher = std::sync::Arc<std::sync::Mutex<Enricher>>;
+
+impl Enricher {
+    /// No labels: keys carry cgroup 0 and series get no extra labels.
+    pub fn off() -> Self {
+        Enricher {
+            labels: LabelSet::default(),
+            resolver: None,
+        }
+    }
+
+    /// Labels as selected; the hierarchy is detected now. Returns the enricher and the
+    /// `ks_config.cgroup_mode` the BPF objects must be loaded with.
+    pub fn new(labels: LabelSet) -> (Self, u32) {
+        if labels.is_empty() {
+            return (Self::off(), cgroup::MODE_OFF);
+        }
+        let hierarchy = match cgroup::Hierarchy::detect() {
+            Ok(Some(h)) => h,
+            Ok(None) => {
+                tracing::warn!(
+                    "--labels={labels}: no cgroup filesystem is mounted; values stay empty"
+                );
+                return (
+                    Self {
+                        labels,
+                        resolver: None,
+                    },
+                    cgroup::MODE_OFF,
+                );
+            }
+            Err(err) => {
+                tracing::warn!("--labels={labels}: cannot read /proc/self/mountinfo: {err}");
+                return (
+                    Self {
+                        labels,
+                        resolver: None,
+                    },
+                    cgroup::MODE_OFF,
+                );
+            }
+        };
+        // The kernel side reads v1 ids from the memory controller only.
+        if hierarchy.controller().is_some_and(|c| c != "memory") {
+            tracing::warn!(
+                "--labels={labels}: the {} is not supported (v1 needs the memory controller); values stay empty",
+                hierarchy.describe()
+            );
+            return (
+                Self {
+                    labels,
+                    resolver: None,
+                },
+                cgroup::MODE_OFF,
+            );
+        }
+        tracing::info!(
+            "--labels={labels}: cgroups from the {}",
+            hierarchy.describe()
+        );
+        let mode = hierarchy.bpf_mode();
+        let resolver = cgroup::Resolver::new(hierarchy);
+        (
+            Self {
+                labels,
+                resolver: Some(resolver),
+            },
+            mode,
+        )
+    }
+
+    /// A scrape begins: a cgroup id not seen yet may walk the hierarchy once.
+    pub fn new_scrape(&mut self) {
+        if let Some(resolver) = &mut self.resolver {
+            resolver.allow_rewalk();
+        }
+    }
+
+    /// The selected labels' values for a key's cgroup id; empty values for id 0 (overflow
+    /// series, or a cgroup the kernel could not read).
+    pub fn labels(&mut self, cgroup_id: u64) -> Vec<(&'static str, String)> {
+        if self.labels.is_empty() {
+            return Vec::new();
+        }
+        match (&mut self.resolver, cgroup_id) {
+            (Some(resolver), id) if id != 0 => self.labels.values(&resolver.info(id)),
+            _ => self
+                .labels
+                .iter()
+                .map(|l| (l.name(), String::new()))
+                .collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

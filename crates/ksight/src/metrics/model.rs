@@ -76,9 +76,19 @@ impl Family {
         self
     }
 
-    /// Orders samples by labels, for families built from hash maps.
+    /// Orders samples by labels, for families built from hash maps, and sums counters that
+    /// ended up with the same labels (two cgroups whose enrichment labels are equal).
     pub fn sorted(mut self) -> Self {
-        self.samples.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.samples.sort_by(|a, b| a.0.cmp(&b.0));
+        self.samples.dedup_by(|later, kept| {
+            if later.0 != kept.0 {
+                return false;
+            }
+            if let (Value::Int(a), Value::Int(b)) = (&mut kept.1, &later.1) {
+                *a += b;
+            }
+            true
+        });
         self
     }
 }
@@ -130,4 +140,25 @@ fn native(slot_counts: &[u64; hist::SLOTS]) -> Native {
         }
     }
     native
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorted_sums_counters_with_equal_labels() {
+        let mut f = Family::new("x_total", Kind::Counter, "x");
+        f.add(vec![("comm", "b".into())], 1);
+        f.add(vec![("comm", "a".into())], 2);
+        f.add(vec![("comm", "b".into())], 3);
+        let f = f.sorted();
+        assert_eq!(
+            f.samples,
+            vec![
+                (vec![("comm", "a".to_string())], Value::Int(2)),
+                (vec![("comm", "b".to_string())], Value::Int(4)),
+            ]
+        );
+    }
 }

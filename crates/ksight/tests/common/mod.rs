@@ -259,3 +259,84 @@ pub fn copy_named(src: &str, name: &str) -> PathBuf {
     std::fs::copy(src, &path).expect("copy binary");
     path
 }
+
+/// A cgroup the test creates in the hierarchy ksight labels by: the v1 memory controller on
+/// hybrid hosts, cgroup v2 elsewhere. Removed (innermost first) on drop.
+pub struct TestCgroup {
+    pub root: PathBuf,
+    /// Path relative to the hierarchy's root, with a leading '/'.
+    pub path: String,
+}
+
+impl TestCgroup {
+    pub fn new(relative: &str) -> TestCgroup {
+        let v1 = std::path::Path::new("/sys/fs/cgroup/memory");
+        let root = if v1.join("memory.limit_in_bytes").exists() {
+            v1.to_path_buf()
+        } else {
+            let root = PathBuf::from("/sys/fs/cgroup");
+            let _ = std::fs::write(root.join("cgroup.subtree_control"), "+memory");
+            root
+        };
+        let relative = relative.trim_start_matches('/');
+        std::fs::create_dir_all(root.join(relative)).expect("create the test cgroup");
+        // nested v2 cgroups need the controller enabled at every level above the leaf
+        let mut dir = root.clone();
+        for part in relative.split('/') {
+            let _ = std::fs::write(dir.join("cgroup.subtree_control"), "+memory");
+            dir = dir.join(part);
+        }
+        TestCgroup {
+            root,
+            path: format!("/{relative}"),
+        }
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.root.join(self.path.trim_start_matches('/'))
+    }
+
+    pub fn is_v1(&self) -> bool {
+        self.root.ends_with("memory")
+    }
+
+    pub fn limit_memory(&self, bytes: u64) {
+        let dir = self.dir();
+        if self.is_v1() {
+            std::fs::write(dir.join("memory.limit_in_bytes"), bytes.to_string()).expect("limit");
+        } else {
+            std::fs::write(dir.join("memory.max"), bytes.to_string()).expect("memory.max");
+            let _ = std::fs::write(dir.join("memory.swap.max"), "0");
+        }
+    }
+
+    /// `cgroup.procs` as a C string, for a forked child to write "0" (itself) into.
+    pub fn procs_path(&self) -> std::ffi::CString {
+        let path = self.dir().join("cgroup.procs");
+        std::ffi::CString::new(path.to_string_lossy().as_bytes()).expect("path without NUL")
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let mut dir = self.dir();
+        while dir != self.root {
+            let _ = std::fs::remove_dir(&dir);
+            if !dir.pop() {
+                break;
+            }
+        }
+    }
+}
+
+/// In a forked child: moves the calling process into the cgroup whose `cgroup.procs` is given.
+pub fn join_cgroup(procs: &std::ffi::CStr) {
+    // SAFETY: raw syscalls only (safe after fork); writing "0" moves the writer itself.
+    unsafe {
+        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+        if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+            libc::_exit(99);
+        }
+        libc::close(fd);
+    }
+}

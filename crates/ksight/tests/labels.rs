@@ -1,0 +1,93 @@
+//! `--labels`: a workload moved into a cgroup the test creates (the v1 memory hierarchy on a
+//! hybrid host, cgroup v2 elsewhere) has its per-process series labelled with that cgroup's
+//! path and the container id the path names.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn a_workload_in_a_container_cgroup_carries_its_labels() {
+    if !privileged() {
+        return;
+    }
+    let server = Server::start(&[
+        "--collectors",
+        "syscalls,process,files,signals",
+        "--labels",
+        "cgroup,container",
+    ]);
+    let container = format!("{:064x}", 0xc0ffee_u64 + std::process::id() as u64);
+    let cgroup = TestCgroup::new(&format!(
+        "ksight-{}.slice/docker-{container}.scope",
+        std::process::id()
+    ));
+    let procs = cgroup.procs_path();
+    let comm = unique_comm("lbl");
+    let missing = std::ffi::CString::new(format!("/nonexistent/ksight-{comm}")).expect("path");
+    let n = 250;
+    let before = server.scrape();
+    let status = in_child(&comm, || {
+        join_cgroup(&procs);
+        for _ in 0..n {
+            // SAFETY: getppid cannot fail; open of a missing path fails with ENOENT.
+            unsafe {
+                libc::getppid();
+                libc::open(missing.as_ptr(), libc::O_RDONLY);
+            }
+        }
+    });
+    assert_eq!(status, 0, "the child could not join {}", cgroup.path);
+    let after = server.scrape();
+    let ours = [
+        ("comm", comm.as_str()),
+        ("cgroup", cgroup.path.as_str()),
+        ("container", container.as_str()),
+    ];
+    let mine: Vec<_> = after
+        .0
+        .iter()
+        .filter(|(_, labels, _)| labels.get("comm") == Some(&comm))
+        .collect();
+    let delta = |name: &str, extra: &[(&str, &str)]| {
+        let labels: Vec<(&str, &str)> = ours.iter().chain(extra).copied().collect();
+        after.sum(name, &labels) - before.sum(name, &labels)
+    };
+    assert_eq!(
+        delta("ksight_syscalls_total", &[("syscall", "getppid")]),
+        n as f64,
+        "{mine:?}"
+    );
+    assert_eq!(
+        delta("ksight_file_opens_total", &[("result", "ENOENT")]),
+        n as f64
+    );
+    assert_eq!(delta("ksight_process_exits_total", &[]), 1.0);
+    // the same process's counts outside the cgroup would carry other labels: none here
+    let anywhere = [("comm", comm.as_str()), ("syscall", "getppid")];
+    assert_eq!(
+        after.sum("ksight_syscalls_total", &anywhere)
+            - before.sum("ksight_syscalls_total", &anywhere),
+        n as f64
+    );
+}
+
+#[test]
+fn without_labels_series_have_no_cgroup_label() {
+    if !privileged() {
+        return;
+    }
+    let server = Server::start(&["--collectors", "process"]);
+    let comm = unique_comm("nolbl");
+    in_child(&comm, || {});
+    let samples = server.scrape();
+    let exits: Vec<_> = samples
+        .0
+        .iter()
+        .filter(|(name, labels, _)| {
+            name == "ksight_process_exits_total" && labels.get("comm") == Some(&comm)
+        })
+        .collect();
+    assert_eq!(exits.len(), 1);
+    assert!(!exits[0].1.contains_key("cgroup"));
+}
