@@ -155,15 +155,25 @@ impl CounterTable {
         }
     }
 
+    /// Folds keys idle past the TTL, then, while more keys than the map's capacity remain
+    /// (cgroups and processes churning within one TTL), the least recently changed ones: the
+    /// series budget of the table.
     fn fold_idle(&mut self, now: Instant) {
         let ttl = self.ttl;
-        let idle: Vec<Vec<u8>> = self
+        let mut foldable: Vec<(Instant, Vec<u8>)> = self
             .totals
             .iter()
-            .filter(|(k, s)| {
-                now.duration_since(s.last_change) > ttl && (self.to_overflow)(k) != **k
-            })
-            .map(|(k, _)| k.clone())
+            .filter(|(k, _)| (self.to_overflow)(k) != **k)
+            .map(|(k, s)| (s.last_change, k.clone()))
+            .collect();
+        foldable.sort_unstable_by_key(|(changed, _)| *changed);
+        let budget = self.maps[0].max_entries() as usize;
+        let over_budget = self.totals.len().saturating_sub(budget);
+        let idle: Vec<Vec<u8>> = foldable
+            .into_iter()
+            .enumerate()
+            .filter(|(i, (changed, _))| *i < over_budget || now.duration_since(*changed) > ttl)
+            .map(|(_, (_, key))| key)
             .collect();
         for key in idle {
             if let Some(series) = self.totals.remove(&key) {

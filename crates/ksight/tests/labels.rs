@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 
 #[test]
@@ -90,4 +92,48 @@ fn without_labels_series_have_no_cgroup_label() {
         .collect();
     assert_eq!(exits.len(), 1);
     assert!(!exits[0].1.contains_key("cgroup"));
+}
+
+#[test]
+fn series_stay_within_the_table_budget_while_cgroups_churn() {
+    if !privileged() {
+        return;
+    }
+    let capacity = 16;
+    let server = Server::start(&[
+        "--collectors",
+        "process",
+        "--labels",
+        "cgroup",
+        "--table.capacity",
+        &capacity.to_string(),
+        "--fold-interval",
+        "200ms",
+    ]);
+    let comm = unique_comm("churn");
+    let overflow = [("comm", "(other processes)")];
+    let name = "ksight_process_exits_total";
+    let before = server.scrape();
+    let n = 40;
+    for i in 0..n {
+        let cgroup = TestCgroup::new(&format!("ksight-churn-{}-{i}", std::process::id()));
+        let procs = cgroup.procs_path();
+        assert_eq!(in_child(&comm, || join_cgroup(&procs)), 0);
+        if i % 8 == 7 {
+            // let an upkeep round drain and fold
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = server.scrape();
+    let ours = after.sum(name, &[("comm", comm.as_str())]);
+    let folded = after.sum(name, &overflow) - before.sum(name, &overflow);
+    assert!(ours + folded >= n as f64, "exits lost: {ours} + {folded}");
+    assert!(ours <= n as f64);
+    let series = after.count(name, &[]);
+    assert!(
+        series <= capacity + 1,
+        "{series} exit series for a budget of {capacity}"
+    );
+    assert!(after.count(name, &[("comm", comm.as_str())]) < n);
 }
