@@ -458,6 +458,8 @@ fn page_faults_are_counted_by_comm() {
                 -1,
                 0,
             ) as *mut u8;
+            // one fault per 4 KiB page: no transparent huge pages (5.10's default is always)
+            libc::madvise(p.cast(), pages * 4096, libc::MADV_NOHUGEPAGE);
             for i in 0..pages {
                 p.add(i * 4096).write_volatile(1);
             }
