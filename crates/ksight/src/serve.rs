@@ -274,9 +274,7 @@ fn scrape(
         }
     }
     own::object_families(running, &mut families);
-    if bpf_stats {
-        own::bpf_stats(running, &mut families);
-    }
+    own::bpf_programs(running, bpf_stats, &mut families);
     tracing::debug!(elapsed = ?start.elapsed(), "collectors done");
     families.extend(own::process_families());
     families.push(

@@ -509,4 +509,9 @@ fn bpf_stats_report_program_runs() {
         0,
         "--collectors limits the set"
     );
+    // skipped runs are exported for every attached program, with or without --bpf-stats
+    for program in ["sys_exit_btf", "task_exit_btf", "exec_btf"] {
+        let labels = [("collector", "syscalls"), ("program", program)];
+        assert_eq!(s.count("ksight_bpf_program_misses_total", &labels), 1);
+    }
 }

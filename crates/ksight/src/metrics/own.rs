@@ -104,8 +104,15 @@ fn add_losses(map: &libbpf_rs::MapHandle, collector: &'static str, lost: &mut Fa
     }
 }
 
-/// Run time and count of every loaded program (needs kernel BPF statistics turned on).
-pub fn bpf_stats(collectors: &[Box<dyn Collector>], out: &mut Vec<Family>) {
+/// Per program: runs the kernel skipped (always: they are lost events) and, with kernel BPF
+/// statistics on, run time and count.
+pub fn bpf_programs(collectors: &[Box<dyn Collector>], with_stats: bool, out: &mut Vec<Family>) {
+    let mut misses = Family::new(
+        "ksight_bpf_program_misses_total",
+        Kind::Counter,
+        "Runs of a BPF program the kernel skipped because it was already running on that CPU \
+         (an event it interrupted); kernels from 5.12 count them.",
+    );
     let mut time = Family::new(
         "ksight_bpf_program_run_seconds_total",
         Kind::Counter,
@@ -125,14 +132,21 @@ pub fn bpf_stats(collectors: &[Box<dyn Collector>], out: &mut Vec<Family>) {
             let ret = unsafe {
                 libbpf_sys::bpf_prog_get_info_by_fd(fd.as_fd().as_raw_fd(), &mut info, &mut len)
             };
-            if ret == 0 {
-                let labels = vec![("collector", c.name().into()), ("program", name)];
+            if ret != 0 {
+                continue;
+            }
+            let labels = vec![("collector", c.name().into()), ("program", name)];
+            misses.set(labels.clone(), Value::Int(info.recursion_misses));
+            if with_stats {
                 time.set(labels.clone(), Value::Float(info.run_time_ns as f64 / 1e9));
                 runs.set(labels, Value::Int(info.run_cnt));
             }
         }
     }
-    out.extend([time, runs]);
+    out.push(misses);
+    if with_stats {
+        out.extend([time, runs]);
+    }
 }
 
 /// The standard process_* metrics, from /proc/self.
