@@ -146,11 +146,15 @@ fn tcp_resets_sent_and_received() {
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
     }
     let after = server.scrape();
-    // each refused SYN is answered with a reset, which the connecting socket receives
-    assert_eq!(
-        d(&after, &before, resets, &[("direction", "sent")]),
-        n as f64
-    );
+    // each refused SYN is answered with a reset, which the connecting socket receives; the
+    // tracepoint fires for resets sent on behalf of no socket only on newer kernels (not
+    // 6.1, yes 6.12: the matrix pins which)
+    let sent = d(&after, &before, resets, &[("direction", "sent")]);
+    match kernel_release() {
+        r if r >= (6, 12) => assert_eq!(sent, n as f64, "resets sent"),
+        r if r < (6, 2) => assert_eq!(sent, 0.0, "resets sent for no socket"),
+        _ => assert!(sent == 0.0 || sent == n as f64, "resets sent: {sent}"),
+    }
     assert_eq!(
         d(&after, &before, resets, &[("direction", "received")]),
         n as f64
@@ -173,12 +177,24 @@ fn tcp_resets_sent_and_received() {
         d(&after, &before, resets, &[("direction", "received")]),
         n as f64
     );
-    // kernels before 6.10 have no tracepoint on resets sent by an abort
+    // resets sent by an abort are traced from 6.10 (tcp_send_active_reset gained the call)
     let sent = d(&after, &before, resets, &[("direction", "sent")]);
-    assert!(
-        sent == 0.0 || sent == n as f64,
-        "aborts' resets sent: {sent}"
-    );
+    match kernel_release() {
+        r if r >= (6, 12) => assert_eq!(sent, n as f64, "aborts' resets sent"),
+        r if r < (6, 2) => assert_eq!(sent, 0.0, "aborts' resets sent"),
+        _ => assert!(
+            sent == 0.0 || sent == n as f64,
+            "aborts' resets sent: {sent}"
+        ),
+    }
+}
+
+fn kernel_release() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse().ok());
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
 
 fn abort(stream: TcpStream) {
@@ -484,7 +500,8 @@ fn context_switches_and_runqueue_latency() {
     let before = server.scrape();
     ping_pong(rounds);
     let after = server.scrape();
-    // each round blocks both sides once: at least two switches and two wakeups
+    // each round blocks both sides: at least two switches; a wakeup of a task that has not
+    // left its CPU yet gives no run-queue wait, so at least one sample per round
     let switches = d(&after, &before, "ksight_context_switches_total", &[]);
     assert!(switches >= 2.0 * rounds as f64, "switches {switches}");
     let waits = d(
@@ -493,7 +510,7 @@ fn context_switches_and_runqueue_latency() {
         "ksight_runqueue_latency_seconds_count",
         &[],
     );
-    assert!(waits >= 2.0 * rounds as f64, "runqueue samples {waits}");
+    assert!(waits >= rounds as f64, "runqueue samples {waits}");
     let inf = d(
         &after,
         &before,
