@@ -554,3 +554,46 @@ fn ping_pong(rounds: usize) {
         }
     }
 }
+
+#[test]
+fn raw_tp_fallbacks_attach_and_count_the_same() {
+    if !privileged() {
+        return;
+    }
+    let collectors = ["tcp", "sched", "block", "memory", "signals", "page_faults"];
+    let broken: Vec<String> = collectors.iter().map(|c| format!("{c}:tp_btf")).collect();
+    let server = Server::start_broken(&broken.join(","), &["--collectors", &collectors.join(",")]);
+    let up = server.scrape();
+    for c in collectors {
+        let labels = [("collector", c), ("hook", "raw_tp")];
+        assert_eq!(up.sum("ksight_collector_up", &labels), 1.0, "{c} on raw_tp");
+    }
+    let comm = unique_comm("raw");
+    let dev = LoopDevice::new(16 * 4096);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = server.scrape();
+    connect_loop(Ipv6Addr::LOCALHOST.into(), 10, 1000, 10);
+    direct_reads(Path::new(&dev.device), 16);
+    let child = spawn_named(&comm, || {});
+    for _ in 0..20 {
+        // SAFETY: signalling our own child; SIGCONT to a running process does nothing.
+        unsafe { libc::kill(child, libc::SIGCONT) };
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(child, libc::SIGKILL) };
+    wait(child);
+    ping_pong(100);
+    let after = settle(&server, |s| d(s, &before, LIFETIME_COUNT, &[]) >= 20.0);
+    let labels6 = [("direction", "active"), ("family", "ipv6")];
+    assert_eq!(d(&after, &before, ACTIVE, &labels6), 10.0);
+    // both ends of the 10 connections, and of the scrapes' (IPv4) ones
+    let lifetimes = d(&after, &before, LIFETIME_COUNT, &[]);
+    assert!((20.0..=26.0).contains(&lifetimes), "lifetimes {lifetimes}");
+    let block = [("device", dev.name()), ("op", "read")];
+    let count = "ksight_block_io_latency_seconds_count";
+    assert_eq!(d(&after, &before, count, &block), 16.0);
+    let cont = [("signal", "SIGCONT"), ("comm", comm.as_str())];
+    assert_eq!(d(&after, &before, "ksight_signals_total", &cont), 20.0);
+    let switches = d(&after, &before, "ksight_context_switches_total", &[]);
+    assert!(switches >= 200.0, "switches {switches}");
+}
