@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use libbpf_cargo::SkeletonBuilder;
 
-const OBJECTS: &[&str] = &["abi", "probe", "syscalls", "process", "files"];
+const OBJECTS: &[&str] = &["abi", "probe", "syscalls", "process", "files", "trace"];
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));

@@ -37,6 +37,33 @@ pub mod abi {
     unsafe impl plain::Plain for ks_proc_key {}
     // SAFETY: as above.
     unsafe impl plain::Plain for ks_slot_cache {}
+
+    // trace events (ksight trace): the ring-buffer records and their config.
+    pub use super::abi_skel::types::{
+        ks_ev_exec, ks_ev_exit, ks_ev_fork, ks_ev_hdr, ks_ev_kind, ks_ev_open, ks_ev_signal,
+        ks_ev_tcp, ks_systop_key, ks_systop_val, ks_tcp_what, ks_trace_config, ks_trace_filter,
+    };
+
+    // SAFETY: plain-old-data structs generated from C: every bit pattern is a valid value.
+    unsafe impl plain::Plain for ks_trace_config {}
+    // SAFETY: as above.
+    unsafe impl plain::Plain for ks_ev_hdr {}
+    // SAFETY: as above.
+    unsafe impl plain::Plain for ks_ev_exec {}
+    // SAFETY: as above.
+    unsafe impl plain::Plain for ks_ev_open {}
+    // SAFETY: as above.
+    unsafe impl plain::Plain for ks_ev_fork {}
+    // SAFETY: as above.
+    unsafe impl plain::Plain for ks_ev_exit {}
+    // SAFETY: as above.
+    unsafe impl plain::Plain for ks_ev_signal {}
+    // SAFETY: as above.
+    unsafe impl plain::Plain for ks_ev_tcp {}
+    // SAFETY: as above.
+    unsafe impl plain::Plain for ks_systop_key {}
+    // SAFETY: as above.
+    unsafe impl plain::Plain for ks_systop_val {}
 }
 
 macro_rules! object {
@@ -51,6 +78,7 @@ pub mod objects {
     pub const SYSCALLS: &[u8] = object!("syscalls");
     pub const PROCESS: &[u8] = object!("process");
     pub const FILES: &[u8] = object!("files");
+    pub const TRACE: &[u8] = object!("trace");
 }
 
 extern "C" {
@@ -126,5 +154,19 @@ mod tests {
         assert_eq!(std::mem::size_of::<abi::ks_file_key>(), 20);
         assert_eq!(std::mem::size_of::<abi::ks_errno_key>(), 8);
         assert_eq!(std::mem::size_of::<abi::ks_hist>(), (SLOTS + 2) * 8);
+        assert_eq!(std::mem::size_of::<abi::ks_systop_key>(), 8);
+    }
+
+    #[test]
+    fn trace_records_have_their_c_sizes() {
+        // The C layout, field by field (abi.h): a change there shows here.
+        assert_eq!(std::mem::size_of::<abi::ks_trace_config>(), 48);
+        assert_eq!(std::mem::size_of::<abi::ks_ev_hdr>(), 48);
+        assert_eq!(std::mem::size_of::<abi::ks_ev_exec>(), 48 + 16 + 256 + 256);
+        assert_eq!(std::mem::size_of::<abi::ks_ev_open>(), 48 + 24 + 256);
+        assert_eq!(std::mem::size_of::<abi::ks_ev_fork>(), 56);
+        assert_eq!(std::mem::size_of::<abi::ks_ev_exit>(), 64);
+        assert_eq!(std::mem::size_of::<abi::ks_ev_signal>(), 48 + 16 + 16);
+        assert_eq!(std::mem::size_of::<abi::ks_ev_tcp>(), 104);
     }
 }

@@ -11,6 +11,7 @@ mod names;
 mod privileges;
 mod serve;
 mod table;
+mod trace;
 
 use std::process::ExitCode;
 
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Serve(args) => serve::run(args, cli.btf.as_deref()),
         cli::Command::Doctor(args) => doctor::run(args, cli.btf.as_deref(), tracefs),
+        cli::Command::Trace(args) => trace::run(args, cli.btf.as_deref()),
     };
     match result {
         Ok(code) => code,
