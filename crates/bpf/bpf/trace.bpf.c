@@ -509,19 +509,6 @@ static __always_inline __u32 listen_key(struct sock *sk)
 	       BPF_CORE_READ(sk, __sk_common.skc_num);
 }
 
-/* The process in whose context the socket starts (connect, listen) owns it. */
-static __always_inline void remember_owner(void *map, void *key, struct sock *sk)
-{
-	struct ks_tcp_owner o = { .sk = (__u64)sk };
-
-	if (!current_subject(&o.h, KS_EV_TCP))
-		return; /* not ours to report: no entry, no event later */
-	o.h.ts_ns = 0;
-	/* for a connect that fails (SYN_SENT -> CLOSE); the local port comes later */
-	read_addrs(&o.addrs, sk);
-	bpf_map_update_elem(map, key, &o, BPF_ANY);
-}
-
 static __always_inline void read_addrs(struct ks_tcp_addrs *a, struct sock *sk)
 {
 	a->family = BPF_CORE_READ(sk, __sk_common.skc_family);
@@ -543,6 +530,19 @@ static __always_inline void put_addrs(struct ks_ev_tcp *e, const struct ks_tcp_a
 	e->family = a->family;
 	e->sport = a->sport;
 	e->dport = a->dport;
+}
+
+/* The process in whose context the socket starts (connect, listen) owns it. */
+static __always_inline void remember_owner(void *map, void *key, struct sock *sk)
+{
+	struct ks_tcp_owner o = { .sk = (__u64)sk };
+
+	if (!current_subject(&o.h, KS_EV_TCP))
+		return; /* not ours to report: no entry, no event later */
+	o.h.ts_ns = 0;
+	/* for a connect that fails (SYN_SENT -> CLOSE); the local port comes later */
+	read_addrs(&o.addrs, sk);
+	bpf_map_update_elem(map, key, &o, BPF_ANY);
 }
 
 /* owner: the socket's owner, or NULL when unknown (shown as pid 0, and only without
