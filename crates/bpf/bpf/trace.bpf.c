@@ -153,9 +153,12 @@ static __always_inline void submit(void *e)
 	bpf_ringbuf_submit(e, wakeup_flag());
 }
 
-static __always_inline bool comm_equal(const char a[KS_COMM_LEN], const char b[KS_COMM_LEN])
+/* b is the filter's comm in .rodata.trace: read through volatile, or the compiler folds it
+ * to the zeros the object was built with. */
+static __always_inline bool comm_equal(const char a[KS_COMM_LEN], const volatile char *b)
 {
-	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+	const __u64 *x = (const __u64 *)a;
+	const volatile __u64 *y = (const volatile __u64 *)b;
 
 	return x[0] == y[0] && x[1] == y[1];
 }
@@ -169,7 +172,7 @@ static __always_inline bool subject_passes(const struct ks_ev_hdr *h)
 		return false;
 	if (filter_on(KS_TF_CGROUP) && h->cgroup != ks_trace.cgroup)
 		return false;
-	if (filter_on(KS_TF_COMM) && !comm_equal(h->comm, (const char *)ks_trace.comm))
+	if (filter_on(KS_TF_COMM) && !comm_equal(h->comm, ks_trace.comm))
 		return false;
 	return true;
 }

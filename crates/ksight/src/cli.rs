@@ -112,15 +112,17 @@ pub struct DoctorArgs {
 }
 
 #[derive(Args, Debug)]
-#[command(after_help = "Events: exec, open, fork, exit, signal, tcp (several: exec,open,tcp); \
+#[command(
+    after_help = "Events: exec, open, fork, exit, signal, tcp (several: exec,open,tcp); \
 or syscalls alone (a top per --interval).\n\
 Filters are applied in the kernel before an event takes ring-buffer space. They match the \
 process doing the action (for exec the new image; for fork the parent; for signal the \
 sender; for tcp the socket's owner: the connecting or the listening process).\n\
-JSON schema: see README.md, section `ksight trace`.")]
+JSON schema: see README.md, section `ksight trace`."
+)]
 pub struct TraceArgs {
     /// Comma-separated events: exec, open, fork, exit, signal, tcp; or syscalls.
-    #[arg(value_name = "EVENTS", value_parser = crate::trace::parse_event, value_delimiter = ',', required = true)]
+    #[arg(value_name = "EVENTS", value_parser = crate::trace::parse_event, value_delimiter = ',')]
     pub events: Vec<crate::trace::Kind>,
 
     /// Only this process (thread-group id).

@@ -6,8 +6,7 @@ use std::io::{self, Write};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ksight_bpf::abi::{
-    ks_ev_exec, ks_ev_exit, ks_ev_fork, ks_ev_hdr, ks_ev_open, ks_ev_signal, ks_ev_tcp,
-    ks_tcp_what,
+    ks_ev_exec, ks_ev_exit, ks_ev_fork, ks_ev_hdr, ks_ev_open, ks_ev_signal, ks_ev_tcp, ks_tcp_what,
 };
 use serde::Serialize;
 
@@ -184,7 +183,9 @@ fn common(h: &ks_ev_hdr, clock: &Clock) -> Common {
 }
 
 fn error_of(ret: i64) -> Option<Cow<'static, str>> {
-    (-4095..0).contains(&ret).then(|| names::errno((-ret) as u32))
+    (-4095..0)
+        .contains(&ret)
+        .then(|| names::errno((-ret) as u32))
 }
 
 /// At most this many arguments are shown (the kernel reads at most KS_ARGS_LEN bytes).
@@ -362,7 +363,8 @@ pub fn open_flags(flags: u64) -> String {
 }
 
 /// The text columns: EVENT, RESULT and DETAIL follow TIME, PID, UID, COMM.
-pub const HEADER: &str = "TIME            EVENT   PID      UID    COMM             RESULT         DETAIL";
+pub const HEADER: &str =
+    "TIME            EVENT   PID      UID    COMM             RESULT         DETAIL";
 
 impl Event {
     pub fn common(&self) -> &Common {
@@ -402,7 +404,9 @@ impl Event {
 
     fn result(&self) -> String {
         match self {
-            Event::Exec { error, ret, .. } => error.as_deref().map_or(ret.to_string(), str::to_string),
+            Event::Exec { error, ret, .. } => {
+                error.as_deref().map_or(ret.to_string(), str::to_string)
+            }
             Event::Open { error, fd, .. } => match (error, fd) {
                 (Some(e), _) => e.to_string(),
                 (None, Some(fd)) => format!("fd={fd}"),
@@ -484,7 +488,11 @@ impl Event {
             ("", "", "")
         };
         let result = self.result();
-        let (ron, roff) = if color && self.failed() { (red, off) } else { ("", "") };
+        let (ron, roff) = if color && self.failed() {
+            (red, off)
+        } else {
+            ("", "")
+        };
         writeln!(
             out,
             "{time:<15} {on}{:<7}{off} {:<8} {:<6} {:<16} {ron}{:<14}{roff} {}",

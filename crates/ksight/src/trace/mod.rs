@@ -176,7 +176,7 @@ pub fn run(args: TraceArgs, btf: Option<&Path>) -> Result<ExitCode> {
     debug!(hook = %hook, events = ?kinds, "attached");
     install_stop_handler();
     if kinds == [Kind::Syscalls] {
-        top::run(&obj, &args)
+        top::run(&obj, &args, hook)
     } else {
         stream::run(&obj, &args, &kinds, hook)
     }
@@ -184,6 +184,9 @@ pub fn run(args: TraceArgs, btf: Option<&Path>) -> Result<ExitCode> {
 
 /// The requested kinds, deduplicated; `syscalls` (a periodic table) only alone.
 fn selection(events: &[Kind]) -> Result<Vec<Kind>> {
+    if events.is_empty() {
+        bail!("name the events to trace (valid: {VALID_EVENTS})");
+    }
     let mut kinds = events.to_vec();
     kinds.sort();
     kinds.dedup();
@@ -274,7 +277,11 @@ fn load_object(
 ) -> Result<(LoadedObject, Hook)> {
     let mut failures = Vec::new();
     for hook in [Hook::TpBtf, Hook::RawTp] {
-        let mut programs: Vec<&str> = kinds.iter().flat_map(|k| k.programs(hook)).copied().collect();
+        let mut programs: Vec<&str> = kinds
+            .iter()
+            .flat_map(|k| k.programs(hook))
+            .copied()
+            .collect();
         programs.sort();
         programs.dedup();
         let sections = [(".rodata.trace", config_bytes(config))];
@@ -291,7 +298,10 @@ fn load_object(
             Err(err) => failures.push(format!("{hook}: {err:#}")),
         }
     }
-    bail!("could not attach the trace programs: {}", failures.join("; "))
+    bail!(
+        "could not attach the trace programs: {}",
+        failures.join("; ")
+    )
 }
 
 #[cfg(test)]

@@ -95,7 +95,9 @@ fn use_color(args: &TraceArgs) -> bool {
     match args.color.as_str() {
         "always" => true,
         "never" => false,
-        _ => !args.json && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        _ => {
+            !args.json && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+        }
     }
 }
 
@@ -122,9 +124,17 @@ pub fn run(obj: &LoadedObject, args: &TraceArgs, kinds: &[Kind], hook: Hook) -> 
     let mut lost = Losses::default();
     loop {
         // EINTR (SIGINT arriving) is an ordinary return here; STOP is checked below.
-        let ret = ring.poll_raw(POLL);
+        let mut ret = ring.poll_raw(POLL);
+        // Records submitted without a wakeup do not make epoll report the ring ready:
+        // consume whatever is there after every wait.
+        if ret >= 0 || ret == -libc::EINTR {
+            ret = ring.consume_raw().min(0);
+        }
         if ret < 0 && ret != -libc::EINTR {
-            anyhow::bail!("reading the ring buffer: {}", std::io::Error::from_raw_os_error(-ret));
+            anyhow::bail!(
+                "reading the ring buffer: {}",
+                std::io::Error::from_raw_os_error(-ret)
+            );
         }
         lost.report(&lost_map, kinds, &mut sink.borrow_mut())?;
         sink.borrow_mut().flush();
@@ -149,8 +159,10 @@ fn start_line(s: &mut Sink, args: &TraceArgs, kinds: &[Kind], hook: Hook) {
     if s.json {
         let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
         let now = s.clock.wall(event::mono_ns());
-        s.line(json!({"type": "start", "time_ns": now, "events": names, "hook": hook.as_str(),
-            "ring_buffer_size": args.ring_buffer_size}));
+        s.line(
+            json!({"type": "start", "time_ns": now, "events": names, "hook": hook.as_str(),
+            "ring_buffer_size": args.ring_buffer_size}),
+        );
     } else if s.color {
         let _ = writeln!(s.out, "\x1b[1m{}\x1b[0m", event::HEADER);
     } else {
@@ -167,12 +179,7 @@ struct Losses {
 
 impl Losses {
     /// Reads the per-CPU counters (after a drain) and reports every increase.
-    fn report(
-        &mut self,
-        map: &libbpf_rs::MapHandle,
-        kinds: &[Kind],
-        s: &mut Sink,
-    ) -> Result<()> {
+    fn report(&mut self, map: &libbpf_rs::MapHandle, kinds: &[Kind], s: &mut Sink) -> Result<()> {
         let sums = percpu_array_sums(map)?;
         for k in kinds {
             let i = k.index() as usize;

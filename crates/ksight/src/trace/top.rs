@@ -18,6 +18,7 @@ use super::event::{self, Clock};
 use super::{stopping, Kind};
 use crate::bpf::{percpu_array_sums, LoadedObject};
 use crate::cli::TraceArgs;
+use crate::hooks::Hook;
 use crate::names;
 
 struct Row {
@@ -28,13 +29,24 @@ struct Row {
     errors: u64,
 }
 
-pub fn run(obj: &LoadedObject, args: &TraceArgs) -> Result<ExitCode> {
+pub fn run(obj: &LoadedObject, args: &TraceArgs, hook: Hook) -> Result<ExitCode> {
     let maps = [obj.map("trace_systop_a")?, obj.map("trace_systop_b")?];
     let lost_map = obj.map("trace_lost")?;
     let clock = Clock::now();
     let started = Instant::now();
     let mut lost_seen = 0u64;
     let mut out = std::io::stdout().lock();
+    if args.json {
+        // the same first record as the event stream: readers wait for it
+        let now = clock.wall(event::mono_ns());
+        writeln!(
+            out,
+            "{}",
+            json!({"type": "start", "time_ns": now, "events": ["syscalls"],
+            "hook": hook.as_str(), "interval_ns": args.interval.as_nanos() as u64})
+        )?;
+        out.flush()?;
+    }
     loop {
         let begin = Instant::now();
         let stop = sleep_until(begin + args.interval, args);
@@ -121,7 +133,11 @@ fn print_table(
 ) -> Result<()> {
     let total: u64 = rows.iter().map(|r| r.count).sum();
     let bold = std::io::stdout().is_terminal();
-    let (b, o) = if bold { ("\x1b[1m", "\x1b[0m") } else { ("", "") };
+    let (b, o) = if bold {
+        ("\x1b[1m", "\x1b[0m")
+    } else {
+        ("", "")
+    };
     writeln!(
         out,
         "{} syscalls in {:.2}s: {total} calls, top {} of {} (process, syscall)",
@@ -130,7 +146,11 @@ fn print_table(
         top.min(rows.len()),
         rows.len()
     )?;
-    writeln!(out, "{b}{:<8} {:<16} {:<20} {:>10} {:>8}{o}", "PID", "COMM", "SYSCALL", "COUNT", "ERRORS")?;
+    writeln!(
+        out,
+        "{b}{:<8} {:<16} {:<20} {:>10} {:>8}{o}",
+        "PID", "COMM", "SYSCALL", "COUNT", "ERRORS"
+    )?;
     for r in rows.iter().take(top) {
         writeln!(
             out,
@@ -177,12 +197,19 @@ fn report_lost(
     out: &mut impl Write,
 ) -> Result<u64> {
     let sums = percpu_array_sums(map)?;
-    let total = sums.get(Kind::Syscalls.index() as usize).copied().unwrap_or(0);
+    let total = sums
+        .get(Kind::Syscalls.index() as usize)
+        .copied()
+        .unwrap_or(0);
     if total > seen {
         let new = total - seen;
         eprintln!("ksight: lost {new} syscall counts (map full; {total} in all)");
         if json {
-            writeln!(out, "{}", json!({"type": "lost", "time_ns": now, "event": "syscalls", "count": new, "total": total}))?;
+            writeln!(
+                out,
+                "{}",
+                json!({"type": "lost", "time_ns": now, "event": "syscalls", "count": new, "total": total})
+            )?;
         }
     }
     Ok(total)
