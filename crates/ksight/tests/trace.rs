@@ -671,6 +671,73 @@ fn several_events_at_once_in_text() {
     assert!(!rest.contains('\x1b'), "no colours when not on a terminal");
 }
 
+/// The cgroup2 hierarchy: where it is mounted, or a private mount of our own.
+fn cgroup2_root() -> std::path::PathBuf {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    if let Some(dir) = mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2] == "cgroup2")
+        .map(|f| f[1].to_string())
+    {
+        return dir.into();
+    }
+    let dir = std::env::temp_dir().join(format!("ksight-cgroup2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mount point");
+    let target = cstr(&dir.to_string_lossy());
+    // SAFETY: mounting cgroup2 on a directory we created; NUL-terminated strings.
+    let ret = unsafe {
+        libc::mount(
+            c"none".as_ptr(),
+            target.as_ptr(),
+            c"cgroup2".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(ret, 0, "mount cgroup2: {}", std::io::Error::last_os_error());
+    dir
+}
+
+#[test]
+fn cgroup_filter_keeps_processes_of_one_cgroup() {
+    if !privileged() {
+        return;
+    }
+    let name = unique_comm("cgrp");
+    let dir = cgroup2_root().join(format!("ksight-{name}"));
+    std::fs::create_dir_all(&dir).expect("create a cgroup");
+    let procs = cstr(&dir.join("cgroup.procs").to_string_lossy());
+    const N: usize = 4;
+    let (ok, missing) = test_paths(&name, N);
+    let tracer = Tracer::start(&["open", "--cgroup", &dir.to_string_lossy()]);
+    open_workload(&name, &ok, &missing); // outside the cgroup: filtered out
+    in_child(&name, || {
+        // SAFETY: writing "0" (this process) into cgroup.procs moves the child; then opens.
+        unsafe {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            for p in &missing {
+                libc::open(p.as_ptr(), libc::O_RDONLY);
+            }
+        }
+    });
+    let out = tracer.finish();
+    let _ = std::fs::remove_dir(&dir);
+    let opens = out.of_type("open");
+    assert_eq!(opens.len(), N, "{:?}", out.records);
+    let id = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(cgroup2_root()).map(|m| m.ino()).unwrap_or(0)
+    };
+    for e in opens {
+        assert_eq!(e["comm"], name.as_str());
+        assert_eq!(e["error"], "ENOENT");
+        assert_ne!(e["cgroup_id"], id, "not the root cgroup");
+    }
+}
+
 // ---- bad input: no root needed -------------------------------------------------------
 
 fn ksight(args: &[&str]) -> std::process::Output {
