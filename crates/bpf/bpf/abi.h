@@ -126,7 +126,7 @@ enum ks_trace_filter {
 	KS_TF_PID = 1,
 	KS_TF_UID = 2,
 	KS_TF_COMM = 4,
-	KS_TF_CGROUP = 8,
+	KS_TF_CGROUP = 8, /* the cgroup id is a key of the map trace_cgroups */
 	KS_TF_FAILED = 16,
 };
 
@@ -140,20 +140,20 @@ enum ks_tcp_what {
 /* Set by user space before load (section .rodata.trace of trace.bpf.c): filters are
  * constants the verifier folds, checked before any ring-buffer space is reserved. */
 struct ks_trace_config {
-	__u64 cgroup;       /* KS_TF_CGROUP: cgroup v2 id (the directory's inode number) */
 	__u32 flags;        /* enum ks_trace_filter bits */
 	__u32 pid;          /* KS_TF_PID: thread-group id */
 	__u32 uid;          /* KS_TF_UID */
 	__u32 kinds;        /* bit (1 << enum ks_ev_kind) per requested kind */
 	__u32 wakeup_bytes; /* wake the reader once this much is waiting; 0: every record */
-	__u32 pad;
+	__u32 cgroup_mode;  /* which cgroup id events carry and KS_TF_CGROUP checks:
+			     * 1 v2, 2 v1 memory hierarchy, 0 bpf_get_current_cgroup_id() */
 	char comm[KS_COMM_LEN]; /* KS_TF_COMM: the process's (leader's) comm */
 };
 
 /* Who did it: the current process, or for tcp the socket's owner (pid 0 if unknown). */
 struct ks_ev_hdr {
 	__u64 ts_ns;  /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
-	__u64 cgroup; /* cgroup v2 id */
+	__u64 cgroup; /* cgroup id (kernfs id) in the hierarchy of ks_trace_config.cgroup_mode */
 	__u32 kind;   /* enum ks_ev_kind */
 	__u32 pid;    /* thread-group id */
 	__u32 tid;

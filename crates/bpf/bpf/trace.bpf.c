@@ -52,6 +52,14 @@ struct {
 	__type(value, __u64);
 } trace_lost SEC(".maps");
 
+/* --cgroup/--container: the cgroup ids to keep (user space fills it right after load). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u8);
+} trace_cgroups SEC(".maps");
+
 /* Processes already reported dead (see process.bpf.c: several threads can see live == 0). */
 struct ks_trace_dead {
 	__u64 signal;
@@ -170,16 +178,40 @@ static __always_inline bool subject_passes(const struct ks_ev_hdr *h)
 		return false;
 	if (filter_on(KS_TF_UID) && h->uid != ks_trace.uid)
 		return false;
-	if (filter_on(KS_TF_CGROUP) && h->cgroup != ks_trace.cgroup)
+	if (filter_on(KS_TF_CGROUP) && !bpf_map_lookup_elem(&trace_cgroups, &h->cgroup))
 		return false;
 	if (filter_on(KS_TF_COMM) && !comm_equal(h->comm, ks_trace.comm))
 		return false;
 	return true;
 }
 
+/* The task's cgroup id in the hierarchy user space chose (the same as maps.bpf.h's
+ * ks_task_cgroup on main, keyed by ks_trace.cgroup_mode): v2, or the v1 memory hierarchy
+ * (hybrid hosts, where every task sits in the v2 root). */
+static __always_inline __u64 task_cgroup(struct task_struct *task)
+{
+	if (ks_trace.cgroup_mode == 1)
+		return BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
+	if (ks_trace.cgroup_mode == 2 && bpf_core_enum_value_exists(enum cgroup_subsys_id, memory_cgrp_id)) {
+		/* the controller's index depends on the kernel's config: relocated, not constant */
+		__u64 memory = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
+		struct css_set *set = BPF_CORE_READ(task, cgroups);
+		struct cgroup_subsys_state *css = NULL;
+
+		if (!set || memory >= 16)
+			return 0;
+		bpf_probe_read_kernel(&css, sizeof(css),
+				      (void *)set + bpf_core_field_offset(struct css_set, subsys) +
+					      memory * sizeof(css));
+		return css ? BPF_CORE_READ(css, cgroup, kn, id) : 0;
+	}
+	return bpf_get_current_cgroup_id();
+}
+
 /* Fills h from current; false if current is filtered out (checked cheapest first). */
 static __always_inline bool current_subject(struct ks_ev_hdr *h, __u32 kind)
 {
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u64 id = bpf_get_current_pid_tgid();
 
 	h->pid = id >> 32;
@@ -189,10 +221,10 @@ static __always_inline bool current_subject(struct ks_ev_hdr *h, __u32 kind)
 		return false;
 	h->tid = (__u32)id;
 	h->uid = (__u32)bpf_get_current_uid_gid();
-	h->cgroup = bpf_get_current_cgroup_id();
+	h->cgroup = task_cgroup(task);
 	h->kind = kind;
 	h->ts_ns = bpf_ktime_get_ns();
-	ks_leader_comm((struct task_struct *)bpf_get_current_task(), h->comm);
+	ks_leader_comm(task, h->comm);
 	return subject_passes(h);
 }
 

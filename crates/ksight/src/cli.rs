@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::enrich::LabelSet;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "ksight",
@@ -102,6 +104,16 @@ pub struct ServeArgs {
     /// Export the programs' run time and run count (turns on kernel BPF statistics).
     #[arg(long = "bpf-stats")]
     pub bpf_stats: bool,
+
+    /// Cgroup labels to add to per-process series: a comma list of cgroup (path), container
+    /// (64-hex id), pod (Kubernetes pod UID), unit (systemd unit). Default: none.
+    #[arg(
+        long,
+        default_value = "",
+        value_name = "LIST",
+        hide_default_value = true
+    )]
+    pub labels: LabelSet,
 }
 
 #[derive(Args, Debug)]
@@ -137,9 +149,14 @@ pub struct TraceArgs {
     #[arg(long, value_name = "UID")]
     pub uid: Option<u32>,
 
-    /// Only processes in this cgroup v2 directory (a path, or its numeric id).
+    /// Only processes in this cgroup or below it (a hierarchy path such as
+    /// /system.slice, its directory, or a numeric id).
     #[arg(long, value_name = "PATH")]
     pub cgroup: Option<String>,
+
+    /// Only processes of this container (its id, or a prefix of at least 12 hex digits).
+    #[arg(long, value_name = "ID", value_parser = crate::trace::parse_container)]
+    pub container: Option<String>,
 
     /// Only failed events: exec/open errors, non-zero exits and kills, undelivered signals,
     /// failed connects.

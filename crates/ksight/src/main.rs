@@ -5,6 +5,7 @@ mod cli;
 mod collector;
 mod collectors;
 mod doctor;
+mod enrich;
 mod hooks;
 mod metrics;
 mod names;

@@ -21,6 +21,8 @@ use crate::bpf::LoadConfig;
 use crate::cli::ServeArgs;
 use crate::collector::{self, Attachment, Collector};
 use crate::collectors::{self, Limits};
+use crate::enrich::cgroup::Hierarchy;
+use crate::enrich::LabelSet;
 use crate::metrics::encode::{encode, Format};
 use crate::metrics::model::{Family, Kind, Value};
 use crate::metrics::own;
@@ -31,6 +33,7 @@ type ScrapeRequest = (Format, oneshot::Sender<String>);
 pub fn run(args: ServeArgs, btf: Option<&Path>) -> Result<ExitCode> {
     let names = selected_collectors(&args)?;
     let addr = parse_listen(&args.listen)?;
+    report_labels(args.labels);
     privileges::require_bpf_privileges()?;
     let config = load_config(btf, args.include_self)?;
     // Bind before loading anything: a taken port fails fast and loads nothing.
@@ -87,6 +90,22 @@ pub fn run(args: ServeArgs, btf: Option<&Path>) -> Result<ExitCode> {
         .map_err(|_| anyhow!("collector thread panicked"))?;
     info!("detached; bye");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Say which cgroup hierarchy `--labels` reads (the collectors add the labels themselves).
+fn report_labels(labels: LabelSet) {
+    if labels.is_empty() {
+        return;
+    }
+    match Hierarchy::detect() {
+        Ok(Some(h)) => info!(
+            "--labels={labels}: cgroups from the {} (BPF cgroup mode {})",
+            h.describe(),
+            h.bpf_mode()
+        ),
+        Ok(None) => warn!("--labels={labels}: no cgroup filesystem is mounted; values stay empty"),
+        Err(err) => warn!("--labels={labels}: cannot read /proc/self/mountinfo: {err}"),
+    }
 }
 
 fn selected_collectors(args: &ServeArgs) -> Result<Vec<&'static str>> {

@@ -671,16 +671,34 @@ fn several_events_at_once_in_text() {
     assert!(!rest.contains('\x1b'), "no colours when not on a terminal");
 }
 
-/// The cgroup2 hierarchy: where it is mounted, or a private mount of our own.
-fn cgroup2_root() -> std::path::PathBuf {
+/// The hierarchy ksight filters on (as `enrich::cgroup` picks it): v2 when it carries the
+/// memory controller or no v1 memory hierarchy is mounted, else the v1 memory hierarchy
+/// (hybrid hosts); with no cgroup filesystem at all, a private cgroup2 mount of our own.
+fn cgroup_root() -> std::path::PathBuf {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    if let Some(dir) = mounts
+    let fields: Vec<Vec<&str>> = mounts
         .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f.len() > 2 && f[2] == "cgroup2")
-        .map(|f| f[1].to_string())
-    {
-        return dir.into();
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let v2 = fields
+        .iter()
+        .find(|f| f.len() > 3 && f[2] == "cgroup2")
+        .map(|f| f[1]);
+    let v1_memory = fields
+        .iter()
+        .find(|f| f.len() > 3 && f[2] == "cgroup" && f[3].split(',').any(|o| o == "memory"))
+        .map(|f| f[1]);
+    let v2_has_memory = v2.is_some_and(|d| {
+        std::fs::read_to_string(format!("{d}/cgroup.controllers"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .any(|c| c == "memory")
+    });
+    match (v2, v1_memory) {
+        (Some(d), _) if v2_has_memory => return d.into(),
+        (_, Some(d)) => return d.into(),
+        (Some(d), None) => return d.into(),
+        (None, None) => {}
     }
     let dir = std::env::temp_dir().join(format!("ksight-cgroup2-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("mount point");
@@ -699,20 +717,17 @@ fn cgroup2_root() -> std::path::PathBuf {
     dir
 }
 
-#[test]
-fn cgroup_filter_keeps_processes_of_one_cgroup() {
-    if !privileged() {
-        return;
-    }
-    let name = unique_comm("cgrp");
-    let dir = cgroup2_root().join(format!("ksight-{name}"));
-    std::fs::create_dir_all(&dir).expect("create a cgroup");
+/// Runs the open workload outside any new cgroup (filtered out), then in a child moved into
+/// the cgroup `dir`; returns the events of a trace with `filter`.
+fn opens_in_cgroup(name: &str, dir: &std::path::Path, filter: &[&str], n: usize) -> Finished {
+    std::fs::create_dir_all(dir).expect("create a cgroup");
     let procs = cstr(&dir.join("cgroup.procs").to_string_lossy());
-    const N: usize = 4;
-    let (ok, missing) = test_paths(&name, N);
-    let tracer = Tracer::start(&["open", "--cgroup", &dir.to_string_lossy()]);
-    open_workload(&name, &ok, &missing); // outside the cgroup: filtered out
-    in_child(&name, || {
+    let (ok, missing) = test_paths(name, n);
+    let mut args = vec!["open"];
+    args.extend_from_slice(filter);
+    let tracer = Tracer::start(&args);
+    open_workload(name, &ok, &missing); // outside the cgroup: filtered out
+    in_child(name, || {
         // SAFETY: writing "0" (this process) into cgroup.procs moves the child; then opens.
         unsafe {
             let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
@@ -724,18 +739,45 @@ fn cgroup_filter_keeps_processes_of_one_cgroup() {
         }
     });
     let out = tracer.finish();
-    let _ = std::fs::remove_dir(&dir);
+    let _ = std::fs::remove_dir(dir);
+    out
+}
+
+#[test]
+fn cgroup_filter_keeps_processes_of_one_cgroup() {
+    if !privileged() {
+        return;
+    }
+    let name = unique_comm("cgrp");
+    let root = cgroup_root();
+    let dir = root.join(format!("ksight-{name}"));
+    const N: usize = 4;
+    let out = opens_in_cgroup(&name, &dir, &["--cgroup", &dir.to_string_lossy()], N);
     let opens = out.of_type("open");
     assert_eq!(opens.len(), N, "{:?}", out.records);
     let id = {
         use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(cgroup2_root()).map(|m| m.ino()).unwrap_or(0)
+        std::fs::metadata(&root).map(|m| m.ino()).unwrap_or(0)
     };
     for e in opens {
         assert_eq!(e["comm"], name.as_str());
         assert_eq!(e["error"], "ENOENT");
         assert_ne!(e["cgroup_id"], id, "not the root cgroup");
     }
+}
+
+#[test]
+fn container_filter_finds_the_containers_cgroup() {
+    if !privileged() {
+        return;
+    }
+    let name = unique_comm("ctr");
+    // A docker-style scope with a made-up id unique to this run.
+    let id = format!("{:0>64x}", (std::process::id() as u64) << 20 | 0xc0ffee);
+    let dir = cgroup_root().join(format!("docker-{id}.scope"));
+    const N: usize = 3;
+    let out = opens_in_cgroup(&name, &dir, &["--container", &id[..12]], N);
+    assert_eq!(out.of_type("open").len(), N, "{:?}", out.records);
 }
 
 // ---- bad input: no root needed -------------------------------------------------------
@@ -782,7 +824,7 @@ fn bad_filters_say_what_is_valid() {
         "cannot be combined with other events",
     );
     assert_one_line_failure(
-        &["trace", "exec", "--cgroup", "/nonexistent/cgroup"],
-        "not a cgroup v2 directory",
+        &["trace", "exec", "--container", "xyz"],
+        "not a container id (12 to 64 hex digits)",
     );
 }

@@ -7,16 +7,17 @@
 //! ring buffer the counts are read and every increase is reported (stderr, and a `lost`
 //! record in JSON), with a summary at exit: delivered + lost is every event that matched.
 
+mod cgroups;
 mod event;
 mod stream;
 mod top;
 
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Result};
+use cgroups::CgroupFilter;
 use ksight_bpf::abi::{ks_ev_kind, ks_trace_config, ks_trace_filter};
 use tracing::debug;
 
@@ -109,6 +110,8 @@ pub fn parse_event(text: &str) -> Result<Kind, String> {
         .ok_or_else(|| format!("unknown event {text:?} (valid: {VALID_EVENTS})"))
 }
 
+pub use cgroups::parse_container;
+
 pub fn parse_comm(text: &str) -> Result<String, String> {
     if text.is_empty() || text.len() > 15 || text.contains('\0') {
         return Err(format!(
@@ -163,7 +166,8 @@ pub fn stopping() -> bool {
 
 pub fn run(args: TraceArgs, btf: Option<&Path>) -> Result<ExitCode> {
     let kinds = selection(&args.events)?;
-    let config = trace_config(&args, &kinds)?;
+    let cgroups = cgroups::resolve(args.cgroup.as_deref(), args.container.as_deref())?;
+    let config = trace_config(&args, &kinds, &cgroups)?;
     privileges::require_bpf_privileges()?;
     let btf = privileges::resolve_btf(btf)?;
     // The object lives until exit; LoadConfig wants a 'static path.
@@ -173,6 +177,9 @@ pub fn run(args: TraceArgs, btf: Option<&Path>) -> Result<ExitCode> {
         btf,
     };
     let (obj, hook) = load_object(&kinds, &config, args.ring_buffer_size, load)?;
+    if let Some(ids) = &cgroups.ids {
+        cgroups::install(&obj, ids)?;
+    }
     debug!(hook = %hook, events = ?kinds, "attached");
     install_stop_handler();
     if kinds == [Kind::Syscalls] {
@@ -196,7 +203,11 @@ fn selection(events: &[Kind]) -> Result<Vec<Kind>> {
     Ok(kinds)
 }
 
-fn trace_config(args: &TraceArgs, kinds: &[Kind]) -> Result<ks_trace_config> {
+fn trace_config(
+    args: &TraceArgs,
+    kinds: &[Kind],
+    cgroups: &CgroupFilter,
+) -> Result<ks_trace_config> {
     let mut c = ks_trace_config {
         kinds: kinds.iter().fold(0, |m, k| m | 1 << k.index()),
         // Wake the reader when a quarter of the buffer waits; it also polls every few ms.
@@ -215,10 +226,10 @@ fn trace_config(args: &TraceArgs, kinds: &[Kind]) -> Result<ks_trace_config> {
         flag(ks_trace_filter::KS_TF_UID);
         c.uid = uid;
     }
-    if let Some(cgroup) = &args.cgroup {
+    if cgroups.ids.is_some() {
         flag(ks_trace_filter::KS_TF_CGROUP);
-        c.cgroup = cgroup_id(cgroup)?;
     }
+    c.cgroup_mode = cgroups.mode;
     if let Some(comm) = &args.comm {
         flag(ks_trace_filter::KS_TF_COMM);
         for (dst, src) in c.comm.iter_mut().zip(comm.bytes()) {
@@ -226,41 +237,6 @@ fn trace_config(args: &TraceArgs, kinds: &[Kind]) -> Result<ks_trace_config> {
         }
     }
     Ok(c)
-}
-
-const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
-
-/// A cgroup v2 id: the number itself, or the inode number of the cgroup's directory (the
-/// kernfs id `bpf_get_current_cgroup_id()` returns). Relative paths are tried under
-/// /sys/fs/cgroup and /sys/fs/cgroup/unified (hybrid hosts).
-fn cgroup_id(spec: &str) -> Result<u64> {
-    if let Ok(id) = spec.parse::<u64>() {
-        return Ok(id);
-    }
-    let candidates = [
-        Path::new(spec).to_path_buf(),
-        Path::new("/sys/fs/cgroup").join(spec.trim_start_matches('/')),
-        Path::new("/sys/fs/cgroup/unified").join(spec.trim_start_matches('/')),
-    ];
-    let path = candidates
-        .iter()
-        .find(|p| p.is_dir() && is_cgroup2(p))
-        .ok_or_else(|| {
-            anyhow!("--cgroup {spec}: not a cgroup v2 directory (give a path in the cgroup2 hierarchy, or its id)")
-        })?;
-    let meta = std::fs::metadata(path).with_context(|| format!("--cgroup {spec}"))?;
-    Ok(meta.ino())
-}
-
-fn is_cgroup2(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs writes into the zeroed struct we own; c is NUL-terminated.
-    unsafe {
-        let mut fs: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &mut fs) == 0 && fs.f_type as i64 == CGROUP2_SUPER_MAGIC
-    }
 }
 
 fn config_bytes(c: &ks_trace_config) -> &[u8] {
