@@ -40,8 +40,10 @@ start_tool() {
   PID=$!
   local marker
   case $1 in
-    floor) marker=attached ;; ksight_*) marker=TIME ;; opensnoop) marker=PID ;;
-    execsnoop) marker=PCOMM ;; bpftrace_*) marker=Attaching ;;
+    floor) marker=attached ;; ksight_*) marker=TIME ;; bpftrace_*) marker=Attaching ;;
+    # their output to a file is block-buffered (stdbuf -oL would add a write per event):
+    # libbpf-tools attach within about a second; give them three.
+    opensnoop | execsnoop) sleep 3; kill -0 "$PID" || { echo "bench: $1 exited: $(cat "$T/err")" >&2; exit 1; }; return ;;
   esac
   for _ in $(seq 300); do grep -q "$marker" "$T/out" 2>/dev/null && break; sleep 0.1; done
   grep -q "$marker" "$T/out" || { echo "bench: $1 did not start: $(cat "$T/out" "$T/err")" >&2; exit 1; }
@@ -59,14 +61,12 @@ stop_tool() {
   wait "$PID" 2>/dev/null || true
 }
 
-# delivered NAME WORKLOAD: events of the workload the tool printed.
+# delivered NAME: events of the workload's loop the tool printed (not the loop's own start).
 delivered() {
   case $1 in
-    ksight_open) grep -c ' open ' "$T/out" || true ;;
-    ksight_exec) grep -c 'benchtrue' "$T/out" || true ;;
-    opensnoop) grep -c 'openloop' "$T/out" || true ;;
-    execsnoop | bpftrace_exec) grep -c 'benchtrue' "$T/out" || true ;;
-    bpftrace_open) grep -c 'openloop' "$T/out" || true ;;
+    ksight_open | opensnoop | bpftrace_open) grep -c 'ksight-bench' "$T/out" || true ;;
+    ksight_exec | execsnoop) grep -c 'benchtrue a b c' "$T/out" || true ;;
+    bpftrace_exec) grep -c ' execloop .*benchtrue$' "$T/out" || true ;;
     *) echo - ;;
   esac
 }
