@@ -136,7 +136,7 @@ pub fn run(obj: &LoadedObject, args: &TraceArgs, kinds: &[Kind], hook: Hook) -> 
                 std::io::Error::from_raw_os_error(-ret)
             );
         }
-        lost.report(&lost_map, kinds, &mut sink.borrow_mut())?;
+        lost.report(&lost_map, kinds, &mut sink.borrow_mut(), false)?;
         sink.borrow_mut().flush();
         let expired = deadline.is_some_and(|d| Instant::now() >= d);
         if stopping() || expired || sink.borrow().done() {
@@ -147,7 +147,7 @@ pub fn run(obj: &LoadedObject, args: &TraceArgs, kinds: &[Kind], hook: Hook) -> 
     if !sink.borrow().done() {
         ring.consume_raw();
     }
-    lost.report(&lost_map, kinds, &mut sink.borrow_mut())?;
+    lost.report(&lost_map, kinds, &mut sink.borrow_mut(), true)?;
     let mut s = sink.borrow_mut();
     summary(&mut s, kinds, &lost);
     s.flush();
@@ -174,32 +174,64 @@ fn start_line(s: &mut Sink, args: &TraceArgs, kinds: &[Kind], hook: Hook) {
 /// Kernel loss counters as last reported.
 #[derive(Default)]
 struct Losses {
+    /// Totals read so far (JSON `lost` records follow every increase).
     seen: [u64; KINDS],
+    /// Totals as last printed to stderr: at most once a second, so a flood does not flood it.
+    printed: [u64; KINDS],
+    last_print: Option<Instant>,
 }
 
 impl Losses {
-    /// Reads the per-CPU counters (after a drain) and reports every increase.
-    fn report(&mut self, map: &libbpf_rs::MapHandle, kinds: &[Kind], s: &mut Sink) -> Result<()> {
+    /// Reads the per-CPU counters (after a drain) and reports every increase; `last` forces
+    /// the stderr line (at exit).
+    fn report(
+        &mut self,
+        map: &libbpf_rs::MapHandle,
+        kinds: &[Kind],
+        s: &mut Sink,
+        last: bool,
+    ) -> Result<()> {
         let sums = percpu_array_sums(map)?;
         for k in kinds {
             let i = k.index() as usize;
             let total = sums.get(i).copied().unwrap_or(0);
             let new = total.saturating_sub(self.seen[i]);
-            if new == 0 {
-                continue;
-            }
             self.seen[i] = total;
-            eprintln!(
-                "ksight: lost {new} {} events (ring buffer full; {total} in all; try a larger --ring-buffer-size)",
-                k.name()
-            );
-            if s.json && !s.closed {
+            if new > 0 && s.json && !s.closed {
                 let now = s.clock.wall(event::mono_ns());
                 s.line(json!({"type": "lost", "time_ns": now, "event": k.name(),
                     "count": new, "total": total}));
             }
         }
+        let due = last
+            || self
+                .last_print
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if due {
+            self.print(kinds);
+        }
         Ok(())
+    }
+
+    fn print(&mut self, kinds: &[Kind]) {
+        let mut printed_any = false;
+        for k in kinds {
+            let i = k.index() as usize;
+            let new = self.seen[i] - self.printed[i];
+            if new == 0 {
+                continue;
+            }
+            self.printed[i] = self.seen[i];
+            printed_any = true;
+            eprintln!(
+                "ksight: lost {new} {} events (ring buffer full; {} in all; try a larger --ring-buffer-size)",
+                k.name(),
+                self.seen[i]
+            );
+        }
+        if printed_any {
+            self.last_print = Some(Instant::now());
+        }
     }
 }
 
