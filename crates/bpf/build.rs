@@ -9,6 +9,7 @@ use libbpf_cargo::SkeletonBuilder;
 
 const OBJECTS: &[&str] = &[
     "abi", "probe", "syscalls", "process", "files", "tcp", "sched", "block", "memory", "signals",
+    "trace",
 ];
 
 fn main() {

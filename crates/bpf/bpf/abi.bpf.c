@@ -19,6 +19,20 @@ struct ks_block_key ks_abi_block_key;
 enum ks_loss ks_abi_loss;
 enum ks_cgroup_mode ks_abi_cgroup_mode;
 enum ks_tcp_counter ks_abi_tcp_counter;
+/* trace events */
+struct ks_trace_config ks_abi_trace_config;
+struct ks_ev_hdr ks_abi_ev_hdr;
+struct ks_ev_exec ks_abi_ev_exec;
+struct ks_ev_open ks_abi_ev_open;
+struct ks_ev_fork ks_abi_ev_fork;
+struct ks_ev_exit ks_abi_ev_exit;
+struct ks_ev_signal ks_abi_ev_signal;
+struct ks_ev_tcp ks_abi_ev_tcp;
+struct ks_systop_key ks_abi_systop_key;
+struct ks_systop_val ks_abi_systop_val;
+enum ks_ev_kind ks_abi_ev_kind;
+enum ks_trace_filter ks_abi_trace_filter;
+enum ks_tcp_what ks_abi_tcp_what;
 enum ks_proc_kind ks_abi_proc_kind;
 
 char LICENSE[] SEC("license") = "GPL";

@@ -155,4 +155,132 @@ struct ks_block_key {
 	__u32 op;
 };
 
+/* ======================================================================================
+ * trace events (ksight trace): records of the ring buffer, its config and its counters.
+ * Every record starts with a struct ks_ev_hdr whose kind says which struct it is.
+ * ====================================================================================== */
+
+#define KS_PATH_LEN 256 /* file names and paths, NUL-terminated, truncated beyond */
+#define KS_ARGS_LEN 256 /* argv bytes read from the new image (NUL-separated) */
+
+/* What ksight trace can report; also the index of the per-CPU loss counters. */
+enum ks_ev_kind {
+	KS_EV_EXEC = 0,
+	KS_EV_OPEN = 1,
+	KS_EV_FORK = 2,
+	KS_EV_EXIT = 3,
+	KS_EV_SIGNAL = 4,
+	KS_EV_TCP = 5,
+	KS_EV_SYSCALLS = 6, /* counted in maps, not streamed: its loss is a full map */
+	KS_EV_KINDS = 7,
+};
+
+/* ks_trace_config.flags: which filters are set. */
+enum ks_trace_filter {
+	KS_TF_PID = 1,
+	KS_TF_UID = 2,
+	KS_TF_COMM = 4,
+	KS_TF_CGROUP = 8, /* the cgroup id is a key of the map trace_cgroups */
+	KS_TF_FAILED = 16,
+};
+
+/* What ks_ev_tcp reports. */
+enum ks_tcp_what {
+	KS_TCP_CONNECT = 0, /* SYN_SENT -> ESTABLISHED, or SYN_SENT -> CLOSE (failed) */
+	KS_TCP_ACCEPT = 1,  /* SYN_RECV -> ESTABLISHED */
+	KS_TCP_CLOSE = 2,   /* -> CLOSE after being established */
+};
+
+/* Set by user space before load (section .rodata.trace of trace.bpf.c): filters are
+ * constants the verifier folds, checked before any ring-buffer space is reserved. */
+struct ks_trace_config {
+	__u32 flags;        /* enum ks_trace_filter bits */
+	__u32 pid;          /* KS_TF_PID: thread-group id */
+	__u32 uid;          /* KS_TF_UID */
+	__u32 kinds;        /* bit (1 << enum ks_ev_kind) per requested kind */
+	__u32 wakeup_bytes; /* wake the reader once this much is waiting; 0: every record */
+	char comm[KS_COMM_LEN]; /* KS_TF_COMM: the process's (leader's) comm */
+};
+
+/* Who did it: the current process, or for tcp the socket's owner (pid 0 if unknown). */
+struct ks_ev_hdr {
+	__u64 ts_ns;  /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+	__u64 cgroup; /* cgroup id (kernfs id) in the hierarchy of ks_config.cgroup_mode */
+	__u32 kind;   /* enum ks_ev_kind */
+	__u32 pid;    /* thread-group id */
+	__u32 tid;
+	__u32 uid;
+	char comm[KS_COMM_LEN]; /* the thread-group leader's comm */
+};
+
+struct ks_ev_exec {
+	struct ks_ev_hdr h;
+	__s32 ret;       /* 0, or -errno of a failed execve/execveat */
+	__u32 ppid;
+	__u32 args_len;  /* bytes of args filled */
+	__u32 args_size; /* arg_end - arg_start: more than args_len means truncated */
+	char filename[KS_PATH_LEN];
+	char args[KS_ARGS_LEN];
+};
+
+struct ks_ev_open {
+	struct ks_ev_hdr h;
+	__s64 ret;   /* fd, or -errno */
+	__u64 flags; /* O_* flags as passed */
+	__u32 nr;    /* syscall number: open, openat, openat2, creat */
+	__u32 pad;
+	char path[KS_PATH_LEN];
+};
+
+/* A new process (not a thread); h is the parent. */
+struct ks_ev_fork {
+	struct ks_ev_hdr h;
+	__u32 child_pid;
+	__u32 pad;
+};
+
+/* A process whose last thread exited. */
+struct ks_ev_exit {
+	struct ks_ev_hdr h;
+	__u32 ppid;
+	__u32 code; /* wait status: exit code << 8, or the killing signal (| 0x80 on core dump) */
+	__u64 lifetime_ns;
+};
+
+/* A signal generated (signal:signal_generate); h is the sender (current). */
+struct ks_ev_signal {
+	struct ks_ev_hdr h;
+	__u32 target_pid;
+	__u32 target_tid;
+	__s32 sig;
+	__s32 result; /* TRACE_SIGNAL_*: delivered, ignored, already pending, overflow, lose info */
+	char target_comm[KS_COMM_LEN];
+};
+
+struct ks_ev_tcp {
+	struct ks_ev_hdr h;
+	__u64 duration_ns; /* close: since ESTABLISHED; 0 if not seen */
+	__u8 saddr[16];    /* IPv4 in the first 4 bytes */
+	__u8 daddr[16];
+	__u16 family;      /* AF_INET, AF_INET6 */
+	__u16 sport;       /* host order */
+	__u16 dport;
+	__u8 what;         /* enum ks_tcp_what */
+	__u8 failed;       /* connect that never got established */
+	__s32 oldstate;    /* TCP_* */
+	__s32 newstate;
+};
+
+/* ksight trace syscalls: counts per (process, syscall), two maps used in turns. */
+struct ks_systop_key {
+	__u32 pid;
+	__u32 nr;
+};
+
+struct ks_systop_val {
+	__u64 count;
+	__u64 errors;
+	char comm[KS_COMM_LEN];
+};
+
 #endif /* KSIGHT_ABI_H */

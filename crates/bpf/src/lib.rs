@@ -43,6 +43,33 @@ pub mod abi {
     unsafe impl plain::Plain for ks_comm_key {}
     // SAFETY: as above.
     unsafe impl plain::Plain for ks_block_key {}
+
+    // trace events (ksight trace): the ring-buffer records and their config.
+    pub use super::abi_skel::types::{
+        ks_ev_exec, ks_ev_exit, ks_ev_fork, ks_ev_hdr, ks_ev_kind, ks_ev_open, ks_ev_signal,
+        ks_ev_tcp, ks_systop_key, ks_systop_val, ks_tcp_what, ks_trace_config, ks_trace_filter,
+    };
+
+    // SAFETY: plain-old-data structs generated from C: every bit pattern is a valid value.
+    unsafe impl plain::Plain for ks_trace_config {}
+    // SAFETY: as above.
+    unsafe impl plain::Plain for ks_ev_hdr {}
+    // SAFETY: as above.
+    unsafe impl plain::Plain for ks_ev_exec {}
+    // SAFETY: as above.
+    unsafe impl plain::Plain for ks_ev_open {}
+    // SAFETY: as above.
+    unsafe impl plain::Plain for ks_ev_fork {}
+    // SAFETY: as above.
+    unsafe impl plain::Plain for ks_ev_exit {}
+    // SAFETY: as above.
+    unsafe impl plain::Plain for ks_ev_signal {}
+    // SAFETY: as above.
+    unsafe impl plain::Plain for ks_ev_tcp {}
+    // SAFETY: as above.
+    unsafe impl plain::Plain for ks_systop_key {}
+    // SAFETY: as above.
+    unsafe impl plain::Plain for ks_systop_val {}
 }
 
 macro_rules! object {
@@ -62,6 +89,7 @@ pub mod objects {
     pub const BLOCK: &[u8] = object!("block");
     pub const MEMORY: &[u8] = object!("memory");
     pub const SIGNALS: &[u8] = object!("signals");
+    pub const TRACE: &[u8] = object!("trace");
 }
 
 extern "C" {
@@ -189,12 +217,27 @@ mod tests {
 
     #[test]
     fn abi_keys_have_no_padding() {
-        assert_eq!(std::mem::size_of::<abi::ks_proc_key>(), 20);
-        assert_eq!(std::mem::size_of::<abi::ks_file_key>(), 20);
+        assert_eq!(std::mem::size_of::<abi::ks_comm>(), 24);
+        assert_eq!(std::mem::size_of::<abi::ks_proc_key>(), 32);
+        assert_eq!(std::mem::size_of::<abi::ks_file_key>(), 32);
         assert_eq!(std::mem::size_of::<abi::ks_errno_key>(), 8);
-        assert_eq!(std::mem::size_of::<abi::ks_signal_key>(), 20);
-        assert_eq!(std::mem::size_of::<abi::ks_comm_key>(), 20);
+        assert_eq!(std::mem::size_of::<abi::ks_signal_key>(), 32);
+        assert_eq!(std::mem::size_of::<abi::ks_comm_key>(), 32);
         assert_eq!(std::mem::size_of::<abi::ks_block_key>(), 8);
         assert_eq!(std::mem::size_of::<abi::ks_hist>(), (SLOTS + 2) * 8);
+        assert_eq!(std::mem::size_of::<abi::ks_systop_key>(), 8);
+    }
+
+    #[test]
+    fn trace_records_have_their_c_sizes() {
+        // The C layout, field by field (abi.h): a change there shows here.
+        assert_eq!(std::mem::size_of::<abi::ks_trace_config>(), 36);
+        assert_eq!(std::mem::size_of::<abi::ks_ev_hdr>(), 48);
+        assert_eq!(std::mem::size_of::<abi::ks_ev_exec>(), 48 + 16 + 256 + 256);
+        assert_eq!(std::mem::size_of::<abi::ks_ev_open>(), 48 + 24 + 256);
+        assert_eq!(std::mem::size_of::<abi::ks_ev_fork>(), 56);
+        assert_eq!(std::mem::size_of::<abi::ks_ev_exit>(), 64);
+        assert_eq!(std::mem::size_of::<abi::ks_ev_signal>(), 48 + 16 + 16);
+        assert_eq!(std::mem::size_of::<abi::ks_ev_tcp>(), 104);
     }
 }

@@ -30,6 +30,9 @@ pub struct LoadSpec<'a> {
     /// Attach BTF-based programs (fentry, tp_btf) to this target instead of their own: only
     /// to prove fallbacks in tests (KSIGHT_BREAK_HOOK).
     pub broken_target: Option<&'a str>,
+    /// Initial contents of data sections other than `.rodata.cfg` (e.g. `.rodata.trace`),
+    /// written before load so the verifier sees them as constants.
+    pub sections: &'a [(&'a str, &'a [u8])],
 }
 
 /// A loaded, attached object. Dropping it detaches and unloads everything.
@@ -61,6 +64,9 @@ pub fn load(spec: &LoadSpec<'_>, config: LoadConfig) -> Result<LoadedObject> {
         }
         if name == ".rodata.cfg" {
             write_config(&mut map, config)?;
+        }
+        if let Some((_, bytes)) = spec.sections.iter().find(|(m, _)| *m == name) {
+            write_section(&mut map, bytes)?;
         }
     }
     let obj = open.load().map_err(|e| anyhow!("{}", kernel_reason(&e)))?;
@@ -109,6 +115,18 @@ fn write_config(map: &mut libbpf_rs::OpenMapMut<'_>, config: LoadConfig) -> Resu
     let out = plain::from_mut_bytes::<ks_config>(data)
         .map_err(|e| anyhow!(".rodata.cfg does not hold a ks_config: {e:?}"))?;
     *out = value;
+    Ok(())
+}
+
+fn write_section(map: &mut libbpf_rs::OpenMapMut<'_>, bytes: &[u8]) -> Result<()> {
+    let name = map.name().to_string_lossy().into_owned();
+    let data = map
+        .initial_value_mut()
+        .ok_or_else(|| anyhow!("{name} has no data"))?;
+    if data.len() < bytes.len() {
+        bail!("{name} holds {} bytes, not {}", data.len(), bytes.len());
+    }
+    data[..bytes.len()].copy_from_slice(bytes);
     Ok(())
 }
 

@@ -60,7 +60,7 @@ impl Attachment {
 
 /// `KSIGHT_BREAK_HOOK=collector:hook[,…]` points that candidate at a kernel function that does
 /// not exist, so tests can prove the fallback on every kernel.
-fn broken_target(collector: &str, hook: Hook) -> Option<&'static str> {
+pub fn broken_target(collector: &str, hook: Hook) -> Option<&'static str> {
     let wanted = format!("{collector}:{hook}");
     let list = std::env::var("KSIGHT_BREAK_HOOK").ok()?;
     list.split(',')
@@ -107,6 +107,7 @@ pub fn start(collector: &mut dyn Collector, config: LoadConfig, hosts: &[Host]) 
             programs: candidate.programs,
             max_entries: &sizes,
             broken_target: broken_target(name, candidate.hook),
+            sections: &[],
         };
         match bpf::load(&spec, config).and_then(|obj| collector.started(Arc::new(obj))) {
             Ok(()) => return attached(candidate.hook, failures, None),

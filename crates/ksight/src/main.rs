@@ -12,6 +12,7 @@ mod names;
 mod privileges;
 mod serve;
 mod table;
+mod trace;
 
 use std::process::ExitCode;
 
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Serve(args) => serve::run(args, cli.btf.as_deref()),
         cli::Command::Doctor(args) => doctor::run(args, cli.btf.as_deref(), tracefs),
+        cli::Command::Trace(args) => trace::run(args, cli.btf.as_deref()),
     };
     match result {
         Ok(code) => code,

@@ -175,6 +175,12 @@ impl Hierarchy {
             })
     }
 
+    /// Every cgroup of the hierarchy now, id → hierarchy path (at most `max`): for filters
+    /// that name a subtree or a container (`ksight trace --cgroup/--container`).
+    pub fn cgroups(&self, max: usize) -> HashMap<u64, Box<str>> {
+        walk(&self.mount, &self.root, max).0
+    }
+
     /// The id the kernel side would report for a task (of its thread-group leader).
     #[allow(dead_code)] // For `--pid`-style filters; tests use it now.
     pub fn cgroup_id_of_pid(&self, pid: u32) -> io::Result<u64> {

@@ -1,0 +1,605 @@
+//! One ring-buffer record, read with `plain` from the ABI structs of `abi.h`, and its two
+//! renderings: a line of aligned columns and a JSON object (the schema in README.md).
+
+use std::borrow::Cow;
+use std::io::{self, Write};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ksight_bpf::abi::{
+    ks_ev_exec, ks_ev_exit, ks_ev_fork, ks_ev_hdr, ks_ev_open, ks_ev_signal, ks_ev_tcp, ks_tcp_what,
+};
+use serde::Serialize;
+
+use super::Kind;
+use crate::names;
+
+/// Fields every event has: who did it, and when.
+#[derive(Serialize, Debug)]
+pub struct Common {
+    /// Wall-clock time, nanoseconds since the Unix epoch.
+    pub time_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub comm: String,
+    pub cgroup_id: u64,
+}
+
+#[derive(Serialize, Debug)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Event {
+    Exec {
+        #[serde(flatten)]
+        common: Common,
+        ppid: u32,
+        filename: String,
+        argv: Vec<String>,
+        argv_truncated: bool,
+        ret: i32,
+        error: Option<Cow<'static, str>>,
+    },
+    Open {
+        #[serde(flatten)]
+        common: Common,
+        syscall: Cow<'static, str>,
+        path: String,
+        flags: u64,
+        flags_text: String,
+        ret: i64,
+        fd: Option<i64>,
+        error: Option<Cow<'static, str>>,
+    },
+    Fork {
+        #[serde(flatten)]
+        common: Common,
+        child_pid: u32,
+    },
+    Exit {
+        #[serde(flatten)]
+        common: Common,
+        ppid: u32,
+        exit_code: Option<u32>,
+        signal: Option<Cow<'static, str>>,
+        core_dumped: bool,
+        lifetime_ns: u64,
+    },
+    Signal {
+        #[serde(flatten)]
+        common: Common,
+        signal: Cow<'static, str>,
+        signal_number: i32,
+        target_pid: u32,
+        target_tid: u32,
+        target_comm: String,
+        result: &'static str,
+    },
+    Tcp {
+        #[serde(flatten)]
+        common: Common,
+        event: &'static str,
+        failed: bool,
+        family: &'static str,
+        saddr: String,
+        sport: u16,
+        daddr: String,
+        dport: u16,
+        oldstate: &'static str,
+        newstate: &'static str,
+        duration_ns: Option<u64>,
+    },
+}
+
+/// Maps the kernel's CLOCK_MONOTONIC stamps to wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    offset_ns: i128,
+}
+
+impl Clock {
+    pub fn now() -> Clock {
+        let real = clock_ns(libc::CLOCK_REALTIME);
+        let mono = clock_ns(libc::CLOCK_MONOTONIC);
+        Clock {
+            offset_ns: real as i128 - mono as i128,
+        }
+    }
+
+    pub fn wall(&self, mono_ns: u64) -> u64 {
+        (mono_ns as i128 + self.offset_ns).max(0) as u64
+    }
+}
+
+/// CLOCK_MONOTONIC now: the kernel's bpf_ktime_get_ns() clock.
+pub fn mono_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// HH:MM:SS of a Unix time, in local time.
+pub fn local_hms(secs: i64) -> String {
+    // SAFETY: localtime_r fills the zeroed tm we own; time_t is i64 on x86_64.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&secs, &mut tm);
+        tm
+    };
+    format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The bytes of a C char array (the generated types hold `i8`).
+fn bytes(raw: &[i8]) -> &[u8] {
+    // SAFETY: i8 and u8 have the same size and alignment; the slice stays borrowed.
+    unsafe { std::slice::from_raw_parts(raw.as_ptr().cast::<u8>(), raw.len()) }
+}
+
+/// A NUL-terminated kernel string; bytes that are not UTF-8 are written `\xNN`.
+fn text(raw: &[i8]) -> String {
+    names::comm(bytes(raw))
+}
+
+fn read<T: plain::Plain + Default>(data: &[u8]) -> Option<T> {
+    let mut v = T::default();
+    plain::copy_from_bytes(&mut v, data).ok()?;
+    Some(v)
+}
+
+/// The kind of a record, from its header.
+pub fn kind_of(data: &[u8]) -> Option<Kind> {
+    let h: ks_ev_hdr = read(data)?;
+    Kind::from_index(h.kind)
+}
+
+/// Decodes a record; None for a short or unknown one.
+pub fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
+    match kind_of(data)? {
+        Kind::Exec => read::<ks_ev_exec>(data).map(|e| exec(&e, clock)),
+        Kind::Open => read::<ks_ev_open>(data).map(|e| open(&e, clock)),
+        Kind::Fork => read::<ks_ev_fork>(data).map(|e| fork(&e, clock)),
+        Kind::Exit => read::<ks_ev_exit>(data).map(|e| exit(&e, clock)),
+        Kind::Signal => read::<ks_ev_signal>(data).map(|e| signal(&e, clock)),
+        Kind::Tcp => read::<ks_ev_tcp>(data).map(|e| tcp(&e, clock)),
+        Kind::Syscalls => None,
+    }
+}
+
+fn common(h: &ks_ev_hdr, clock: &Clock) -> Common {
+    Common {
+        time_ns: clock.wall(h.ts_ns),
+        pid: h.pid,
+        tid: h.tid,
+        uid: h.uid,
+        comm: text(&h.comm),
+        cgroup_id: h.cgroup,
+    }
+}
+
+fn error_of(ret: i64) -> Option<Cow<'static, str>> {
+    (-4095..0)
+        .contains(&ret)
+        .then(|| names::errno((-ret) as u32))
+}
+
+/// At most this many arguments are shown (the kernel reads at most KS_ARGS_LEN bytes).
+pub const MAX_ARGS: usize = 8;
+
+fn exec(e: &ks_ev_exec, clock: &Clock) -> Event {
+    let len = (e.args_len as usize).min(e.args.len());
+    let raw = &bytes(&e.args)[..len];
+    let mut argv: Vec<String> = raw
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(names::comm)
+        .collect();
+    // The last argument may be cut by the byte bound: it is then incomplete.
+    let mut truncated = e.args_size > e.args_len || argv.len() > MAX_ARGS;
+    if raw.last().is_some_and(|&b| b != 0) {
+        truncated = true;
+    }
+    argv.truncate(MAX_ARGS);
+    Event::Exec {
+        common: common(&e.h, clock),
+        ppid: e.ppid,
+        filename: text(&e.filename),
+        argv,
+        argv_truncated: truncated,
+        ret: e.ret,
+        error: error_of(e.ret as i64),
+    }
+}
+
+fn open(e: &ks_ev_open, clock: &Clock) -> Event {
+    let error = error_of(e.ret);
+    Event::Open {
+        common: common(&e.h, clock),
+        syscall: names::syscall(e.nr),
+        path: text(&e.path),
+        flags: e.flags,
+        flags_text: open_flags(e.flags),
+        ret: e.ret,
+        fd: error.is_none().then_some(e.ret),
+        error,
+    }
+}
+
+fn fork(e: &ks_ev_fork, clock: &Clock) -> Event {
+    Event::Fork {
+        common: common(&e.h, clock),
+        child_pid: e.child_pid,
+    }
+}
+
+fn exit(e: &ks_ev_exit, clock: &Clock) -> Event {
+    let sig = e.code & 0x7f;
+    Event::Exit {
+        common: common(&e.h, clock),
+        ppid: e.ppid,
+        exit_code: (sig == 0).then_some((e.code >> 8) & 0xff),
+        signal: (sig != 0).then(|| names::signal(sig)),
+        core_dumped: sig != 0 && e.code & 0x80 != 0,
+        lifetime_ns: e.lifetime_ns,
+    }
+}
+
+/// TRACE_SIGNAL_* of include/trace/events/signal.h.
+fn signal_result(result: i32) -> &'static str {
+    match result {
+        0 => "delivered",
+        1 => "ignored",
+        2 => "already_pending",
+        3 => "overflow_fail",
+        4 => "lose_info",
+        _ => "unknown",
+    }
+}
+
+fn signal(e: &ks_ev_signal, clock: &Clock) -> Event {
+    Event::Signal {
+        common: common(&e.h, clock),
+        signal: names::signal(e.sig.max(0) as u32),
+        signal_number: e.sig,
+        target_pid: e.target_pid,
+        target_tid: e.target_tid,
+        target_comm: text(&e.target_comm),
+        result: signal_result(e.result),
+    }
+}
+
+/// TCP_* states of include/net/tcp_states.h.
+fn tcp_state(state: i32) -> &'static str {
+    const STATES: [&str; 13] = [
+        "UNKNOWN",
+        "ESTABLISHED",
+        "SYN_SENT",
+        "SYN_RECV",
+        "FIN_WAIT1",
+        "FIN_WAIT2",
+        "TIME_WAIT",
+        "CLOSE",
+        "CLOSE_WAIT",
+        "LAST_ACK",
+        "LISTEN",
+        "CLOSING",
+        "NEW_SYN_RECV",
+    ];
+    STATES.get(state as usize).copied().unwrap_or("UNKNOWN")
+}
+
+const AF_INET6: u16 = 10;
+
+fn address(family: u16, raw: &[u8; 16]) -> String {
+    if family == AF_INET6 {
+        Ipv6Addr::from(*raw).to_string()
+    } else {
+        Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]).to_string()
+    }
+}
+
+fn tcp(e: &ks_ev_tcp, clock: &Clock) -> Event {
+    let event = match ks_tcp_what(e.what as u32) {
+        ks_tcp_what::KS_TCP_CONNECT => "connect",
+        ks_tcp_what::KS_TCP_ACCEPT => "accept",
+        _ => "close",
+    };
+    Event::Tcp {
+        common: common(&e.h, clock),
+        event,
+        failed: e.failed != 0,
+        family: if e.family == AF_INET6 { "ipv6" } else { "ipv4" },
+        saddr: address(e.family, &e.saddr),
+        sport: e.sport,
+        daddr: address(e.family, &e.daddr),
+        dport: e.dport,
+        oldstate: tcp_state(e.oldstate),
+        newstate: tcp_state(e.newstate),
+        duration_ns: (event == "close" && e.duration_ns > 0).then_some(e.duration_ns),
+    }
+}
+
+/// O_* flags (x86_64 values) as `O_RDONLY|O_CLOEXEC`.
+pub fn open_flags(flags: u64) -> String {
+    const NAMES: [(u64, &str); 14] = [
+        (0o100, "O_CREAT"),
+        (0o200, "O_EXCL"),
+        (0o400, "O_NOCTTY"),
+        (0o1000, "O_TRUNC"),
+        (0o2000, "O_APPEND"),
+        (0o4000, "O_NONBLOCK"),
+        (0o10000, "O_DSYNC"),
+        (0o40000, "O_DIRECT"),
+        (0o200000, "O_DIRECTORY"),
+        (0o400000, "O_NOFOLLOW"),
+        (0o1000000, "O_NOATIME"),
+        (0o2000000, "O_CLOEXEC"),
+        (0o4010000, "O_SYNC"),
+        (0o10000000, "O_PATH"),
+    ];
+    let mut out = String::from(match flags & 3 {
+        0 => "O_RDONLY",
+        1 => "O_WRONLY",
+        2 => "O_RDWR",
+        _ => "O_ACCMODE",
+    });
+    let mut rest = flags & !3 & !0o100000; // O_LARGEFILE is implied on 64-bit
+    for (bit, name) in NAMES.iter().rev() {
+        if rest & bit == *bit {
+            out.push('|');
+            out.push_str(name);
+            rest &= !bit;
+        }
+    }
+    if rest != 0 {
+        out.push_str(&format!("|0{rest:o}"));
+    }
+    out
+}
+
+/// The text columns: EVENT, RESULT and DETAIL follow TIME, PID, UID, COMM.
+pub const HEADER: &str =
+    "TIME            EVENT   PID      UID    COMM             RESULT         DETAIL";
+
+impl Event {
+    pub fn common(&self) -> &Common {
+        match self {
+            Event::Exec { common, .. }
+            | Event::Open { common, .. }
+            | Event::Fork { common, .. }
+            | Event::Exit { common, .. }
+            | Event::Signal { common, .. }
+            | Event::Tcp { common, .. } => common,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Event::Exec { .. } => "exec",
+            Event::Open { .. } => "open",
+            Event::Fork { .. } => "fork",
+            Event::Exit { .. } => "exit",
+            Event::Signal { .. } => "signal",
+            Event::Tcp { .. } => "tcp",
+        }
+    }
+
+    /// Whether the RESULT column says something went wrong (shown in red on a terminal).
+    fn failed(&self) -> bool {
+        match self {
+            Event::Exec { error, .. } | Event::Open { error, .. } => error.is_some(),
+            Event::Exit {
+                exit_code, signal, ..
+            } => signal.is_some() || exit_code.is_some_and(|c| c != 0),
+            Event::Signal { result, .. } => !matches!(*result, "delivered" | "lose_info"),
+            Event::Tcp { failed, .. } => *failed,
+            Event::Fork { .. } => false,
+        }
+    }
+
+    fn result(&self) -> String {
+        match self {
+            Event::Exec { error, ret, .. } => {
+                error.as_deref().map_or(ret.to_string(), str::to_string)
+            }
+            Event::Open { error, fd, .. } => match (error, fd) {
+                (Some(e), _) => e.to_string(),
+                (None, Some(fd)) => format!("fd={fd}"),
+                _ => String::new(),
+            },
+            Event::Fork { child_pid, .. } => format!("child={child_pid}"),
+            Event::Exit {
+                exit_code,
+                signal,
+                core_dumped,
+                ..
+            } => match (signal, exit_code) {
+                (Some(s), _) if *core_dumped => format!("{s}(core)"),
+                (Some(s), _) => s.to_string(),
+                (None, Some(c)) => format!("code={c}"),
+                _ => String::new(),
+            },
+            Event::Signal { result, .. } => result.to_string(),
+            Event::Tcp { event, failed, .. } => {
+                format!("{event}{}", if *failed { " failed" } else { "" })
+            }
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Event::Exec {
+                ppid,
+                filename,
+                argv,
+                argv_truncated,
+                ..
+            } => format!(
+                "ppid={ppid} {filename} {}{}",
+                argv.join(" "),
+                if *argv_truncated { " ..." } else { "" }
+            ),
+            Event::Open {
+                path, flags_text, ..
+            } => format!("{path} {flags_text}"),
+            Event::Fork { .. } => String::new(),
+            Event::Exit {
+                ppid, lifetime_ns, ..
+            } => format!("ppid={ppid} lifetime={}", seconds(*lifetime_ns)),
+            Event::Signal {
+                signal,
+                target_pid,
+                target_comm,
+                ..
+            } => format!("{signal} -> {target_pid} ({target_comm})"),
+            Event::Tcp {
+                saddr,
+                sport,
+                daddr,
+                dport,
+                oldstate,
+                newstate,
+                duration_ns,
+                family,
+                ..
+            } => {
+                let (l, r) = if *family == "ipv6" {
+                    (format!("[{saddr}]:{sport}"), format!("[{daddr}]:{dport}"))
+                } else {
+                    (format!("{saddr}:{sport}"), format!("{daddr}:{dport}"))
+                };
+                let took = duration_ns.map_or(String::new(), |d| format!(" {}", seconds(d)));
+                format!("{l} -> {r} {oldstate}->{newstate}{took}")
+            }
+        }
+    }
+
+    /// One line of aligned columns; `time` is the TIME column, `color` adds ANSI colours.
+    pub fn write_text(&self, out: &mut impl Write, time: &str, color: bool) -> io::Result<()> {
+        let c = self.common();
+        let (on, red, off) = if color {
+            (kind_color(self.name()), "\x1b[31m", "\x1b[0m")
+        } else {
+            ("", "", "")
+        };
+        let result = self.result();
+        let (ron, roff) = if color && self.failed() {
+            (red, off)
+        } else {
+            ("", "")
+        };
+        writeln!(
+            out,
+            "{time:<15} {on}{:<7}{off} {:<8} {:<6} {:<16} {ron}{:<14}{roff} {}",
+            self.name(),
+            c.pid,
+            c.uid,
+            c.comm,
+            result,
+            one_line(self.detail())
+        )
+    }
+}
+
+/// Control characters (a newline in an argument, say) would break the columns: escape them.
+fn one_line(text: String) -> String {
+    if !text.chars().any(char::is_control) {
+        return text;
+    }
+    text.chars().flat_map(char::escape_default).collect()
+}
+
+fn kind_color(name: &str) -> &'static str {
+    match name {
+        "exec" => "\x1b[32m",
+        "open" => "\x1b[36m",
+        "fork" | "exit" => "\x1b[33m",
+        "signal" => "\x1b[35m",
+        _ => "\x1b[34m",
+    }
+}
+
+/// A duration as `1.234567s` or `12.345ms`.
+pub fn seconds(ns: u64) -> String {
+    if ns >= 1_000_000_000 {
+        format!("{:.6}s", ns as f64 / 1e9)
+    } else {
+        format!("{:.3}ms", ns as f64 / 1e6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags() {
+        assert_eq!(open_flags(0), "O_RDONLY");
+        assert_eq!(open_flags(0o2000000), "O_RDONLY|O_CLOEXEC");
+        assert_eq!(open_flags(0o1101), "O_WRONLY|O_TRUNC|O_CREAT");
+        assert_eq!(open_flags(0o100000), "O_RDONLY");
+    }
+
+    #[test]
+    fn exit_status() {
+        let clock = Clock { offset_ns: 0 };
+        let e = ks_ev_exit {
+            code: 9,
+            ..Default::default()
+        };
+        let Event::Exit {
+            exit_code, signal, ..
+        } = exit(&e, &clock)
+        else {
+            panic!("not an exit")
+        };
+        assert_eq!((exit_code, signal.as_deref()), (None, Some("SIGKILL")));
+        let e = ks_ev_exit {
+            code: 3 << 8,
+            ..Default::default()
+        };
+        let Event::Exit { exit_code, .. } = exit(&e, &clock) else {
+            panic!("not an exit")
+        };
+        assert_eq!(exit_code, Some(3));
+    }
+
+    #[test]
+    fn argv_split_and_truncation() {
+        let clock = Clock { offset_ns: 0 };
+        let mut e = ks_ev_exec::default();
+        for (i, b) in b"ls\0-l\0/tmp\0".iter().enumerate() {
+            e.args[i] = *b as i8;
+        }
+        e.args_len = 11;
+        e.args_size = 11;
+        let Event::Exec {
+            argv,
+            argv_truncated,
+            ..
+        } = exec(&e, &clock)
+        else {
+            panic!("not an exec")
+        };
+        assert_eq!(argv, ["ls", "-l", "/tmp"]);
+        assert!(!argv_truncated);
+    }
+
+    #[test]
+    fn json_has_type_and_common_fields() {
+        let clock = Clock { offset_ns: 0 };
+        let e = ks_ev_fork {
+            child_pid: 7,
+            ..Default::default()
+        };
+        let v = serde_json::to_value(fork(&e, &clock)).unwrap_or_default();
+        assert_eq!(v["type"], "fork");
+        assert_eq!(v["child_pid"], 7);
+        assert!(v["time_ns"].is_u64() && v["comm"].is_string());
+    }
+}

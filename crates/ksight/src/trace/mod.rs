@@ -1,0 +1,323 @@
+//! `ksight trace`: kernel events as they happen (exec, open, fork, exit, signal, tcp), or a
+//! periodic top of syscalls per process.
+//!
+//! One object (trace.bpf.c) with only the programs of the requested events loaded; filters
+//! are constants of its `.rodata.trace`, checked in the kernel before ring-buffer space is
+//! reserved. A reserve that fails is counted per kind in the kernel; after each drain of the
+//! ring buffer the counts are read and every increase is reported (stderr, and a `lost`
+//! record in JSON), with a summary at exit: delivered + lost is every event that matched.
+
+mod cgroups;
+mod event;
+mod stream;
+mod top;
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{bail, Result};
+use cgroups::CgroupFilter;
+use ksight_bpf::abi::{ks_ev_kind, ks_trace_config, ks_trace_filter};
+use tracing::debug;
+
+use crate::bpf::{self, LoadConfig, LoadSpec, LoadedObject};
+use crate::cli::TraceArgs;
+use crate::collector::broken_target;
+use crate::hooks::Hook;
+use crate::privileges;
+
+/// What `ksight trace` can report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Exec,
+    Open,
+    Fork,
+    Exit,
+    Signal,
+    Tcp,
+    Syscalls,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 7] = [
+        Kind::Exec,
+        Kind::Open,
+        Kind::Fork,
+        Kind::Exit,
+        Kind::Signal,
+        Kind::Tcp,
+        Kind::Syscalls,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Exec => "exec",
+            Kind::Open => "open",
+            Kind::Fork => "fork",
+            Kind::Exit => "exit",
+            Kind::Signal => "signal",
+            Kind::Tcp => "tcp",
+            Kind::Syscalls => "syscalls",
+        }
+    }
+
+    /// The kernel's `enum ks_ev_kind` value: the index of the loss counters.
+    pub fn index(self) -> u32 {
+        let k = match self {
+            Kind::Exec => ks_ev_kind::KS_EV_EXEC,
+            Kind::Open => ks_ev_kind::KS_EV_OPEN,
+            Kind::Fork => ks_ev_kind::KS_EV_FORK,
+            Kind::Exit => ks_ev_kind::KS_EV_EXIT,
+            Kind::Signal => ks_ev_kind::KS_EV_SIGNAL,
+            Kind::Tcp => ks_ev_kind::KS_EV_TCP,
+            Kind::Syscalls => ks_ev_kind::KS_EV_SYSCALLS,
+        };
+        k.0
+    }
+
+    pub fn from_index(index: u32) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.index() == index)
+    }
+
+    /// The programs of trace.bpf.c this kind needs on `hook` (tp_btf, or raw_tp).
+    fn programs(self, hook: Hook) -> &'static [&'static str] {
+        let btf = hook == Hook::TpBtf;
+        match (self, btf) {
+            (Kind::Exec, true) => &["exec_btf", "sys_exit_btf"],
+            (Kind::Exec, false) => &["exec_raw", "sys_exit_raw"],
+            (Kind::Open | Kind::Syscalls, true) => &["sys_exit_btf"],
+            (Kind::Open | Kind::Syscalls, false) => &["sys_exit_raw"],
+            (Kind::Fork, true) => &["fork_btf"],
+            (Kind::Fork, false) => &["fork_raw"],
+            (Kind::Exit, true) => &["exit_btf"],
+            (Kind::Exit, false) => &["exit_raw"],
+            (Kind::Signal, true) => &["signal_btf"],
+            (Kind::Signal, false) => &["signal_raw"],
+            (Kind::Tcp, true) => &["tcp_state_btf"],
+            (Kind::Tcp, false) => &["tcp_state_raw"],
+        }
+    }
+}
+
+const VALID_EVENTS: &str = "exec, open, fork, exit, signal, tcp, syscalls";
+
+pub fn parse_event(text: &str) -> Result<Kind, String> {
+    let text = text.trim();
+    Kind::ALL
+        .into_iter()
+        .find(|k| k.name() == text)
+        .ok_or_else(|| format!("unknown event {text:?} (valid: {VALID_EVENTS})"))
+}
+
+pub use cgroups::parse_container;
+
+pub fn parse_comm(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > 15 || text.contains('\0') {
+        return Err(format!(
+            "{text:?} cannot be a process name (1 to 15 bytes, no NUL)"
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// `4096`, `64K`, `8M`: a power of two of at least one page.
+pub fn parse_ring_size(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let scale: u64 = match unit {
+        "" => 1,
+        "K" | "k" | "KiB" => 1 << 10,
+        "M" | "m" | "MiB" => 1 << 20,
+        _ => return Err(format!("invalid size {t:?} (use e.g. 4096, 64K, 8M)")),
+    };
+    let n = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|n| n.is_power_of_two() && (4096..=1 << 30).contains(n))
+        .ok_or_else(|| format!("invalid size {t:?} (a power of two from 4096 to 1G)"))?;
+    Ok(n as u32)
+}
+
+/// Set by SIGINT/SIGTERM: the loops drain what is left and exit.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn install_stop_handler() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic (async-signal-safe); no SA_RESTART, so
+        // a blocking poll returns EINTR and the loop sees STOP at once.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_stop_signal as *const () as usize;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(sig, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+pub fn stopping() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+pub fn run(args: TraceArgs, btf: Option<&Path>) -> Result<ExitCode> {
+    let kinds = selection(&args.events)?;
+    let cgroups = cgroups::resolve(args.cgroup.as_deref(), args.container.as_deref())?;
+    let config = trace_config(&args, &kinds, &cgroups)?;
+    privileges::require_bpf_privileges()?;
+    let btf = privileges::resolve_btf(btf)?;
+    // The object lives until exit; LoadConfig wants a 'static path.
+    let btf: Option<&'static Path> = btf.map(|p| &*Box::leak(p.into_boxed_path()));
+    let load = LoadConfig {
+        include_self: false,
+        cgroup_mode: cgroups.mode,
+        btf,
+    };
+    let (obj, hook) = load_object(&kinds, &config, args.ring_buffer_size, load)?;
+    if let Some(ids) = &cgroups.ids {
+        cgroups::install(&obj, ids)?;
+    }
+    debug!(hook = %hook, events = ?kinds, "attached");
+    install_stop_handler();
+    if kinds == [Kind::Syscalls] {
+        top::run(&obj, &args, hook)
+    } else {
+        stream::run(&obj, &args, &kinds, hook)
+    }
+}
+
+/// The requested kinds, deduplicated; `syscalls` (a periodic table) only alone.
+fn selection(events: &[Kind]) -> Result<Vec<Kind>> {
+    if events.is_empty() {
+        bail!("name the events to trace (valid: {VALID_EVENTS})");
+    }
+    let mut kinds = events.to_vec();
+    kinds.sort();
+    kinds.dedup();
+    if kinds.contains(&Kind::Syscalls) && kinds.len() > 1 {
+        bail!("syscalls is a periodic table and cannot be combined with other events (valid together: exec, open, fork, exit, signal, tcp)");
+    }
+    Ok(kinds)
+}
+
+fn trace_config(
+    args: &TraceArgs,
+    kinds: &[Kind],
+    cgroups: &CgroupFilter,
+) -> Result<ks_trace_config> {
+    let mut c = ks_trace_config {
+        kinds: kinds.iter().fold(0, |m, k| m | 1 << k.index()),
+        // Wake the reader when a quarter of the buffer waits; it also polls every few ms.
+        wakeup_bytes: args.ring_buffer_size / 4,
+        ..Default::default()
+    };
+    let mut flag = |f: ks_trace_filter| c.flags |= f.0;
+    if args.failed {
+        flag(ks_trace_filter::KS_TF_FAILED);
+    }
+    if let Some(pid) = args.pid {
+        flag(ks_trace_filter::KS_TF_PID);
+        c.pid = pid;
+    }
+    if let Some(uid) = args.uid {
+        flag(ks_trace_filter::KS_TF_UID);
+        c.uid = uid;
+    }
+    if cgroups.ids.is_some() {
+        flag(ks_trace_filter::KS_TF_CGROUP);
+    }
+    if let Some(comm) = &args.comm {
+        flag(ks_trace_filter::KS_TF_COMM);
+        for (dst, src) in c.comm.iter_mut().zip(comm.bytes()) {
+            *dst = src as i8;
+        }
+    }
+    Ok(c)
+}
+
+fn config_bytes(c: &ks_trace_config) -> &[u8] {
+    // SAFETY: ks_trace_config is Plain (padding-free C struct); the slice borrows c.
+    unsafe { plain::as_bytes(c) }
+}
+
+/// tp_btf programs, else their raw_tp twins (kernels without tp_btf, or a refused one).
+fn load_object(
+    kinds: &[Kind],
+    config: &ks_trace_config,
+    ring_size: u32,
+    load: LoadConfig,
+) -> Result<(LoadedObject, Hook)> {
+    let mut failures = Vec::new();
+    for hook in [Hook::TpBtf, Hook::RawTp] {
+        let mut programs: Vec<&str> = kinds
+            .iter()
+            .flat_map(|k| k.programs(hook))
+            .copied()
+            .collect();
+        programs.sort();
+        programs.dedup();
+        let sections = [(".rodata.trace", config_bytes(config))];
+        let spec = LoadSpec {
+            name: "trace",
+            bytes: ksight_bpf::objects::TRACE,
+            programs: &programs,
+            max_entries: &[("trace_events".to_string(), ring_size)],
+            broken_target: broken_target("trace", hook),
+            sections: &sections,
+        };
+        match bpf::load(&spec, load) {
+            Ok(obj) => return Ok((obj, hook)),
+            Err(err) => failures.push(format!("{hook}: {err:#}")),
+        }
+    }
+    bail!(
+        "could not attach the trace programs: {}",
+        failures.join("; ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_parse_with_the_list_of_valid_ones() {
+        assert_eq!(parse_event("exec"), Ok(Kind::Exec));
+        let err = parse_event("bogus").unwrap_err();
+        assert!(err.contains("exec, open, fork, exit, signal, tcp, syscalls"));
+        assert!(selection(&[Kind::Syscalls, Kind::Exec]).is_err());
+        assert_eq!(
+            selection(&[Kind::Open, Kind::Exec, Kind::Open]).ok(),
+            Some(vec![Kind::Exec, Kind::Open])
+        );
+    }
+
+    #[test]
+    fn kinds_match_the_kernel_enum() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::from_index(k.index()), Some(k));
+        }
+        assert_eq!(Kind::ALL.len() as u32, ks_ev_kind::KS_EV_KINDS.0);
+    }
+
+    #[test]
+    fn ring_sizes() {
+        assert_eq!(parse_ring_size("4096"), Ok(4096));
+        assert_eq!(parse_ring_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_ring_size("64K"), Ok(65536));
+        assert!(parse_ring_size("5000").is_err());
+        assert!(parse_ring_size("1024").is_err());
+        assert!(parse_ring_size("8X").is_err());
+    }
+
+    #[test]
+    fn comms() {
+        assert!(parse_comm("bash").is_ok());
+        assert!(parse_comm("0123456789abcdef").is_err());
+        assert!(parse_comm("").is_err());
+    }
+}
