@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Empty programs, one per hook kind: `ksight doctor` loads and attaches each to learn what
- * this kernel really offers. The bench floors use the sys_enter/sys_exit ones. */
+ * this kernel really offers. The bench floors use the sys_enter/sys_exit ones, and the
+ * probe_floor_* programs below (empty programs on the collectors' hooks, bench/collectors.sh). */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -55,6 +56,80 @@ int BPF_KPROBE(probe_uprobe)
 
 SEC("perf_event")
 int probe_perf_event(void *ctx)
+{
+	return 0;
+}
+
+/* Bench floors: the tp_btf hooks of the tcp, sched, block, memory, signals and page_faults
+ * collectors (doctor does not use them). */
+SEC("tp_btf/sched_switch")
+int BPF_PROG(probe_floor_sched_switch)
+{
+	return 0;
+}
+
+SEC("tp_btf/sched_wakeup")
+int BPF_PROG(probe_floor_sched_wakeup)
+{
+	return 0;
+}
+
+SEC("tp_btf/sched_wakeup_new")
+int BPF_PROG(probe_floor_sched_wakeup_new)
+{
+	return 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(probe_floor_inet_sock_set_state)
+{
+	return 0;
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(probe_floor_tcp_retransmit_skb)
+{
+	return 0;
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(probe_floor_tcp_send_reset)
+{
+	return 0;
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(probe_floor_tcp_receive_reset)
+{
+	return 0;
+}
+
+SEC("tp_btf/block_rq_issue")
+int BPF_PROG(probe_floor_block_rq_issue)
+{
+	return 0;
+}
+
+SEC("tp_btf/block_rq_complete")
+int BPF_PROG(probe_floor_block_rq_complete)
+{
+	return 0;
+}
+
+SEC("tp_btf/signal_generate")
+int BPF_PROG(probe_floor_signal_generate)
+{
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(probe_floor_sched_process_exit)
+{
+	return 0;
+}
+
+SEC("tp_btf/page_fault_user")
+int BPF_PROG(probe_floor_page_fault_user)
 {
 	return 0;
 }
