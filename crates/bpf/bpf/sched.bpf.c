@@ -29,13 +29,6 @@ struct task_struct___pre514 {
 	volatile long state;
 } __attribute__((preserve_access_index));
 
-static __always_inline long task_state(struct task_struct *t)
-{
-	if (bpf_core_field_exists(t->__state))
-		return BPF_CORE_READ(t, __state);
-	return BPF_CORE_READ((struct task_struct___pre514 *)t, state);
-}
-
 static __always_inline void queued(__u32 pid)
 {
 	__u64 now = bpf_ktime_get_ns();
@@ -45,22 +38,29 @@ static __always_inline void queued(__u32 pid)
 		ks_lose(KS_LOSS_MAP_FULL);
 }
 
-static __always_inline int on_wakeup(struct task_struct *p)
+/* btf: the arguments are BTF pointers (tp_btf) the program may dereference directly, which
+ * saves a probe-read helper call per field on this hot path; raw_tp needs the helper. A
+ * compile-time constant at each call site, so each program keeps one branch. */
+#define TASK_PID(btf, t) ((btf) ? (t)->pid : BPF_CORE_READ(t, pid))
+
+static __always_inline long task_state(struct task_struct *t, const bool btf)
 {
-	queued(BPF_CORE_READ(p, pid));
-	return 0;
+	if (bpf_core_field_exists(t->__state))
+		return btf ? t->__state : BPF_CORE_READ(t, __state);
+	return BPF_CORE_READ((struct task_struct___pre514 *)t, state);
 }
 
-static __always_inline int on_switch(struct task_struct *prev, struct task_struct *next)
+static __always_inline int on_switch(struct task_struct *prev, struct task_struct *next,
+				     const bool btf)
 {
-	__u32 zero = 0, pid = BPF_CORE_READ(next, pid);
+	__u32 zero = 0, pid = TASK_PID(btf, next);
 	__u64 *since, *n = bpf_map_lookup_elem(&sched_switches, &zero);
 
 	if (n)
 		*n += 1;
 	/* preempted while runnable: it waits on the run queue again */
-	if (task_state(prev) == KS_TASK_RUNNING)
-		queued(BPF_CORE_READ(prev, pid));
+	if (task_state(prev, btf) == KS_TASK_RUNNING)
+		queued(TASK_PID(btf, prev));
 	since = bpf_map_lookup_elem(&sched_queued, &pid);
 	if (!since)
 		return 0;
@@ -72,35 +72,39 @@ static __always_inline int on_switch(struct task_struct *prev, struct task_struc
 SEC("tp_btf/sched_wakeup")
 int BPF_PROG(wakeup_btf, struct task_struct *p)
 {
-	return on_wakeup(p);
+	queued(TASK_PID(true, p));
+	return 0;
 }
 
 SEC("tp_btf/sched_wakeup_new")
 int BPF_PROG(wakeup_new_btf, struct task_struct *p)
 {
-	return on_wakeup(p);
+	queued(TASK_PID(true, p));
+	return 0;
 }
 
 SEC("tp_btf/sched_switch")
 int BPF_PROG(switch_btf, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
-	return on_switch(prev, next);
+	return on_switch(prev, next, true);
 }
 
 SEC("raw_tp/sched_wakeup")
 int BPF_PROG(wakeup_raw, struct task_struct *p)
 {
-	return on_wakeup(p);
+	queued(TASK_PID(false, p));
+	return 0;
 }
 
 SEC("raw_tp/sched_wakeup_new")
 int BPF_PROG(wakeup_new_raw, struct task_struct *p)
 {
-	return on_wakeup(p);
+	queued(TASK_PID(false, p));
+	return 0;
 }
 
 SEC("raw_tp/sched_switch")
 int BPF_PROG(switch_raw, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
-	return on_switch(prev, next);
+	return on_switch(prev, next, false);
 }
