@@ -42,7 +42,8 @@ LOOP=$(losetup -f --show "$IMG") || { echo "bench: losetup failed (no loop devic
 # Events per measurement (each >= 0.5 s on an idle 2-core machine at SCALE 1).
 n() { awk -v n="$1" -v s="$SCALE" 'BEGIN { printf "%d", n * s }'; }
 N_SCHED=$(n 60000) N_TCP=$(n 15000) N_BLOCK=$(n 20000) N_SIGNALS=$(n 400000) N_FAULTS=$(n 300000)
-WORKLOADS=(sched tcp block signals faults)
+# BENCH_WORKLOADS="sched tcp" measures only those (default: all five).
+read -r -a WORKLOADS <<< "${BENCH_WORKLOADS:-sched tcp block signals faults}"
 run_workload() {
   case $1 in
     sched) "$T/pingpong" "$N_SCHED" "${PINGPONG_CPU:-0}" ;;
@@ -142,8 +143,11 @@ stop_tool() {
 
 for round in $(seq "$ROUNDS"); do
   for t in "${TOOLS[@]}"; do
+    on=""
+    for w in ${ON[$t]}; do [[ " ${WORKLOADS[*]} " == *" $w "* ]] && on+="$w "; done
+    [ -n "$on" ] || continue
     start_tool "$t"
-    for w in ${ON[$t]}; do
+    for w in $on; do
       ns=$(run_workload "$w") || { echo "bench: workload $w failed under $t" >&2; exit 1; }
       echo "$ns" >> "$T/$w.$t.ns"
     done
@@ -187,6 +191,7 @@ echo "| collector (workload) | its cost | floor of its hooks | all defaults | pe
 echo "|---|---:|---:|---:|---|"
 for c in sched tcp block signals memory page_faults; do
   case $c in memory|page_faults) w=faults ;; *) w=$c ;; esac
+  [[ " ${WORKLOADS[*]} " == *" $w "* ]] || continue
   base=$(m "$w" none); all=$(m "$w" ks)
   case $c in
     page_faults) cost=$(awk -v a="$(m "$w" ks_page_faults)" -v b="$all" 'BEGIN{print a-b}') ;;

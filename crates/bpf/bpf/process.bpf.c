@@ -33,7 +33,9 @@ static __always_inline bool first_to_see_group_dead(struct task_struct *task)
 	};
 	__u8 one = 1;
 
-	return bpf_map_update_elem(&proc_dead, &key, &one, BPF_NOEXIST) == 0;
+	/* Only "already claimed" means another thread counted it: an LRU update can also fail
+	 * for want of a free node under contention, and such a death must still be counted. */
+	return bpf_map_update_elem(&proc_dead, &key, &one, BPF_NOEXIST) != -KS_EEXIST;
 }
 
 static __always_inline void count(struct task_struct *task, __u8 kind, __u8 signal)
