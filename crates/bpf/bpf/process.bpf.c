@@ -12,17 +12,19 @@ KS_HIST(proc_lifetime);
 /* Thread groups already counted as dead. Several exiting threads can read signal->live == 0
  * (it reaches zero in do_exit before the tracepoint), so the first to claim the group counts
  * it. Keyed by the signal struct and the leader's start time, so a reused address is a new
- * key; the LRU only forgets groups that died long ago. */
+ * key; the value is the time of death, and user space deletes claims older than a few
+ * seconds. A plain hash, not an LRU: its "already there" answer is exact (an LRU update takes
+ * a free node first and can fail for want of one even when the key exists). */
 struct ks_dead_group {
 	__u64 signal;
 	__u64 start_time;
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
 	__type(key, struct ks_dead_group);
-	__type(value, __u8);
+	__type(value, __u64);
 } proc_dead SEC(".maps");
 
 static __always_inline bool first_to_see_group_dead(struct task_struct *task)
@@ -31,11 +33,10 @@ static __always_inline bool first_to_see_group_dead(struct task_struct *task)
 		.signal = (__u64)BPF_CORE_READ(task, signal),
 		.start_time = BPF_CORE_READ(task, group_leader, start_time),
 	};
-	__u8 one = 1;
+	__u64 now = bpf_ktime_get_ns();
 
-	/* Only "already claimed" means another thread counted it: an LRU update can also fail
-	 * for want of a free node under contention, and such a death must still be counted. */
-	return bpf_map_update_elem(&proc_dead, &key, &one, BPF_NOEXIST) != -KS_EEXIST;
+	/* a full map cannot tell: count rather than lose the death */
+	return bpf_map_update_elem(&proc_dead, &key, &now, BPF_NOEXIST) != -KS_EEXIST;
 }
 
 static __always_inline void count(struct task_struct *task, __u8 kind, __u8 signal)
