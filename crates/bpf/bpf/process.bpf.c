@@ -34,9 +34,16 @@ static __always_inline bool first_to_see_group_dead(struct task_struct *task)
 		.start_time = BPF_CORE_READ(task, group_leader, start_time),
 	};
 	__u64 now = bpf_ktime_get_ns();
+	long err = bpf_map_update_elem(&proc_dead, &key, &now, BPF_NOEXIST);
 
-	/* a full map cannot tell: count rather than lose the death */
-	return bpf_map_update_elem(&proc_dead, &key, &now, BPF_NOEXIST) != -KS_EEXIST;
+	if (!err)
+		return true;
+	if (err == -KS_EEXIST)
+		return false;
+	/* EBUSY (older kernels' bucket lock, held on this CPU by a thread that has just made
+	 * its claim) or a full map: the claim is there if another thread made it; count the
+	 * death only if it is not, rather than lose it */
+	return !bpf_map_lookup_elem(&proc_dead, &key);
 }
 
 static __always_inline void count(struct task_struct *task, __u8 kind, __u8 signal)
