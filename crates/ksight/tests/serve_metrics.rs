@@ -486,8 +486,14 @@ impl OutputWithInput for std::process::Command {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .ok()?;
-        child.stdin.take()?.write_all(input.as_bytes()).ok()?;
-        child.wait_with_output().ok()
+        // Write from another thread: a child that answers before reading all its input
+        // must not fill its output pipes while we block on its stdin.
+        let mut stdin = child.stdin.take()?;
+        let input = input.to_string();
+        let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+        let out = child.wait_with_output().ok()?;
+        writer.join().ok()?.ok()?;
+        Some(out)
     }
 }
 
