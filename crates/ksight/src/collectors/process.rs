@@ -139,7 +139,10 @@ const CLAIM_TTL_NS: u64 = 5_000_000_000;
 fn forget_old_deaths(obj: &LoadedObject) -> Result<()> {
     let map = obj.map("proc_dead")?;
     let now = monotonic_ns();
-    for key in map.keys() {
+    // Keys first, deletes after: deleting the key an iteration stands on restarts it from
+    // the first key, which made this quadratic (minutes under emulation).
+    let keys: Vec<Vec<u8>> = map.keys().collect();
+    for key in keys {
         let Some(value) = map.lookup(&key, MapFlags::ANY)? else {
             continue;
         };
