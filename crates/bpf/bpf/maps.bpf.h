@@ -88,23 +88,50 @@ static __always_inline __u64 ks_task_cgroup(struct task_struct *task)
 	return 0;
 }
 
-/* Adds n under key; a new key that does not fit goes under ovf_key in ovf_map. */
+/* How often ks_lookup_or_insert tries before it gives up. */
+#define KS_INSERT_TRIES 3
+
+/* The value under key in a hash map, inserted as *init if absent; NULL when the map cannot
+ * take it, with the kernel's error in *err (-E2BIG: full). Several CPUs may insert the same
+ * new key at once: BPF_NOEXIST lets one win, and the others look the winner's element up.
+ * On 5.10 that lookup, right after the EEXIST, now and then misses the element the other CPU
+ * has just linked (the kernel matrix lost one exit in about 500 that way, counted as a failed
+ * update), so the lookup-or-insert is tried again, a bounded number of times. */
+static __always_inline void *ks_lookup_or_insert(void *map, void *key, void *init, long *err)
+{
+	void *v;
+
+	*err = 0;
+#pragma unroll
+	for (int i = 0; i < KS_INSERT_TRIES; i++) {
+		v = bpf_map_lookup_elem(map, key);
+		if (v)
+			return v;
+		*err = bpf_map_update_elem(map, key, init, BPF_NOEXIST);
+		/* inserted, or another CPU did (EEXIST): look it up again */
+		if (*err && *err != -KS_EEXIST)
+			return NULL;
+	}
+	if (!*err)
+		*err = -KS_EEXIST;
+	return NULL;
+}
+
+/* The loss reason for a ks_lookup_or_insert error. */
+static __always_inline __u32 ks_insert_loss(long err)
+{
+	return err == -KS_E2BIG ? KS_LOSS_MAP_FULL : KS_LOSS_UPDATE_FAILED;
+}
+
+/* Adds n under key (inserted as 0 first if absent); the kernel's error if it cannot. */
 static __always_inline int ks_try_add(void *map, void *key, __u64 n)
 {
-	__u64 *v = bpf_map_lookup_elem(map, key);
+	__u64 zero = 0, *v;
 	long err;
 
-	if (v) {
-		__sync_fetch_and_add(v, n);
-		return 0;
-	}
-	err = bpf_map_update_elem(map, key, &n, BPF_NOEXIST);
-	if (err != -KS_EEXIST)
-		return err;
-	/* another CPU inserted it first */
-	v = bpf_map_lookup_elem(map, key);
+	v = ks_lookup_or_insert(map, key, &zero, &err);
 	if (!v)
-		return -KS_EEXIST;
+		return err;
 	__sync_fetch_and_add(v, n);
 	return 0;
 }
@@ -121,7 +148,7 @@ static __always_inline void ks_add(void *map, void *key, void *ovf_map, void *ov
 	}
 	err = ks_try_add(ovf_map, ovf_key, n);
 	if (err)
-		ks_lose(err == -KS_E2BIG ? KS_LOSS_MAP_FULL : KS_LOSS_UPDATE_FAILED);
+		ks_lose(ks_insert_loss(err));
 }
 
 static __always_inline void ks_hist_record(struct ks_hist *h, __u64 ns)
@@ -146,18 +173,14 @@ static __always_inline void ks_hist_add(void *map, __u64 ns)
 }
 
 /* The value under key in a hash map, inserted as zeroes if absent; NULL (and a loss counted)
- * when the map is full. */
+ * when the map cannot take it. */
 static __always_inline void *ks_lookup_or_zero(void *map, void *key, void *zero)
 {
-	void *v = bpf_map_lookup_elem(map, key);
+	long err;
+	void *v = ks_lookup_or_insert(map, key, zero, &err);
 
-	if (v)
-		return v;
-	/* EEXIST: another CPU inserted it first; the lookup below finds it */
-	bpf_map_update_elem(map, key, zero, BPF_NOEXIST);
-	v = bpf_map_lookup_elem(map, key);
 	if (!v)
-		ks_lose(KS_LOSS_MAP_FULL);
+		ks_lose(ks_insert_loss(err));
 	return v;
 }
 

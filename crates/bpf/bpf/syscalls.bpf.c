@@ -105,24 +105,10 @@ static __always_inline void count_error(__u64 nr, long ret)
 		.nr = nr < KS_SYSCALL_SLOTS ? nr : KS_SYSCALL_INVALID,
 		.err = -ret,
 	};
-	__u64 *n = bpf_map_lookup_elem(&sys_errors, &key);
-	__u64 one = 1;
-	long err;
+	long err = ks_try_add(&sys_errors, &key, 1);
 
-	if (n) {
-		__sync_fetch_and_add(n, 1);
-		return;
-	}
-	err = bpf_map_update_elem(&sys_errors, &key, &one, BPF_NOEXIST);
-	if (err == -KS_EEXIST) {
-		n = bpf_map_lookup_elem(&sys_errors, &key);
-		if (n) {
-			__sync_fetch_and_add(n, 1);
-			return;
-		}
-	}
 	if (err)
-		ks_lose(err == -KS_E2BIG ? KS_LOSS_MAP_FULL : KS_LOSS_UPDATE_FAILED);
+		ks_lose(ks_insert_loss(err));
 }
 
 static __always_inline int on_sys_exit(__u64 identity, __u64 nr, long ret)

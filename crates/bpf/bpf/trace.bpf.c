@@ -330,12 +330,11 @@ static __always_inline void on_open(struct pt_regs *regs, __u64 nr, long ret)
 static __always_inline void systop_add(void *map, struct ks_systop_key *key, long ret)
 {
 	struct ks_systop_val *v = bpf_map_lookup_elem(map, key), fresh = {};
+	long err;
 
 	if (!v) {
 		ks_leader_comm((struct task_struct *)bpf_get_current_task(), fresh.comm);
-		/* EEXIST: another CPU inserted it first; either way look it up again */
-		bpf_map_update_elem(map, key, &fresh, BPF_NOEXIST);
-		v = bpf_map_lookup_elem(map, key);
+		v = ks_lookup_or_insert(map, key, &fresh, &err);
 		if (!v) {
 			lose(KS_EV_SYSCALLS); /* map full, or a failed update: counted, shown */
 			return;
