@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /* Never loaded: anchors every ABI struct in BTF so the skeleton generates its Rust types. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -35,4 +35,4 @@ enum ks_trace_filter ks_abi_trace_filter;
 enum ks_tcp_what ks_abi_tcp_what;
 enum ks_proc_kind ks_abi_proc_kind;
 
-char LICENSE[] SEC("license") = "GPL";
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
 /*
  * The whole kernel/user ABI of ksight: the only file both languages read.
  * Rust gets these types from the skeleton of abi.bpf.c (see src/lib.rs).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* Kernel integer types for host builds of the shared headers. */
 #include <stdint.h>
 typedef uint8_t __u8;

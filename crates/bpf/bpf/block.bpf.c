@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /*
  * block collector: I/O latency (request issued to the driver -> completed) as a histogram
  * and bytes, by device and operation. block_rq_issue lost its request_queue argument in

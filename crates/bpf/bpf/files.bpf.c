@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /*
  * files collector: ksight_file_opens_total{comm,result} for open, openat, openat2 and creat.
  * Its own hooks (used when the syscalls collector is off): the per-syscall exit tracepoints.

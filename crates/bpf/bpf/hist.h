@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
 /*
  * Histogram slot of a duration, shared by the BPF programs and the host unit tests.
  * Bounds are 2^k seconds in nanoseconds (floor: a whole ns is <= 2^k s exactly when it is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* Host build of hist.h for the unit tests: the same code the kernel runs. */
 #define __always_inline inline __attribute__((always_inline))
 #include "abi_host.h"

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
 /* BPF-side helpers shared by every ksight object: loss counting, keyed counters, comm. */
 #ifndef KSIGHT_MAPS_BPF_H
 #define KSIGHT_MAPS_BPF_H
@@ -88,37 +88,37 @@ static __always_inline __u64 ks_task_cgroup(struct task_struct *task)
 	return 0;
 }
 
-/* How often ks_lookup_or_insert tries before it gives up. */
-#define KS_INSERT_TRIES 3
+/* bpf_map_update_elem's error, as an int. Before 6.4 ("bpf: return long from bpf_map_ops
+ * funcs") the verifier turns the helper into a direct call of the map's update op, which
+ * returns int: r0 then holds -EEXIST as 0x00000000ffffffef, not a 64-bit -17, and a 64-bit
+ * compare misreads it (on 5.10 an insert race now and then lost an exit that way, counted as
+ * a failed update). Every error of a map update is compared through this. */
+static __always_inline int ks_update(void *map, void *key, void *value, __u64 flags)
+{
+	return (int)bpf_map_update_elem(map, key, value, flags);
+}
 
 /* The value under key in a hash map, inserted as *init if absent; NULL when the map cannot
  * take it, with the kernel's error in *err (-E2BIG: full). Several CPUs may insert the same
- * new key at once: BPF_NOEXIST lets one win, and the others look the winner's element up.
- * On 5.10 that lookup, right after the EEXIST, now and then misses the element the other CPU
- * has just linked (the kernel matrix lost one exit in about 500 that way, counted as a failed
- * update), so the lookup-or-insert is tried again, a bounded number of times. */
-static __always_inline void *ks_lookup_or_insert(void *map, void *key, void *init, long *err)
+ * new key at once: BPF_NOEXIST lets one win, and the others (EEXIST) look up the winner's. */
+static __always_inline void *ks_lookup_or_insert(void *map, void *key, void *init, int *err)
 {
-	void *v;
+	void *v = bpf_map_lookup_elem(map, key);
 
 	*err = 0;
-#pragma unroll
-	for (int i = 0; i < KS_INSERT_TRIES; i++) {
-		v = bpf_map_lookup_elem(map, key);
-		if (v)
-			return v;
-		*err = bpf_map_update_elem(map, key, init, BPF_NOEXIST);
-		/* inserted, or another CPU did (EEXIST): look it up again */
-		if (*err && *err != -KS_EEXIST)
-			return NULL;
-	}
-	if (!*err)
-		*err = -KS_EEXIST;
-	return NULL;
+	if (v)
+		return v;
+	*err = ks_update(map, key, init, BPF_NOEXIST);
+	if (*err && *err != -KS_EEXIST)
+		return NULL;
+	v = bpf_map_lookup_elem(map, key);
+	if (!v && !*err)
+		*err = -KS_EEXIST; /* inserted, yet gone: nothing deletes from a live table */
+	return v;
 }
 
 /* The loss reason for a ks_lookup_or_insert error. */
-static __always_inline __u32 ks_insert_loss(long err)
+static __always_inline __u32 ks_insert_loss(int err)
 {
 	return err == -KS_E2BIG ? KS_LOSS_MAP_FULL : KS_LOSS_UPDATE_FAILED;
 }
@@ -127,7 +127,7 @@ static __always_inline __u32 ks_insert_loss(long err)
 static __always_inline int ks_try_add(void *map, void *key, __u64 n)
 {
 	__u64 zero = 0, *v;
-	long err;
+	int err;
 
 	v = ks_lookup_or_insert(map, key, &zero, &err);
 	if (!v)
@@ -138,7 +138,7 @@ static __always_inline int ks_try_add(void *map, void *key, __u64 n)
 
 static __always_inline void ks_add(void *map, void *key, void *ovf_map, void *ovf_key, __u64 n)
 {
-	long err = ks_try_add(map, key, n);
+	int err = ks_try_add(map, key, n);
 
 	if (!err)
 		return;
@@ -176,7 +176,7 @@ static __always_inline void ks_hist_add(void *map, __u64 ns)
  * when the map cannot take it. */
 static __always_inline void *ks_lookup_or_zero(void *map, void *key, void *zero)
 {
-	long err;
+	int err;
 	void *v = ks_lookup_or_insert(map, key, zero, &err);
 
 	if (!v)
@@ -228,6 +228,6 @@ static __always_inline void ks_count(void *map, __u32 idx, __u64 n)
 			ks_add(&name##_a, key, &name##_ovf, ovf_key, n);                  \
 	} while (0)
 
-char LICENSE[] SEC("license") = "GPL";
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #endif /* KSIGHT_MAPS_BPF_H */

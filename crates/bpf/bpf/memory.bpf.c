@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /*
  * memory collector: OOM kills by the victim's process name and, opt-in (collector
  * page_faults), user page faults by process name.

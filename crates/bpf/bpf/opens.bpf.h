@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
 /* Counting opens by (comm, result): used by files.bpf.c on its own hooks and by
  * syscalls.bpf.c, whose sys_exit program counts them too when the files collector shares it
  * (a second program on sys_exit would cost every syscall a second floor). */

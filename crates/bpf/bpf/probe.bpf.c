@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /* Empty programs, one per hook kind: `ksight doctor` loads and attaches each to learn what
  * this kernel really offers. The bench floors use the sys_enter/sys_exit ones, and the
  * probe_floor_* programs below (empty programs on the collectors' hooks, bench/collectors.sh). */
@@ -134,4 +134,4 @@ int BPF_PROG(probe_floor_page_fault_user)
 	return 0;
 }
 
-char LICENSE[] SEC("license") = "GPL";
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

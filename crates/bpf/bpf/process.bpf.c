@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /*
  * process collector: execs, forks and exits of processes (thread groups, not threads),
  * processes killed by a signal, and their lifetime (fork of the leader to group death).
@@ -34,7 +34,7 @@ static __always_inline bool first_to_see_group_dead(struct task_struct *task)
 		.start_time = BPF_CORE_READ(task, group_leader, start_time),
 	};
 	__u64 now = bpf_ktime_get_ns();
-	long err = bpf_map_update_elem(&proc_dead, &key, &now, BPF_NOEXIST);
+	int err = ks_update(&proc_dead, &key, &now, BPF_NOEXIST);
 
 	if (!err)
 		return true;

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /*
  * sched collector: run-queue latency (wakeup, or preemption while runnable, -> on CPU) as a
  * histogram, and context switches. One sched_switch program yields both figures.

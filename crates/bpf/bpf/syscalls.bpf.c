@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /*
  * syscalls collector: ksight_syscalls_total{syscall,comm}, ksight_syscall_errors_total.
  *
@@ -105,7 +105,7 @@ static __always_inline void count_error(__u64 nr, long ret)
 		.nr = nr < KS_SYSCALL_SLOTS ? nr : KS_SYSCALL_INVALID,
 		.err = -ret,
 	};
-	long err = ks_try_add(&sys_errors, &key, 1);
+	int err = ks_try_add(&sys_errors, &key, 1);
 
 	if (err)
 		ks_lose(ks_insert_loss(err));

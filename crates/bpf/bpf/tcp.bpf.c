@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /*
  * tcp collector, from four tracepoints (no kprobe): connections established (active/passive,
  * IPv4/IPv6), connect latency (SYN_SENT -> ESTABLISHED), connection lifetime (ESTABLISHED ->

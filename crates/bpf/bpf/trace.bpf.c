@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /*
  * ksight trace: one record per event into a ring buffer, for exec, open, fork, exit, signal
  * and tcp; per-process syscall counts for `trace syscalls`.
@@ -330,7 +330,7 @@ static __always_inline void on_open(struct pt_regs *regs, __u64 nr, long ret)
 static __always_inline void systop_add(void *map, struct ks_systop_key *key, long ret)
 {
 	struct ks_systop_val *v = bpf_map_lookup_elem(map, key), fresh = {};
-	long err;
+	int err;
 
 	if (!v) {
 		ks_leader_comm((struct task_struct *)bpf_get_current_task(), fresh.comm);
