@@ -243,7 +243,7 @@ impl LoadedObject {
 /// column `j` lands at `k * columns + j`.
 pub fn percpu_array_sums(map: &MapHandle) -> Result<Vec<u64>> {
     let value_size = map.value_size() as usize;
-    if map.map_type() != MapType::PercpuArray || value_size % 8 != 0 {
+    if map.map_type() != MapType::PercpuArray || !value_size.is_multiple_of(8) {
         bail!(
             "{} is not a per-CPU array of u64 rows",
             map.name().to_string_lossy()

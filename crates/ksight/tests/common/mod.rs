@@ -78,16 +78,21 @@ impl Server {
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn ksight");
-        let server = Server { child, port };
+        let mut server = Server { child, port };
         server.wait_ready();
         server
     }
 
-    fn wait_ready(&self) {
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if http_get(self.port, "/metrics", None).is_ok() {
                 return;
+            }
+            // A server that already exited will never answer: say so now (its stderr,
+            // inherited, is just above), not after the deadline.
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("ksight exited ({status}) before serving /metrics; its stderr is above");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
