@@ -1,4 +1,4 @@
-//! Hook kinds, in the words `doctor`, logs and `ksight_collector_up{hook}` use.
+//! Hook kinds, in the words `doctor`, logs and `ksight_collector_info{hook}` use.
 
 use std::fmt;
 

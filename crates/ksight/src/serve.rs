@@ -264,7 +264,8 @@ fn scrape(
     bpf_stats: bool,
 ) -> Vec<u8> {
     let start = Instant::now();
-    let mut families = vec![own::build_info(), own::collector_up(attachments)];
+    let mut families = vec![own::build_info()];
+    families.extend(own::collector_up(attachments));
     for c in running.iter_mut() {
         let t0 = Instant::now();
         let result = c.collect(&mut families);

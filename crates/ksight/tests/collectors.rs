@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const ACTIVE: &str = "ksight_tcp_connections_total";
-const CONNECT_COUNT: &str = "ksight_tcp_connect_duration_seconds_count";
-const LIFETIME_COUNT: &str = "ksight_tcp_connection_duration_seconds_count";
+const CONNECT_COUNT: &str = "ksight_tcp_connect_latency_seconds_count";
+const LIFETIME_COUNT: &str = "ksight_tcp_connection_lifetime_seconds_count";
 
 /// Connects `n` times to a listener on `ip`; each client sends `payload` bytes, the server
 /// answers with `reply` bytes, both close.
@@ -566,7 +566,13 @@ fn raw_tp_fallbacks_attach_and_count_the_same() {
     let up = server.scrape();
     for c in collectors {
         let labels = [("collector", c), ("hook", "raw_tp")];
-        assert_eq!(up.sum("ksight_collector_up", &labels), 1.0, "{c} on raw_tp");
+        assert_eq!(
+            up.sum("ksight_collector_info", &labels),
+            1.0,
+            "{c} on raw_tp"
+        );
+        let up_labels = [("collector", c)];
+        assert_eq!(up.sum("ksight_collector_up", &up_labels), 1.0, "{c} up");
     }
     let comm = unique_comm("raw");
     let dev = LoopDevice::new(16 * 4096);

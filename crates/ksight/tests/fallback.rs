@@ -9,11 +9,14 @@ const N: u64 = 500;
 
 fn hook_of(server: &Server, collector: &str) -> String {
     let s = server.scrape();
-    let up = s
+    if s.sum("ksight_collector_up", &[("collector", collector)]) != 1.0 {
+        return "none".into();
+    }
+    let info = s
         .0
         .iter()
-        .find(|(n, l, v)| n == "ksight_collector_up" && l["collector"] == collector && *v == 1.0);
-    up.map(|(_, l, _)| l["hook"].clone())
+        .find(|(n, l, v)| n == "ksight_collector_info" && l["collector"] == collector && *v == 1.0);
+    info.map(|(_, l, _)| l["hook"].clone())
         .unwrap_or_else(|| "none".into())
 }
 

@@ -217,9 +217,13 @@ fn opens_counted_in_the_shared_sys_exit_program() {
     let up = server.scrape();
     assert_eq!(
         up.sum(
-            "ksight_collector_up",
+            "ksight_collector_info",
             &[("collector", "files"), ("hook", "tp_btf")]
         ),
+        1.0
+    );
+    assert_eq!(
+        up.sum("ksight_collector_up", &[("collector", "files")]),
         1.0
     );
     opens_of_a_missing_path_by_every_open_syscall(&server);
@@ -239,9 +243,13 @@ fn opens_counted_on_their_own_hook_without_syscalls() {
     };
     assert_eq!(
         up.sum(
-            "ksight_collector_up",
+            "ksight_collector_info",
             &[("collector", "files"), ("hook", hook)]
         ),
+        1.0
+    );
+    assert_eq!(
+        up.sum("ksight_collector_up", &[("collector", "files")]),
         1.0
     );
     opens_of_a_missing_path_by_every_open_syscall(&server);
@@ -460,6 +468,7 @@ fn metrics_pass_promtool_and_openmetrics_is_served_on_request() {
     for name in [
         "ksight_build_info",
         "ksight_collector_up",
+        "ksight_collector_info",
         "ksight_map_capacity",
         "ksight_map_memory_bytes",
         "ksight_scrape_duration_seconds",

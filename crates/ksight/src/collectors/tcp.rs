@@ -68,13 +68,13 @@ impl Collector for Tcp {
         out.push(super::hist_family(
             obj,
             "tcp_connect_lat",
-            "ksight_tcp_connect_duration_seconds",
+            "ksight_tcp_connect_latency_seconds",
             "Active opens: SYN sent to connection established.",
         )?);
         out.push(super::hist_family(
             obj,
             "tcp_lifetime",
-            "ksight_tcp_connection_duration_seconds",
+            "ksight_tcp_connection_lifetime_seconds",
             "Connections from established to closed (those established while ksight ran).",
         )?);
         out.push(transitions(&bpf::percpu_array_sums(

@@ -38,7 +38,7 @@ fn encode_family(out: &mut String, f: &Family, format: Format) {
         (Kind::Gauge, _) => (f.name, "gauge"),
         (Kind::Histogram, _) => (f.name, "histogram"),
     };
-    let _ = writeln!(out, "# HELP {type_name} {}", escape_help(f.help));
+    let _ = writeln!(out, "# HELP {type_name} {}", escape_help(f.help, format));
     let _ = writeln!(out, "# TYPE {type_name} {kind}");
     for (labels, value) in &f.samples {
         let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -103,8 +103,15 @@ pub fn escape_label(out: &mut String, value: &str) {
     }
 }
 
-fn escape_help(help: &str) -> String {
-    help.replace('\\', "\\\\").replace('\n', "\\n")
+/// HELP text: `\` and newline escaped in both formats; OpenMetrics escapes `"` as well (in
+/// Prometheus' 0.0.4 text format a `\"` would be read as two characters).
+fn escape_help(help: &str, format: Format) -> String {
+    let text = help.replace('\\', "\\\\").replace('\n', "\\n");
+    if format == Format::OpenMetrics {
+        text.replace('"', "\\\"")
+    } else {
+        text
+    }
 }
 
 /// Floats as Prometheus reads them: +Inf, and integers without a fraction.
@@ -149,6 +156,21 @@ mod tests {
         assert!(text.starts_with("# HELP ksight_test A test.\n# TYPE ksight_test counter\n"));
         assert!(text.contains("\nksight_test_total{"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn help_escapes_quotes_in_openmetrics_only() {
+        let f = Family::new("ksight_q", Kind::Gauge, "say \"hi\" \\ now");
+        let om = text(std::slice::from_ref(&f), Format::OpenMetrics);
+        assert!(
+            om.starts_with("# HELP ksight_q say \\\"hi\\\" \\\\ now\n"),
+            "{om}"
+        );
+        let classic = text(&[f], Format::Text004);
+        assert!(
+            classic.starts_with("# HELP ksight_q say \"hi\" \\\\ now\n"),
+            "{classic}"
+        );
     }
 
     #[test]

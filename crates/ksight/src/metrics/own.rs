@@ -22,20 +22,31 @@ pub fn build_info() -> Family {
     )
 }
 
-pub fn collector_up(attachments: &[Attachment]) -> Family {
-    let mut f = Family::new(
+/// `ksight_collector_up{collector}`: 1 attached, 0 not; and `ksight_collector_info{collector,
+/// hook} 1` naming the hook each uses (`none` when it could not attach).
+pub fn collector_up(attachments: &[Attachment]) -> [Family; 2] {
+    let mut up = Family::new(
         "ksight_collector_up",
         Kind::Gauge,
-        "1 when the collector is attached, with the hook it uses; 0 with hook=\"none\" when it could not attach.",
+        "1 when the collector is attached, 0 when it could not attach.",
+    );
+    let mut info = Family::new(
+        "ksight_collector_info",
+        Kind::Gauge,
+        "The hook each collector uses (none: it could not attach); always 1.",
     );
     for a in attachments {
         let hook = a.hook.map_or("none", |h| h.as_str());
-        f.set(
-            vec![("collector", a.collector.into()), ("hook", hook.into())],
+        up.set(
+            vec![("collector", a.collector.into())],
             Value::Int(a.hook.is_some() as u64),
         );
+        info.set(
+            vec![("collector", a.collector.into()), ("hook", hook.into())],
+            Value::Int(1),
+        );
     }
-    f
+    [up, info]
 }
 
 /// Losses counted in the kernel (ks_losses of each object), and map figures.
