@@ -41,7 +41,8 @@ pub enum Command {
 #[command(
     after_help = "Collectors on by default: syscalls, process, files, tcp, sched, block, memory, signals.\n\
 Opt-in: page_faults (ksight_page_faults_total{comm}; costs a table update per fault).\n\
-Selection: --collectors sets the list (default: the defaults); then every --no-collector.NAME removes one."
+Selection: --collectors sets the list (default: the defaults, or none with --collector.disable-defaults);\n\
+then every --collector.NAME adds one and every --no-collector.NAME removes one."
 )]
 pub struct ServeArgs {
     /// Address to listen on for HTTP (host:port, or :port for every interface).
@@ -56,30 +57,9 @@ pub struct ServeArgs {
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub collectors: Option<Vec<String>>,
 
-    /// Leave out the syscalls collector.
-    #[arg(long = "no-collector.syscalls")]
-    pub no_syscalls: bool,
-    /// Leave out the process collector.
-    #[arg(long = "no-collector.process")]
-    pub no_process: bool,
-    /// Leave out the files collector.
-    #[arg(long = "no-collector.files")]
-    pub no_files: bool,
-    /// Leave out the tcp collector.
-    #[arg(long = "no-collector.tcp")]
-    pub no_tcp: bool,
-    /// Leave out the sched collector.
-    #[arg(long = "no-collector.sched")]
-    pub no_sched: bool,
-    /// Leave out the block collector.
-    #[arg(long = "no-collector.block")]
-    pub no_block: bool,
-    /// Leave out the memory collector.
-    #[arg(long = "no-collector.memory")]
-    pub no_memory: bool,
-    /// Leave out the signals collector.
-    #[arg(long = "no-collector.signals")]
-    pub no_signals: bool,
+    /// --collector.NAME, --no-collector.NAME, --collector.disable-defaults.
+    #[command(flatten)]
+    pub selection: crate::collectors::Selection,
 
     /// Fail when any selected collector cannot attach (default: run the others).
     #[arg(long)]

@@ -118,7 +118,7 @@ fn build_report(btf: Option<&Path>, tracefs: privileges::Tracefs) -> Report {
         .filter(|c| c.default)
         .all(|c| c.hook != "none");
     Report {
-        kernel: kernel_release(),
+        kernel: crate::kernel::release(),
         ok: can_load && btf_check.ok && defaults_ok && !collectors_out.is_empty(),
         btf: btf_check,
         tracefs: tracefs.describe().into(),
@@ -276,12 +276,6 @@ fn probe_map(map_type: libbpf_sys::bpf_map_type) -> Result<()> {
             std::io::Error::from_raw_os_error(-e)
         )),
     }
-}
-
-fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn print_table(r: &Report) {

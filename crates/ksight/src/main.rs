@@ -7,6 +7,7 @@ mod collectors;
 mod doctor;
 mod enrich;
 mod hooks;
+mod kernel;
 mod metrics;
 mod names;
 mod privileges;

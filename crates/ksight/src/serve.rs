@@ -103,42 +103,8 @@ pub fn run(args: ServeArgs, btf: Option<&Path>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Say which cgroup hierarchy `--labels` reads (the collectors add the labels themselves).
 fn selected_collectors(args: &ServeArgs) -> Result<Vec<&'static str>> {
-    let chosen: Vec<String> = match &args.collectors {
-        Some(list) => list
-            .iter()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect(),
-        None => collectors::DEFAULT.iter().map(|s| s.to_string()).collect(),
-    };
-    let excluded = [
-        ("syscalls", args.no_syscalls),
-        ("process", args.no_process),
-        ("files", args.no_files),
-        ("tcp", args.no_tcp),
-        ("sched", args.no_sched),
-        ("block", args.no_block),
-        ("memory", args.no_memory),
-        ("signals", args.no_signals),
-    ];
-    let mut out = Vec::new();
-    for name in &chosen {
-        let Some(known) = collectors::ALL.iter().find(|c| **c == name) else {
-            bail!(
-                "unknown collector {name:?}; valid collectors: {}",
-                collectors::ALL.join(", ")
-            );
-        };
-        if !excluded.iter().any(|(n, off)| *off && n == known) && !out.contains(known) {
-            out.push(*known);
-        }
-    }
-    if out.is_empty() {
-        bail!("no collector selected");
-    }
-    Ok(out)
+    args.selection.resolve(args.collectors.as_deref())
 }
 
 /// `:9712` listens on every interface; `host:port` and `[v6]:port` as usual.

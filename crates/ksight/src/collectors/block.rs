@@ -141,7 +141,7 @@ fn issue_takes_queue() -> bool {
             return params == 3;
         }
     }
-    kernel_release() < (5, 11)
+    crate::kernel::version() < (5, 11)
 }
 
 /// Parameter count of a `btf_trace_*` typedef (a pointer to a function prototype).
@@ -150,12 +150,4 @@ fn tracepoint_params(btf: &libbpf_rs::btf::Btf<'_>, name: &str) -> Option<usize>
     let typedef: BtfType<'_> = btf.type_by_name(name)?;
     let proto = typedef.next_type()?.next_type()?;
     FuncProto::try_from(proto).ok().map(|p| p.len())
-}
-
-fn kernel_release() -> (u32, u32) {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut parts = release
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|p| p.parse().ok());
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }

@@ -37,6 +37,107 @@ pub const ALL: &[&str] = &[
     "page_faults",
 ];
 
+/// node_exporter's selection flags, made for every name in `ALL` (so no collector can lack
+/// them): `--collector.NAME` adds one, `--no-collector.NAME` removes one, and
+/// `--collector.disable-defaults` starts from none instead of `DEFAULT`.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    pub enabled: Vec<&'static str>,
+    pub disabled: Vec<&'static str>,
+    pub disable_defaults: bool,
+}
+
+const DISABLE_DEFAULTS: &str = "collector.disable-defaults";
+
+impl clap::FromArgMatches for Selection {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let flag = |id: String| matches.get_flag(&id);
+        Ok(Self {
+            enabled: ALL
+                .iter()
+                .copied()
+                .filter(|n| flag(format!("collector.{n}")))
+                .collect(),
+            disabled: ALL
+                .iter()
+                .copied()
+                .filter(|n| flag(format!("no-collector.{n}")))
+                .collect(),
+            disable_defaults: matches.get_flag(DISABLE_DEFAULTS),
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for Selection {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let switch = |id: String, help: String| {
+            clap::Arg::new(id.clone())
+                .long(id)
+                .help(help)
+                .action(clap::ArgAction::SetTrue)
+        };
+        let mut cmd = cmd.arg(switch(
+            DISABLE_DEFAULTS.into(),
+            "Start from no collector (then add with --collector.NAME)".into(),
+        ));
+        for name in ALL {
+            cmd = cmd
+                .arg(switch(
+                    format!("collector.{name}"),
+                    format!("Run the {name} collector"),
+                ))
+                .arg(switch(
+                    format!("no-collector.{name}"),
+                    format!("Leave out the {name} collector"),
+                ));
+        }
+        cmd
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl Selection {
+    /// The collectors to run: `list` (`--collectors`) or the defaults (none with
+    /// `--collector.disable-defaults`), plus the enabled, minus the disabled, in `ALL`'s order.
+    pub fn resolve(&self, list: Option<&[String]>) -> anyhow::Result<Vec<&'static str>> {
+        let base: Vec<&'static str> = match list {
+            Some(list) => list
+                .iter()
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .map(|name| {
+                    ALL.iter().copied().find(|c| *c == name).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "unknown collector {name:?}; valid collectors: {}",
+                            ALL.join(", ")
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?,
+            None if self.disable_defaults => Vec::new(),
+            None => DEFAULT.to_vec(),
+        };
+        let mut out: Vec<&'static str> = Vec::new();
+        for name in base.into_iter().chain(self.enabled.iter().copied()) {
+            if !self.disabled.contains(&name) && !out.contains(&name) {
+                out.push(name);
+            }
+        }
+        if out.is_empty() {
+            anyhow::bail!("no collector selected");
+        }
+        Ok(out)
+    }
+}
+
 /// Sizes and TTL shared by all collectors (flags of `serve`).
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -95,4 +196,63 @@ pub fn merge_hists(parts: &[ks_hist]) -> Histogram {
         count += h.count;
     }
     slot_histogram(&slots, sum_ns as f64 / 1e9, count)
+}
+
+#[cfg(test)]
+mod selection_tests {
+    use super::*;
+    use clap::Parser;
+
+    fn select(args: &[&str]) -> anyhow::Result<Vec<&'static str>> {
+        let cli = crate::cli::Cli::try_parse_from(["ksight", "serve"].iter().chain(args))?;
+        let crate::cli::Command::Serve(serve) = cli.command else {
+            unreachable!("parsed serve")
+        };
+        serve.selection.resolve(serve.collectors.as_deref())
+    }
+
+    #[test]
+    fn every_collector_has_both_flags() {
+        for name in ALL {
+            let on = select(&[
+                "--collector.disable-defaults",
+                &format!("--collector.{name}"),
+            ]);
+            assert_eq!(on.ok(), Some(vec![*name]), "--collector.{name}");
+            let all: Vec<String> = ALL.iter().map(|s| s.to_string()).collect();
+            let list = all.join(",");
+            let off = select(&["--collectors", &list, &format!("--no-collector.{name}")]);
+            assert!(off.is_ok_and(|o| !o.contains(name) && o.len() == ALL.len() - 1));
+        }
+    }
+
+    #[test]
+    fn defaults_lists_and_errors() {
+        assert_eq!(select(&[]).ok(), Some(DEFAULT.to_vec()));
+        assert_eq!(
+            select(&["--collector.page_faults", "--no-collector.tcp"]).ok(),
+            Some(
+                DEFAULT
+                    .iter()
+                    .copied()
+                    .filter(|c| *c != "tcp")
+                    .chain(["page_faults"])
+                    .collect()
+            )
+        );
+        assert_eq!(select(&["--collectors", "tcp,tcp"]).ok(), Some(vec!["tcp"]));
+        assert!(select(&["--collectors", "bogus"]).is_err());
+        assert!(select(&["--collector.disable-defaults"]).is_err());
+    }
+
+    #[test]
+    fn readme_names_every_collector() {
+        let readme = include_str!("../../../../README.md");
+        for name in ALL {
+            assert!(
+                readme.contains(&format!("`{name}`")),
+                "README lacks `{name}`"
+            );
+        }
+    }
 }

@@ -83,8 +83,8 @@ pub enum Event {
         sport: u16,
         daddr: String,
         dport: u16,
-        oldstate: &'static str,
-        newstate: &'static str,
+        oldstate: Cow<'static, str>,
+        newstate: Cow<'static, str>,
         duration_ns: Option<u64>,
     },
 }
@@ -273,26 +273,6 @@ fn signal(e: &ks_ev_signal, clock: &Clock) -> Event {
     }
 }
 
-/// TCP_* states of include/net/tcp_states.h.
-fn tcp_state(state: i32) -> &'static str {
-    const STATES: [&str; 13] = [
-        "UNKNOWN",
-        "ESTABLISHED",
-        "SYN_SENT",
-        "SYN_RECV",
-        "FIN_WAIT1",
-        "FIN_WAIT2",
-        "TIME_WAIT",
-        "CLOSE",
-        "CLOSE_WAIT",
-        "LAST_ACK",
-        "LISTEN",
-        "CLOSING",
-        "NEW_SYN_RECV",
-    ];
-    STATES.get(state as usize).copied().unwrap_or("UNKNOWN")
-}
-
 const AF_INET6: u16 = 10;
 
 fn address(family: u16, raw: &[u8; 16]) -> String {
@@ -318,8 +298,8 @@ fn tcp(e: &ks_ev_tcp, clock: &Clock) -> Event {
         sport: e.sport,
         daddr: address(e.family, &e.daddr),
         dport: e.dport,
-        oldstate: tcp_state(e.oldstate),
-        newstate: tcp_state(e.newstate),
+        oldstate: names::tcp_state(e.oldstate as u32),
+        newstate: names::tcp_state(e.newstate as u32),
         duration_ns: (event == "close" && e.duration_ns > 0).then_some(e.duration_ns),
     }
 }
