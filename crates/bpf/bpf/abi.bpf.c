@@ -33,6 +33,7 @@ struct ks_systop_val ks_abi_systop_val;
 enum ks_ev_kind ks_abi_ev_kind;
 enum ks_trace_filter ks_abi_trace_filter;
 enum ks_tcp_what ks_abi_tcp_what;
+enum ks_af ks_abi_af;
 enum ks_proc_kind ks_abi_proc_kind;
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

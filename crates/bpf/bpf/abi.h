@@ -184,6 +184,12 @@ enum ks_trace_filter {
 	KS_TF_FAILED = 16,
 };
 
+/* Address families (socket.h; macros, so not in vmlinux.h): ks_ev_tcp.family. */
+enum ks_af {
+	KS_AF_INET = 2,
+	KS_AF_INET6 = 10,
+};
+
 /* What ks_ev_tcp reports. */
 enum ks_tcp_what {
 	KS_TCP_CONNECT = 0, /* SYN_SENT -> ESTABLISHED, or SYN_SENT -> CLOSE (failed) */

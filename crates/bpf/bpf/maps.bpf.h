@@ -13,6 +13,21 @@
 #define KS_EEXIST 17
 #define KS_E2BIG 7
 
+/* x86_64 syscall numbers the programs test for. */
+#define KS_NR_OPEN 2
+#define KS_NR_EXECVE 59
+#define KS_NR_EXIT 60
+#define KS_NR_CREAT 85
+#define KS_NR_EXIT_GROUP 231
+#define KS_NR_OPENAT 257
+#define KS_NR_EXECVEAT 322
+#define KS_NR_OPENAT2 437
+
+static __always_inline bool ks_is_open_nr(__u64 nr)
+{
+	return nr == KS_NR_OPENAT || nr == KS_NR_OPEN || nr == KS_NR_OPENAT2 || nr == KS_NR_CREAT;
+}
+
 const volatile struct ks_config ks_config SEC(".rodata.cfg") = {};
 volatile struct ks_ctl ks_ctl SEC(".data.ctl") = {};
 
@@ -182,6 +197,44 @@ static __always_inline void *ks_lookup_or_zero(void *map, void *key, void *zero)
 	if (!v)
 		ks_lose(ks_insert_loss(err));
 	return v;
+}
+
+/* Thread groups already seen dead. Several exiting threads can read signal->live == 0 (it
+ * reaches zero in do_exit before the tracepoint), so the first to claim the group counts or
+ * reports it. Keyed by the signal struct and the leader's start time, so a reused address is
+ * a new key; the value is the time of death, and user space (dead_groups.rs) deletes claims
+ * older than a few seconds. A plain hash, not an LRU: its "already there" answer is exact (an
+ * LRU update takes a free node first and can fail for want of one even when the key exists). */
+struct ks_dead_group {
+	__u64 signal;
+	__u64 start_time;
+};
+
+#define KS_DEAD_GROUPS(name)                                                              \
+	struct {                                                                          \
+		__uint(type, BPF_MAP_TYPE_HASH);                                          \
+		__uint(max_entries, 4096);                                                \
+		__type(key, struct ks_dead_group);                                        \
+		__type(value, __u64);                                                     \
+	} name SEC(".maps")
+
+/* True for the first thread to see its group dead. Any failure other than "already claimed"
+ * (EBUSY: older kernels' bucket lock, held on this CPU by a thread that has just claimed; a
+ * full map) answers true unless the claim is there: a death is counted, never lost. */
+static __always_inline bool ks_first_to_see_group_dead(void *claims, struct task_struct *task)
+{
+	struct ks_dead_group key = {
+		.signal = (__u64)BPF_CORE_READ(task, signal),
+		.start_time = BPF_CORE_READ(task, group_leader, start_time),
+	};
+	__u64 now = bpf_ktime_get_ns();
+	int err = ks_update(claims, &key, &now, BPF_NOEXIST);
+
+	if (!err)
+		return true;
+	if (err == -KS_EEXIST)
+		return false;
+	return !bpf_map_lookup_elem(claims, &key);
 }
 
 /* Adds n to slot idx of a per-CPU array of counters. Atomic: programs on different hooks

@@ -7,17 +7,7 @@
 
 #include "maps.bpf.h"
 
-#define KS_NR_OPEN 2
-#define KS_NR_CREAT 85
-#define KS_NR_OPENAT 257
-#define KS_NR_OPENAT2 437
-
 KS_TABLE(files, struct ks_file_key, 4096);
-
-static __always_inline bool ks_is_open_nr(__u64 nr)
-{
-	return nr == KS_NR_OPENAT || nr == KS_NR_OPEN || nr == KS_NR_OPENAT2 || nr == KS_NR_CREAT;
-}
 
 static __always_inline void ks_count_open(long ret)
 {

@@ -9,42 +9,7 @@ KS_TABLE(proc, struct ks_proc_key, 4096);
 
 KS_HIST(proc_lifetime);
 
-/* Thread groups already counted as dead. Several exiting threads can read signal->live == 0
- * (it reaches zero in do_exit before the tracepoint), so the first to claim the group counts
- * it. Keyed by the signal struct and the leader's start time, so a reused address is a new
- * key; the value is the time of death, and user space deletes claims older than a few
- * seconds. A plain hash, not an LRU: its "already there" answer is exact (an LRU update takes
- * a free node first and can fail for want of one even when the key exists). */
-struct ks_dead_group {
-	__u64 signal;
-	__u64 start_time;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, struct ks_dead_group);
-	__type(value, __u64);
-} proc_dead SEC(".maps");
-
-static __always_inline bool first_to_see_group_dead(struct task_struct *task)
-{
-	struct ks_dead_group key = {
-		.signal = (__u64)BPF_CORE_READ(task, signal),
-		.start_time = BPF_CORE_READ(task, group_leader, start_time),
-	};
-	__u64 now = bpf_ktime_get_ns();
-	int err = ks_update(&proc_dead, &key, &now, BPF_NOEXIST);
-
-	if (!err)
-		return true;
-	if (err == -KS_EEXIST)
-		return false;
-	/* EBUSY (older kernels' bucket lock, held on this CPU by a thread that has just made
-	 * its claim) or a full map: the claim is there if another thread made it; count the
-	 * death only if it is not, rather than lose it */
-	return !bpf_map_lookup_elem(&proc_dead, &key);
-}
+KS_DEAD_GROUPS(proc_dead);
 
 static __always_inline void count(struct task_struct *task, __u8 kind, __u8 signal)
 {
@@ -81,7 +46,7 @@ static __always_inline int on_exit(struct task_struct *task)
 
 	if (BPF_CORE_READ(task, signal, live.counter) != 0 || ks_is_self())
 		return 0;
-	if (!first_to_see_group_dead(task))
+	if (!ks_first_to_see_group_dead(&proc_dead, task))
 		return 0;
 	code = BPF_CORE_READ(task, exit_code);
 	count(task, KS_PROC_EXIT, 0);

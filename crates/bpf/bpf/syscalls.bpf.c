@@ -11,8 +11,6 @@
  */
 #include "opens.bpf.h"
 
-#define KS_NR_EXIT 60
-#define KS_NR_EXIT_GROUP 231
 #define KS_THREAD_SIZE 16384
 
 struct {

@@ -7,10 +7,6 @@
  */
 #include "maps.bpf.h"
 
-#define KS_AF_INET 2
-#define KS_AF_INET6 10
-#define KS_IPPROTO_TCP 6
-
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, KS_TCP_NR_COUNTERS);
@@ -92,7 +88,7 @@ static __always_inline int on_state(const struct sock *sk, int old, int new)
 {
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 
-	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != KS_IPPROTO_TCP)
+	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
 	if (family != KS_AF_INET && family != KS_AF_INET6)
 		return 0;

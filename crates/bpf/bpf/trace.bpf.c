@@ -16,23 +16,8 @@
 #include "maps.bpf.h"
 #include <bpf/bpf_endian.h>
 
-#define KS_NR_OPEN 2
-#define KS_NR_CREAT 85
-#define KS_NR_OPENAT 257
-#define KS_NR_OPENAT2 437
-#define KS_NR_EXECVE 59
-#define KS_NR_EXECVEAT 322
-
 #define KS_O_CREAT_TRUNC_WRONLY (0100 | 01000 | 01)
 
-#define KS_AF_INET 2
-#define KS_AF_INET6 10
-#define KS_IPPROTO_TCP 6
-#define KS_TCP_ESTABLISHED 1
-#define KS_TCP_SYN_SENT 2
-#define KS_TCP_SYN_RECV 3
-#define KS_TCP_CLOSE 7
-#define KS_TCP_LISTEN 10
 
 #define KS_SIGNAL_DELIVERED 0
 #define KS_SIGNAL_LOSE_INFO 4
@@ -60,18 +45,8 @@ struct {
 	__type(value, __u8);
 } trace_cgroups SEC(".maps");
 
-/* Processes already reported dead (see process.bpf.c: several threads can see live == 0). */
-struct ks_trace_dead {
-	__u64 signal;
-	__u64 start_time;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, struct ks_trace_dead);
-	__type(value, __u8);
-} trace_dead SEC(".maps");
+/* Processes already reported dead (maps.bpf.h: several threads can see live == 0). */
+KS_DEAD_GROUPS(trace_dead);
 
 /* Who owns a tcp socket (who connected, or who listens on the port it was accepted on) and
  * when it was established; passive transitions run in softirq, where current is anyone. */
@@ -281,11 +256,6 @@ int BPF_PROG(exec_raw, struct task_struct *task, pid_t old_pid, struct linux_bin
 
 /* ---- open ---------------------------------------------------------------------------- */
 
-static __always_inline bool is_open(__u64 nr)
-{
-	return nr == KS_NR_OPENAT || nr == KS_NR_OPEN || nr == KS_NR_OPENAT2 || nr == KS_NR_CREAT;
-}
-
 static __always_inline void open_args(struct pt_regs *regs, __u64 nr, const char **path,
 				      __u64 *flags)
 {
@@ -374,7 +344,7 @@ static __always_inline int on_sys_exit(struct pt_regs *regs, __u64 nr, long ret)
 {
 	if (wanted(KS_EV_SYSCALLS))
 		count_syscall(nr, ret);
-	if (wanted(KS_EV_OPEN) && is_open(nr))
+	if (wanted(KS_EV_OPEN) && ks_is_open_nr(nr))
 		on_open(regs, nr, ret);
 	else if (wanted(KS_EV_EXEC) && ret < 0 && (nr == KS_NR_EXECVE || nr == KS_NR_EXECVEAT))
 		exec_failed(regs, nr, ret);
@@ -427,17 +397,6 @@ int BPF_PROG(fork_raw, struct task_struct *parent, struct task_struct *child)
 	return on_fork(parent, child);
 }
 
-static __always_inline bool first_to_see_group_dead(struct task_struct *task)
-{
-	struct ks_trace_dead key = {
-		.signal = (__u64)BPF_CORE_READ(task, signal),
-		.start_time = BPF_CORE_READ(task, group_leader, start_time),
-	};
-	__u8 one = 1;
-
-	return bpf_map_update_elem(&trace_dead, &key, &one, BPF_NOEXIST) == 0;
-}
-
 static __always_inline int on_exit(struct task_struct *task)
 {
 	__u32 code = BPF_CORE_READ(task, exit_code);
@@ -449,7 +408,7 @@ static __always_inline int on_exit(struct task_struct *task)
 		return 0;
 	if (filter_on(KS_TF_FAILED) && code == 0)
 		return 0;
-	if (!current_subject(&h, KS_EV_EXIT) || !first_to_see_group_dead(task))
+	if (!current_subject(&h, KS_EV_EXIT) || !ks_first_to_see_group_dead(&trace_dead, task))
 		return 0;
 	e = reserve(sizeof(*e), KS_EV_EXIT);
 	if (!e)
@@ -562,7 +521,7 @@ static __always_inline void tcp_event(struct sock *sk, struct ks_tcp_owner *owne
 				      int oldstate, int newstate, __u64 now)
 {
 	struct ks_ev_tcp *e;
-	__u8 failed = what == KS_TCP_CONNECT && newstate == KS_TCP_CLOSE;
+	__u8 failed = what == KS_TCP_CONNECT && newstate == TCP_CLOSE;
 
 	if (filter_on(KS_TF_FAILED) && !failed)
 		return;
@@ -600,20 +559,20 @@ static __always_inline void tcp_established(struct sock *sk, int oldstate, __u64
 	__u32 port = listen_key(sk);
 	struct ks_tcp_owner *o, copy;
 
-	if (oldstate == KS_TCP_SYN_SENT) {
+	if (oldstate == TCP_SYN_SENT) {
 		o = bpf_map_lookup_elem(&trace_tcp_socks, &key);
 		if (!o)
 			return; /* connected by a process filtered out */
 		o->h.ts_ns = now;
 		read_addrs(&o->addrs, sk);
-		tcp_event(sk, o, KS_TCP_CONNECT, oldstate, KS_TCP_ESTABLISHED, now);
+		tcp_event(sk, o, KS_TCP_CONNECT, oldstate, TCP_ESTABLISHED, now);
 		return;
 	}
 	/* accepted: owned by whoever listens on its local port */
 	o = bpf_map_lookup_elem(&trace_tcp_listen, &port);
 	if (!o) {
 		if (!filter_on(KS_TF_PID | KS_TF_UID | KS_TF_COMM | KS_TF_CGROUP))
-			tcp_event(sk, 0, KS_TCP_ACCEPT, oldstate, KS_TCP_ESTABLISHED, now);
+			tcp_event(sk, 0, KS_TCP_ACCEPT, oldstate, TCP_ESTABLISHED, now);
 		return;
 	}
 	copy = *o;
@@ -621,7 +580,7 @@ static __always_inline void tcp_established(struct sock *sk, int oldstate, __u64
 	copy.h.ts_ns = now;
 	read_addrs(&copy.addrs, sk);
 	bpf_map_update_elem(&trace_tcp_socks, &key, &copy, BPF_ANY);
-	tcp_event(sk, &copy, KS_TCP_ACCEPT, oldstate, KS_TCP_ESTABLISHED, now);
+	tcp_event(sk, &copy, KS_TCP_ACCEPT, oldstate, TCP_ESTABLISHED, now);
 }
 
 static __always_inline void tcp_closed(struct sock *sk, int oldstate, __u64 now)
@@ -630,7 +589,7 @@ static __always_inline void tcp_closed(struct sock *sk, int oldstate, __u64 now)
 	__u32 port;
 	struct ks_tcp_owner *o;
 
-	if (oldstate == KS_TCP_LISTEN) {
+	if (oldstate == TCP_LISTEN) {
 		port = listen_key(sk);
 		o = bpf_map_lookup_elem(&trace_tcp_listen, &port);
 		if (o && o->sk == key)
@@ -638,11 +597,11 @@ static __always_inline void tcp_closed(struct sock *sk, int oldstate, __u64 now)
 		return;
 	}
 	o = bpf_map_lookup_elem(&trace_tcp_socks, &key);
-	if (oldstate == KS_TCP_SYN_SENT) {
+	if (oldstate == TCP_SYN_SENT) {
 		if (o)
-			tcp_event(sk, o, KS_TCP_CONNECT, oldstate, KS_TCP_CLOSE, now);
-	} else if (oldstate != KS_TCP_SYN_RECV && (o || !filter_on(KS_TF_PID | KS_TF_UID | KS_TF_COMM | KS_TF_CGROUP))) {
-		tcp_event(sk, o, KS_TCP_CLOSE, oldstate, KS_TCP_CLOSE, now);
+			tcp_event(sk, o, KS_TCP_CONNECT, oldstate, TCP_CLOSE, now);
+	} else if (oldstate != TCP_SYN_RECV && (o || !filter_on(KS_TF_PID | KS_TF_UID | KS_TF_COMM | KS_TF_CGROUP))) {
+		tcp_event(sk, o, KS_TCP_CLOSE, oldstate, TCP_CLOSE, now);
 	}
 	if (o)
 		bpf_map_delete_elem(&trace_tcp_socks, &key);
@@ -653,17 +612,17 @@ static __always_inline int on_tcp_state(struct sock *sk, int oldstate, int newst
 	__u64 key = (__u64)sk;
 	__u32 port;
 
-	if (BPF_CORE_READ(sk, sk_protocol) != KS_IPPROTO_TCP)
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
-	if (newstate == KS_TCP_SYN_SENT) {
+	if (newstate == TCP_SYN_SENT) {
 		remember_owner(&trace_tcp_socks, &key, sk);
-	} else if (newstate == KS_TCP_LISTEN) {
+	} else if (newstate == TCP_LISTEN) {
 		port = listen_key(sk);
 		remember_owner(&trace_tcp_listen, &port, sk);
-	} else if (newstate == KS_TCP_ESTABLISHED &&
-		   (oldstate == KS_TCP_SYN_SENT || oldstate == KS_TCP_SYN_RECV)) {
+	} else if (newstate == TCP_ESTABLISHED &&
+		   (oldstate == TCP_SYN_SENT || oldstate == TCP_SYN_RECV)) {
 		tcp_established(sk, oldstate, bpf_ktime_get_ns());
-	} else if (newstate == KS_TCP_CLOSE) {
+	} else if (newstate == TCP_CLOSE) {
 		tcp_closed(sk, oldstate, bpf_ktime_get_ns());
 	}
 	return 0;

@@ -17,8 +17,8 @@ mod abi_skel {
 /// The structs and enums of `bpf/abi.h`, as generated from BTF.
 pub mod abi {
     pub use super::abi_skel::types::{
-        ks_block_key, ks_comm, ks_comm_key, ks_config, ks_ctl, ks_errno_key, ks_file_key, ks_hist,
-        ks_loss, ks_proc_key, ks_proc_kind, ks_signal_key, ks_slot_cache, ks_tcp_counter,
+        ks_af, ks_block_key, ks_comm, ks_comm_key, ks_config, ks_ctl, ks_errno_key, ks_file_key,
+        ks_hist, ks_loss, ks_proc_key, ks_proc_kind, ks_signal_key, ks_slot_cache, ks_tcp_counter,
     };
 
     // SAFETY: plain-old-data structs generated from C: every bit pattern is a valid value.

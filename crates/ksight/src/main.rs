@@ -4,6 +4,7 @@ mod bpf;
 mod cli;
 mod collector;
 mod collectors;
+mod dead_groups;
 mod doctor;
 mod enrich;
 mod hooks;

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use ksight_bpf::abi::{ks_proc_key, ks_proc_kind};
-use libbpf_rs::{MapCore, MapFlags};
 
 use crate::bpf::LoadedObject;
 use crate::collector::{self, Collector};
@@ -123,44 +122,10 @@ impl Collector for Process {
             .as_mut()
             .ok_or_else(|| anyhow!("process not started"))?;
         tabled.maintain(now)?;
-        forget_old_deaths(&tabled.obj)
+        crate::dead_groups::forget_old(&tabled.obj, "proc_dead")
     }
 
     fn object_ref(&self) -> Option<&Arc<LoadedObject>> {
         self.state.as_ref().map(|t| &t.obj)
     }
-}
-
-/// Claims in `proc_dead` older than this are deleted: every thread of a group reaches the
-/// exit tracepoint within moments of the last one.
-const CLAIM_TTL_NS: u64 = 5_000_000_000;
-
-/// Deletes the dead-group claims that no exiting thread can still ask about.
-fn forget_old_deaths(obj: &LoadedObject) -> Result<()> {
-    let map = obj.map("proc_dead")?;
-    let now = monotonic_ns();
-    // Keys first, deletes after: deleting the key an iteration stands on restarts it from
-    // the first key, which made this quadratic (minutes under emulation).
-    let keys: Vec<Vec<u8>> = map.keys().collect();
-    for key in keys {
-        let Some(value) = map.lookup(&key, MapFlags::ANY)? else {
-            continue;
-        };
-        let died = u64::from_ne_bytes(value[..8].try_into()?);
-        if now.saturating_sub(died) > CLAIM_TTL_NS {
-            map.delete(&key)?;
-        }
-    }
-    Ok(())
-}
-
-/// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns().
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime fills the timespec we pass; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

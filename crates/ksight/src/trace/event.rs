@@ -6,7 +6,8 @@ use std::io::{self, Write};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ksight_bpf::abi::{
-    ks_ev_exec, ks_ev_exit, ks_ev_fork, ks_ev_hdr, ks_ev_open, ks_ev_signal, ks_ev_tcp, ks_tcp_what,
+    ks_af, ks_ev_exec, ks_ev_exit, ks_ev_fork, ks_ev_hdr, ks_ev_open, ks_ev_signal, ks_ev_tcp,
+    ks_tcp_what,
 };
 use serde::Serialize;
 
@@ -97,8 +98,8 @@ pub struct Clock {
 
 impl Clock {
     pub fn now() -> Clock {
-        let real = clock_ns(libc::CLOCK_REALTIME);
-        let mono = clock_ns(libc::CLOCK_MONOTONIC);
+        let real = crate::kernel::clock_ns(libc::CLOCK_REALTIME);
+        let mono = crate::kernel::monotonic_ns();
         Clock {
             offset_ns: real as i128 - mono as i128,
         }
@@ -111,7 +112,7 @@ impl Clock {
 
 /// CLOCK_MONOTONIC now: the kernel's bpf_ktime_get_ns() clock.
 pub fn mono_ns() -> u64 {
-    clock_ns(libc::CLOCK_MONOTONIC)
+    crate::kernel::monotonic_ns()
 }
 
 /// HH:MM:SS of a Unix time, in local time.
@@ -123,16 +124,6 @@ pub fn local_hms(secs: i64) -> String {
         tm
     };
     format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
-}
-
-fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// The bytes of a C char array (the generated types hold `i8`).
@@ -273,7 +264,7 @@ fn signal(e: &ks_ev_signal, clock: &Clock) -> Event {
     }
 }
 
-const AF_INET6: u16 = 10;
+const AF_INET6: u16 = ks_af::KS_AF_INET6.0 as u16;
 
 fn address(family: u16, raw: &[u8; 16]) -> String {
     if family == AF_INET6 {
@@ -287,7 +278,8 @@ fn tcp(e: &ks_ev_tcp, clock: &Clock) -> Event {
     let event = match ks_tcp_what(e.what as u32) {
         ks_tcp_what::KS_TCP_CONNECT => "connect",
         ks_tcp_what::KS_TCP_ACCEPT => "accept",
-        _ => "close",
+        ks_tcp_what::KS_TCP_CLOSE => "close",
+        _ => "unknown",
     };
     Event::Tcp {
         common: common(&e.h, clock),

@@ -122,6 +122,7 @@ pub fn run(obj: &LoadedObject, args: &TraceArgs, kinds: &[Kind], hook: Hook) -> 
     start_line(&mut sink.borrow_mut(), args, kinds, hook);
     let deadline = args.duration.map(|d| Instant::now() + d);
     let mut lost = Losses::default();
+    let mut next_upkeep = Instant::now();
     loop {
         // EINTR (SIGINT arriving) is an ordinary return here; STOP is checked below.
         let mut ret = ring.poll_raw(POLL);
@@ -138,6 +139,10 @@ pub fn run(obj: &LoadedObject, args: &TraceArgs, kinds: &[Kind], hook: Hook) -> 
         }
         lost.report(&lost_map, kinds, &mut sink.borrow_mut(), false)?;
         sink.borrow_mut().flush();
+        if Instant::now() >= next_upkeep {
+            crate::dead_groups::forget_old(obj, "trace_dead")?;
+            next_upkeep = Instant::now() + Duration::from_secs(1);
+        }
         let expired = deadline.is_some_and(|d| Instant::now() >= d);
         if stopping() || expired || sink.borrow().done() {
             break;
