@@ -56,7 +56,7 @@ struct CollectorReport {
 
 pub fn run(
     args: crate::cli::DoctorArgs,
-    btf: Option<&Path>,
+    btf: Option<&'static Path>,
     tracefs: privileges::Tracefs,
 ) -> Result<ExitCode> {
     let report = build_report(btf, tracefs);
@@ -72,7 +72,7 @@ pub fn run(
     })
 }
 
-fn build_report(btf: Option<&Path>, tracefs: privileges::Tracefs) -> Report {
+fn build_report(btf: Option<&'static Path>, tracefs: privileges::Tracefs) -> Report {
     let caps = privileges::effective_caps();
     let can_load = privileges::can_load_tracing(caps);
     let btf_check = match privileges::resolve_btf(btf) {
@@ -92,9 +92,7 @@ fn build_report(btf: Option<&Path>, tracefs: privileges::Tracefs) -> Report {
     let config = LoadConfig {
         include_self: false,
         cgroup_mode: 0,
-        btf: btf
-            .filter(|_| btf_check.ok)
-            .map(|p| &*Box::leak(p.to_path_buf().into_boxed_path())),
+        btf: btf.filter(|_| btf_check.ok),
     };
     let mut hooks = Vec::new();
     let mut collectors_out = Vec::new();

@@ -40,10 +40,13 @@ fn main() -> ExitCode {
     init_logging(&cli.log);
     let tracefs = privileges::ensure_tracefs();
     tracing::debug!(tracefs = tracefs.describe());
+    // Every BPF object loaded from here to exit may need the path (collectors live on their
+    // own thread): it is made 'static once, here.
+    let btf: Option<&'static std::path::Path> = cli.btf.map(|p| &*Box::leak(p.into_boxed_path()));
     let result = match cli.command {
-        cli::Command::Serve(args) => serve::run(args, cli.btf.as_deref()),
-        cli::Command::Doctor(args) => doctor::run(args, cli.btf.as_deref(), tracefs),
-        cli::Command::Trace(args) => trace::run(args, cli.btf.as_deref()),
+        cli::Command::Serve(args) => serve::run(args, btf),
+        cli::Command::Doctor(args) => doctor::run(args, btf, tracefs),
+        cli::Command::Trace(args) => trace::run(args, btf),
     };
     match result {
         Ok(code) => code,

@@ -30,7 +30,7 @@ use crate::privileges;
 /// A scrape: the format wanted, and where to send the encoded body.
 type ScrapeRequest = (Format, oneshot::Sender<Vec<u8>>);
 
-pub fn run(args: ServeArgs, btf: Option<&Path>) -> Result<ExitCode> {
+pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     let names = selected_collectors(&args)?;
     let addr = parse_listen(&args.listen)?;
     privileges::require_bpf_privileges()?;
@@ -118,10 +118,8 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr> {
         .map_err(|_| anyhow!("invalid --web.listen-address {text:?} (use :PORT or HOST:PORT)"))
 }
 
-fn load_config(btf: Option<&Path>, include_self: bool) -> Result<LoadConfig> {
-    let btf = privileges::resolve_btf(btf)?;
-    // The path lives as long as the process: every later load may need it.
-    let btf: Option<&'static Path> = btf.map(|p| &*Box::leak(p.into_boxed_path()));
+fn load_config(btf: Option<&'static Path>, include_self: bool) -> Result<LoadConfig> {
+    privileges::resolve_btf(btf)?;
     Ok(LoadConfig {
         include_self,
         btf,

@@ -232,7 +232,7 @@ impl State {
             .into_iter()
             .filter_map(|(slot, key)| {
                 let owner = plain::from_bytes::<ks_comm>(&key).ok()?;
-                let comm = names::comm(&owner.comm.map(|c| c as u8));
+                let comm = names::c_str(&owner.comm);
                 Some((slot, (comm, owner.cgroup)))
             })
             .collect())

@@ -119,7 +119,19 @@ pub fn comm_or_overflow(raw: &[std::ffi::c_char], overflow: u8) -> String {
     if overflow != 0 {
         return OVERFLOW_COMM.to_string();
     }
-    comm(&raw.iter().map(|&c| c as u8).collect::<Vec<_>>())
+    c_str(raw)
+}
+
+/// The bytes of a C char array (the generated ABI types hold `c_char`).
+pub fn c_bytes(raw: &[std::ffi::c_char]) -> &[u8] {
+    // SAFETY: c_char and u8 have the same size and alignment; the slice stays borrowed.
+    unsafe { std::slice::from_raw_parts(raw.as_ptr().cast::<u8>(), raw.len()) }
+}
+
+/// A NUL-terminated string the kernel filled (comm, path, argument) as text: the one decoder
+/// of C strings, with `comm`'s rule for bytes that are not UTF-8.
+pub fn c_str(raw: &[std::ffi::c_char]) -> String {
+    comm(c_bytes(raw))
 }
 
 /// A kernel comm (NUL-terminated, <= 16 bytes) as a label value; bytes that are not UTF-8

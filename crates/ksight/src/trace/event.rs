@@ -126,17 +126,6 @@ pub fn local_hms(secs: i64) -> String {
     format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
 }
 
-/// The bytes of a C char array (the generated types hold `i8`).
-fn bytes(raw: &[i8]) -> &[u8] {
-    // SAFETY: i8 and u8 have the same size and alignment; the slice stays borrowed.
-    unsafe { std::slice::from_raw_parts(raw.as_ptr().cast::<u8>(), raw.len()) }
-}
-
-/// A NUL-terminated kernel string; bytes that are not UTF-8 are written `\xNN`.
-fn text(raw: &[i8]) -> String {
-    names::comm(bytes(raw))
-}
-
 fn read<T: plain::Plain + Default>(data: &[u8]) -> Option<T> {
     let mut v = T::default();
     plain::copy_from_bytes(&mut v, data).ok()?;
@@ -168,7 +157,7 @@ fn common(h: &ks_ev_hdr, clock: &Clock) -> Common {
         pid: h.pid,
         tid: h.tid,
         uid: h.uid,
-        comm: text(&h.comm),
+        comm: names::c_str(&h.comm),
         cgroup_id: h.cgroup,
     }
 }
@@ -184,7 +173,7 @@ pub const MAX_ARGS: usize = 8;
 
 fn exec(e: &ks_ev_exec, clock: &Clock) -> Event {
     let len = (e.args_len as usize).min(e.args.len());
-    let raw = &bytes(&e.args)[..len];
+    let raw = &names::c_bytes(&e.args)[..len];
     let mut argv: Vec<String> = raw
         .split(|&b| b == 0)
         .filter(|a| !a.is_empty())
@@ -199,7 +188,7 @@ fn exec(e: &ks_ev_exec, clock: &Clock) -> Event {
     Event::Exec {
         common: common(&e.h, clock),
         ppid: e.ppid,
-        filename: text(&e.filename),
+        filename: names::c_str(&e.filename),
         argv,
         argv_truncated: truncated,
         ret: e.ret,
@@ -212,7 +201,7 @@ fn open(e: &ks_ev_open, clock: &Clock) -> Event {
     Event::Open {
         common: common(&e.h, clock),
         syscall: names::syscall(e.nr),
-        path: text(&e.path),
+        path: names::c_str(&e.path),
         flags: e.flags,
         flags_text: open_flags(e.flags),
         ret: e.ret,
@@ -259,7 +248,7 @@ fn signal(e: &ks_ev_signal, clock: &Clock) -> Event {
         signal_number: e.sig,
         target_pid: e.target_pid,
         target_tid: e.target_tid,
-        target_comm: text(&e.target_comm),
+        target_comm: names::c_str(&e.target_comm),
         result: signal_result(e.result),
     }
 }

@@ -164,14 +164,12 @@ pub fn stopping() -> bool {
     STOP.load(Ordering::SeqCst)
 }
 
-pub fn run(args: TraceArgs, btf: Option<&Path>) -> Result<ExitCode> {
+pub fn run(args: TraceArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     let kinds = selection(&args.events)?;
     let cgroups = cgroups::resolve(args.cgroup.as_deref(), args.container.as_deref())?;
     let config = trace_config(&args, &kinds, &cgroups)?;
     privileges::require_bpf_privileges()?;
-    let btf = privileges::resolve_btf(btf)?;
-    // The object lives until exit; LoadConfig wants a 'static path.
-    let btf: Option<&'static Path> = btf.map(|p| &*Box::leak(p.into_boxed_path()));
+    privileges::resolve_btf(btf)?;
     let load = LoadConfig {
         include_self: false,
         cgroup_mode: cgroups.mode,

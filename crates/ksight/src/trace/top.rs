@@ -110,18 +110,13 @@ fn drain(map: &MapHandle) -> Result<Vec<Row>> {
             row.count += v.count;
             row.errors += v.errors;
             if row.comm.is_empty() && v.comm[0] != 0 {
-                row.comm = comm_text(&v.comm);
+                row.comm = names::c_str(&v.comm);
             }
         }
         rows.push(row);
     }
     rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.pid.cmp(&b.pid)));
     Ok(rows)
-}
-
-fn comm_text(raw: &[i8]) -> String {
-    let bytes: Vec<u8> = raw.iter().map(|&c| c as u8).collect();
-    names::comm(&bytes)
 }
 
 fn print_table(
