@@ -2,12 +2,16 @@
 /*
  * block collector: I/O latency (request issued to the driver -> completed) as a histogram
  * and bytes, by device and operation. block_rq_issue lost its request_queue argument in
- * 5.11: user space reads the kernel's BTF and loads the *_q variants before that.
+ * 5.11 (commit a54895fa): user space reads the kernel's BTF and sets ks_block_issue_takes_queue
+ * before load, so one program reads the request from the right argument (libbpf-tools
+ * biolatency's way); the verifier sees a constant and checks only the branch taken.
  */
 #include "maps.bpf.h"
 
 #define KS_REQ_OP_MASK ((1u << 8) - 1)
 #define KS_MINORBITS 20
+
+const volatile __u32 ks_block_issue_takes_queue SEC(".rodata.block") = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -93,16 +97,18 @@ static __always_inline int on_complete(struct request *rq, unsigned int nr_bytes
 	return 0;
 }
 
-SEC("tp_btf/block_rq_issue")
-int BPF_PROG(issue_btf, struct request *rq)
+/* The request block_rq_issue passes: its first argument, or its second before 5.11. */
+static __always_inline struct request *issued_request(unsigned long long *ctx)
 {
-	return on_issue(rq);
+	if (ks_block_issue_takes_queue)
+		return (struct request *)ctx[1];
+	return (struct request *)ctx[0];
 }
 
 SEC("tp_btf/block_rq_issue")
-int BPF_PROG(issue_btf_q, struct request_queue *q, struct request *rq)
+int BPF_PROG(issue_btf)
 {
-	return on_issue(rq);
+	return on_issue(issued_request(ctx));
 }
 
 SEC("tp_btf/block_rq_complete")
@@ -112,15 +118,9 @@ int BPF_PROG(complete_btf, struct request *rq, int error, unsigned int nr_bytes)
 }
 
 SEC("raw_tp/block_rq_issue")
-int BPF_PROG(issue_raw, struct request *rq)
+int BPF_PROG(issue_raw)
 {
-	return on_issue(rq);
-}
-
-SEC("raw_tp/block_rq_issue")
-int BPF_PROG(issue_raw_q, struct request_queue *q, struct request *rq)
-{
-	return on_issue(rq);
+	return on_issue(issued_request(ctx));
 }
 
 SEC("raw_tp/block_rq_complete")

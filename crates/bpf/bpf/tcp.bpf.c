@@ -115,44 +115,21 @@ int BPF_PROG(state_raw, const struct sock *sk, int old, int new)
 	return on_state(sk, old, new);
 }
 
-SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(retransmit_btf)
-{
-	ks_count(&tcp_counts, KS_TCP_RETRANSMITS, 1);
-	return 0;
-}
+/* A tracepoint that only counts: its tp_btf program and its raw_tp twin. */
+#define KS_TCP_COUNTER(tp, prog, counter)                                                 \
+	SEC("tp_btf/" #tp)                                                                \
+	int BPF_PROG(prog##_btf)                                                          \
+	{                                                                                 \
+		ks_count(&tcp_counts, counter, 1);                                        \
+		return 0;                                                                 \
+	}                                                                                 \
+	SEC("raw_tp/" #tp)                                                                \
+	int BPF_PROG(prog##_raw)                                                          \
+	{                                                                                 \
+		ks_count(&tcp_counts, counter, 1);                                        \
+		return 0;                                                                 \
+	}
 
-SEC("raw_tp/tcp_retransmit_skb")
-int BPF_PROG(retransmit_raw)
-{
-	ks_count(&tcp_counts, KS_TCP_RETRANSMITS, 1);
-	return 0;
-}
-
-SEC("tp_btf/tcp_send_reset")
-int BPF_PROG(reset_sent_btf)
-{
-	ks_count(&tcp_counts, KS_TCP_RESETS_SENT, 1);
-	return 0;
-}
-
-SEC("raw_tp/tcp_send_reset")
-int BPF_PROG(reset_sent_raw)
-{
-	ks_count(&tcp_counts, KS_TCP_RESETS_SENT, 1);
-	return 0;
-}
-
-SEC("tp_btf/tcp_receive_reset")
-int BPF_PROG(reset_received_btf)
-{
-	ks_count(&tcp_counts, KS_TCP_RESETS_RECEIVED, 1);
-	return 0;
-}
-
-SEC("raw_tp/tcp_receive_reset")
-int BPF_PROG(reset_received_raw)
-{
-	ks_count(&tcp_counts, KS_TCP_RESETS_RECEIVED, 1);
-	return 0;
-}
+KS_TCP_COUNTER(tcp_retransmit_skb, retransmit, KS_TCP_RETRANSMITS)
+KS_TCP_COUNTER(tcp_send_reset, reset_sent, KS_TCP_RESETS_SENT)
+KS_TCP_COUNTER(tcp_receive_reset, reset_received, KS_TCP_RESETS_RECEIVED)

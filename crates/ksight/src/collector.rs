@@ -20,6 +20,10 @@ pub trait Collector: Send {
     fn max_entries(&self) -> Vec<(String, u32)> {
         Vec::new()
     }
+    /// Read-only data sections to fill before load (the verifier sees them as constants).
+    fn sections(&self) -> Vec<(&'static str, Vec<u8>)> {
+        Vec::new()
+    }
     /// Takes the loaded object (its own, or a shared host's); prepares user-side state.
     fn started(&mut self, obj: Arc<LoadedObject>) -> Result<()>;
     /// Adds this collector's families to a scrape.
@@ -80,6 +84,11 @@ pub struct Host {
 pub fn start(collector: &mut dyn Collector, config: LoadConfig, hosts: &[Host]) -> Attachment {
     let name = collector.name();
     let sizes = collector.max_entries();
+    let owned_sections = collector.sections();
+    let sections: Vec<(&str, &[u8])> = owned_sections
+        .iter()
+        .map(|(name, bytes)| (*name, bytes.as_slice()))
+        .collect();
     let mut failures = Vec::new();
     let attached = |hook, failures, shared_with| {
         info!(collector = name, hook = %hook, shared_with, "attached");
@@ -107,7 +116,7 @@ pub fn start(collector: &mut dyn Collector, config: LoadConfig, hosts: &[Host]) 
             programs: candidate.programs,
             max_entries: &sizes,
             broken_target: broken_target(name, candidate.hook),
-            sections: &[],
+            sections: &sections,
         };
         match bpf::load(&spec, config).and_then(|obj| collector.started(Arc::new(obj))) {
             Ok(()) => return attached(candidate.hook, failures, None),

@@ -31,17 +31,15 @@ impl Collector for Block {
     }
 
     fn candidates(&self) -> Vec<Candidate> {
-        if issue_takes_queue() {
-            vec![
-                Candidate::own(Hook::TpBtf, &["issue_btf_q", "complete_btf"]),
-                Candidate::own(Hook::RawTp, &["issue_raw_q", "complete_raw"]),
-            ]
-        } else {
-            vec![
-                Candidate::own(Hook::TpBtf, &["issue_btf", "complete_btf"]),
-                Candidate::own(Hook::RawTp, &["issue_raw", "complete_raw"]),
-            ]
-        }
+        vec![
+            Candidate::own(Hook::TpBtf, &["issue_btf", "complete_btf"]),
+            Candidate::own(Hook::RawTp, &["issue_raw", "complete_raw"]),
+        ]
+    }
+
+    fn sections(&self) -> Vec<(&'static str, Vec<u8>)> {
+        let takes_queue = issue_takes_queue() as u32;
+        vec![(".rodata.block", takes_queue.to_ne_bytes().to_vec())]
     }
 
     fn started(&mut self, obj: Arc<LoadedObject>) -> Result<()> {

@@ -256,3 +256,57 @@ mod selection_tests {
         }
     }
 }
+
+/// Checks that need no root: every name a collector gives libbpf exists in its object.
+#[cfg(test)]
+mod object_tests {
+    use super::*;
+    use libbpf_rs::ObjectBuilder;
+
+    #[test]
+    fn every_program_map_and_section_a_collector_names_exists() {
+        let (enricher, _) = crate::enrich::Enricher::new(Default::default());
+        let enricher: SharedEnricher = std::sync::Arc::new(std::sync::Mutex::new(enricher));
+        let limits = Limits {
+            max_comms: 4,
+            table_capacity: 4,
+            errors_capacity: 4,
+            series_ttl: Duration::from_secs(1),
+        };
+        for name in ALL {
+            let collector = build(name, limits, &enricher).expect("every name builds");
+            assert_eq!(collector.name(), *name);
+            let open = ObjectBuilder::default()
+                .open_memory(collector.object())
+                .expect("the object opens");
+            let programs: Vec<String> = open
+                .progs()
+                .map(|p| p.name().to_string_lossy().into_owned())
+                .collect();
+            let maps: Vec<String> = open
+                .maps()
+                .map(|m| m.name().to_string_lossy().into_owned())
+                .collect();
+            for candidate in collector.candidates() {
+                if candidate.shared_with.is_some() {
+                    continue;
+                }
+                for program in candidate.programs {
+                    assert!(
+                        programs.iter().any(|p| p == program),
+                        "{name}: no program {program}"
+                    );
+                }
+            }
+            for (map, _) in collector.max_entries() {
+                assert!(maps.contains(&map), "{name}: no map {map}");
+            }
+            for (section, _) in collector.sections() {
+                assert!(
+                    maps.iter().any(|m| m == section),
+                    "{name}: no section {section}"
+                );
+            }
+        }
+    }
+}
