@@ -10,7 +10,13 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A Prometheus server scraping one ksight every second, killed on drop.
+/// Scrape interval and timeout. Prometheus caps the timeout at the interval: at 1 s, every
+/// scrape of a guest under emulation on a loaded host timed out and a query found nothing.
+const SCRAPE: &str = "3s";
+/// How long a query may wait for its answer (Prometheus' start, first scrapes).
+const QUERY_DEADLINE: Duration = Duration::from_secs(120);
+
+/// A Prometheus server scraping one ksight every SCRAPE, killed on drop.
 struct Prometheus {
     child: std::process::Child,
     port: u16,
@@ -26,7 +32,7 @@ impl Prometheus {
         std::fs::write(
             &config,
             format!(
-                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: ksight\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n",
+                "global:\n  scrape_interval: {SCRAPE}\n  scrape_timeout: {SCRAPE}\nscrape_configs:\n  - job_name: ksight\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n",
             ),
         )
         .expect("write config");
@@ -45,10 +51,10 @@ impl Prometheus {
         Prometheus { child, port, dir }
     }
 
-    /// The first sample of an instant query, once it has one that `ready` accepts (60 s).
+    /// The first sample of an instant query, once it has one that `ready` accepts.
     fn query_until(&self, promql: &str, ready: impl Fn(f64) -> bool) -> serde_json::Value {
         let path = format!("/api/v1/query?query={}", url_encode(promql));
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + QUERY_DEADLINE;
         let mut last = serde_json::Value::Null;
         while Instant::now() < deadline {
             if let Ok((_, body)) = http_get(self.port, &path, None) {
@@ -61,7 +67,24 @@ impl Prometheus {
             }
             std::thread::sleep(Duration::from_millis(500));
         }
-        panic!("Prometheus gave no ready answer to {promql} within 60 s; last: {last}");
+        panic!(
+            "Prometheus gave no ready answer to {promql} within {QUERY_DEADLINE:?}; last: {last}; \
+             its target: {}",
+            self.target_health()
+        );
+    }
+
+    /// The scrape target's health, last error and last scrape duration, for a failure message.
+    fn target_health(&self) -> String {
+        let Ok((_, body)) = http_get(self.port, "/api/v1/targets", None) else {
+            return "(targets API did not answer)".into();
+        };
+        let targets: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let t = &targets["data"]["activeTargets"][0];
+        format!(
+            "health {} lastError {} lastScrapeDuration {}",
+            t["health"], t["lastError"], t["lastScrapeDuration"]
+        )
     }
 }
 
