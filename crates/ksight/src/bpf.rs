@@ -176,6 +176,31 @@ impl LoadedObject {
             .collect()
     }
 
+    /// Each loaded program's kernel info (run counts, recursion misses), by name.
+    pub fn program_infos(&self) -> Vec<(String, libbpf_sys::bpf_prog_info)> {
+        self.program_fds()
+            .into_iter()
+            .filter_map(|(name, fd)| {
+                let mut info = libbpf_sys::bpf_prog_info::default();
+                let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
+                // SAFETY: info is a zeroed bpf_prog_info and len its size; fd is a live program.
+                let ret = unsafe {
+                    libbpf_sys::bpf_prog_get_info_by_fd(fd.as_fd().as_raw_fd(), &mut info, &mut len)
+                };
+                (ret == 0).then_some((name, info))
+            })
+            .collect()
+    }
+
+    /// Runs the kernel skipped because the program was already running on that CPU (the
+    /// events in them are lost), summed over the object's programs; 0 before 5.12.
+    pub fn skipped_runs(&self) -> u64 {
+        self.program_infos()
+            .iter()
+            .map(|(_, info)| info.recursion_misses)
+            .sum()
+    }
+
     /// Program ids, for run-time statistics.
     pub fn program_fds(&self) -> Vec<(String, std::os::fd::OwnedFd)> {
         self.obj

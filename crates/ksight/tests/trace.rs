@@ -186,7 +186,10 @@ fn check_schema(r: &Value) {
             has("count", num);
             has("total", num);
         }
-        "summary" => has("events", Value::is_object),
+        "summary" => {
+            has("events", Value::is_object);
+            has("skipped_runs", num);
+        }
         "syscalls" => {
             has("interval_ns", num);
             has("rows", Value::is_array);
@@ -595,8 +598,16 @@ fn flood_into_a_tiny_ring_buffer_counts_every_loss() {
     });
     let out = tracer.finish();
     let (delivered, lost, generated) = out.summary("open");
-    assert_eq!(delivered + lost, N, "delivered {delivered} + lost {lost}");
-    assert_eq!(generated, N);
+    // Exact, unless the kernel skipped runs of the program (preemptible tracepoint programs,
+    // e.g. Debian 7.3's lazy preemption): those are counted apart, and may be any process's.
+    let skipped = out.of_type("summary")[0]["skipped_runs"]
+        .as_u64()
+        .expect("skipped_runs");
+    assert_eq!(generated, delivered + lost);
+    assert!(
+        generated <= N && N <= generated + skipped,
+        "delivered {delivered} + lost {lost} (skipped runs {skipped}) against {N}"
+    );
     assert!(lost > 0, "a 4 KiB buffer should overflow on {N} events");
     assert_eq!(out.of_type("open").len() as u64, delivered);
     let reported: u64 = out

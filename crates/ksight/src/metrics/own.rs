@@ -1,7 +1,5 @@
 //! ksight's own metrics: build, collectors, losses, maps, scrape time, process_*, BPF stats.
 
-use std::os::fd::{AsFd, AsRawFd};
-
 use libbpf_rs::{MapCore, MapType};
 
 use super::model::{Family, Kind, Value};
@@ -136,16 +134,7 @@ pub fn bpf_programs(collectors: &[Box<dyn Collector>], with_stats: bool, out: &m
     );
     for c in collectors {
         let Some(obj) = c.object_ref() else { continue };
-        for (name, fd) in obj.program_fds() {
-            let mut info = libbpf_sys::bpf_prog_info::default();
-            let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
-            // SAFETY: info is a zeroed bpf_prog_info and len its size; fd is a live program fd.
-            let ret = unsafe {
-                libbpf_sys::bpf_prog_get_info_by_fd(fd.as_fd().as_raw_fd(), &mut info, &mut len)
-            };
-            if ret != 0 {
-                continue;
-            }
+        for (name, info) in obj.program_infos() {
             let labels = vec![("collector", c.name().into()), ("program", name)];
             misses.set(labels.clone(), Value::Int(info.recursion_misses));
             if with_stats {

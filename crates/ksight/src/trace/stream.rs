@@ -123,6 +123,9 @@ pub fn run(obj: &LoadedObject, args: &TraceArgs, kinds: &[Kind], hook: Hook) -> 
     let deadline = args.duration.map(|d| Instant::now() + d);
     let mut lost = Losses::default();
     let mut next_upkeep = Instant::now();
+    // Kernels with preemptible tracepoint programs (7.x with lazy preemption) skip a run
+    // that starts on a CPU where the same program was preempted: counted by the kernel.
+    let skipped_before = obj.skipped_runs();
     loop {
         // EINTR (SIGINT arriving) is an ordinary return here; STOP is checked below.
         let mut ret = ring.poll_raw(POLL);
@@ -153,8 +156,9 @@ pub fn run(obj: &LoadedObject, args: &TraceArgs, kinds: &[Kind], hook: Hook) -> 
         ring.consume_raw();
     }
     lost.report(&lost_map, kinds, &mut sink.borrow_mut(), true)?;
+    let skipped = obj.skipped_runs().saturating_sub(skipped_before);
     let mut s = sink.borrow_mut();
-    summary(&mut s, kinds, &lost);
+    summary(&mut s, kinds, &lost, skipped);
     s.flush();
     Ok(ExitCode::SUCCESS)
 }
@@ -241,7 +245,7 @@ impl Losses {
 }
 
 /// At exit: per kind, delivered and lost (their sum is every event that matched).
-fn summary(s: &mut Sink, kinds: &[Kind], lost: &Losses) {
+fn summary(s: &mut Sink, kinds: &[Kind], lost: &Losses, skipped: u64) {
     let mut parts = Vec::new();
     let mut per_kind = serde_json::Map::new();
     for k in kinds {
@@ -254,8 +258,17 @@ fn summary(s: &mut Sink, kinds: &[Kind], lost: &Losses) {
         );
     }
     eprintln!("ksight: {}", parts.join("; "));
+    if skipped > 0 {
+        eprintln!(
+            "ksight: the kernel skipped {skipped} runs of the tracing programs (each already \
+             running on that CPU); events in them, of any process, are lost and not in the counts above"
+        );
+    }
     if s.json && !s.closed {
         let now = s.clock.wall(event::mono_ns());
-        s.line(json!({"type": "summary", "time_ns": now, "events": per_kind}));
+        s.line(
+            json!({"type": "summary", "time_ns": now, "events": per_kind,
+            "skipped_runs": skipped}),
+        );
     }
 }
