@@ -188,6 +188,24 @@ impl Samples {
     pub fn count(&self, name: &str, want: &[(&str, &str)]) -> usize {
         self.matching(name, want).count()
     }
+
+    /// Runs of `collector`'s programs the kernel skipped (already running on that CPU:
+    /// kernels that preempt tracepoint programs, such as Debian 7.3 with lazy preemption).
+    pub fn skipped_runs(&self, collector: &str) -> f64 {
+        self.sum(
+            "ksight_bpf_program_misses_total",
+            &[("collector", collector)],
+        )
+    }
+}
+
+/// An exact count, except that runs the kernel skipped (and counted) may each have taken
+/// one event away: `expected - skipped <= actual <= expected`, exact when none was skipped.
+pub fn assert_counted(actual: f64, expected: f64, skipped: f64, what: &str) {
+    assert!(
+        actual <= expected && actual >= expected - skipped,
+        "{what}: {actual}, expected {expected} (the kernel skipped {skipped} runs)"
+    );
 }
 
 fn parse_labels(text: &str) -> HashMap<String, String> {
