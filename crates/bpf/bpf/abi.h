@@ -1,30 +1,41 @@
 /* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
 /*
  * The whole kernel/user ABI of ksight: the only file both languages read.
- * Rust gets these types from the skeleton of abi.bpf.c (see src/lib.rs).
+ * Rust gets these types from the skeleton of an anchor object build.rs generates.
  * Every struct is padding-free so a key compares byte for byte.
  */
 #ifndef KSIGHT_ABI_H
 #define KSIGHT_ABI_H
 
-#define KS_COMM_LEN 16
+/*
+ * Numbers both sides use are enum constants, never macros: BTF keeps enums, so Rust reads
+ * them from the generated types (ks_sizes::KS_COMM_LEN) instead of a copy.
+ */
+enum ks_sizes {
+	KS_COMM_LEN = 16,
+	/* Syscall numbers counted per comm slot; numbers outside go to the last one. */
+	KS_SYSCALL_SLOTS = 512,
+	KS_SYSCALL_INVALID = KS_SYSCALL_SLOTS - 1,
+	/* Comm slot 0 holds what did not fit: "(other processes)". */
+	KS_SLOT_OVERFLOW = 0,
+	/* Errno values a syscall can return: [-4095, -1]. */
+	KS_MAX_ERRNO = 4095,
+	/* TCP states are < 16: transitions are counted at index from * KS_TCP_STATES + to. */
+	KS_TCP_STATES = 16,
+	KS_PATH_LEN = 256, /* trace: file names and paths, NUL-terminated, truncated beyond */
+	KS_ARGS_LEN = 256, /* trace: argv bytes read from the new image (NUL-separated) */
+};
 
-/* Syscall numbers counted per comm slot; numbers outside go to the last one. */
-#define KS_SYSCALL_SLOTS 512
-#define KS_SYSCALL_INVALID (KS_SYSCALL_SLOTS - 1)
-/* Comm slot 0 holds what did not fit: "(other processes)". */
-#define KS_SLOT_OVERFLOW 0
-/* Marks a task whose events are not counted (ksight itself). */
+/* Marks a task whose events are not counted (ksight itself): kernel-side only. */
 #define KS_SLOT_SKIP 0xffffffffu
 
-/* Errno values a syscall can return: [-4095, -1]. */
-#define KS_MAX_ERRNO 4095
-
 /* Histogram buckets: le = 2^k seconds for k in [KS_HIST_MIN_EXP, KS_HIST_MAX_EXP], then +Inf. */
-#define KS_HIST_MIN_EXP (-20)
-#define KS_HIST_MAX_EXP 15
-#define KS_HIST_BOUNDS (KS_HIST_MAX_EXP - KS_HIST_MIN_EXP + 1)
-#define KS_HIST_SLOTS (KS_HIST_BOUNDS + 1)
+enum ks_hist_geometry {
+	KS_HIST_MIN_EXP = -20,
+	KS_HIST_MAX_EXP = 15,
+	KS_HIST_BOUNDS = KS_HIST_MAX_EXP - KS_HIST_MIN_EXP + 1,
+	KS_HIST_SLOTS = KS_HIST_BOUNDS + 1,
+};
 
 /* Why an increment could not be stored under its own labels. Exported as
  * ksight_events_lost_total{collector,reason}. */
@@ -146,9 +157,6 @@ enum ks_tcp_counter {
 	KS_TCP_NR_COUNTERS = 9,
 };
 
-/* TCP states are < 16: transitions are counted at index from * KS_TCP_STATES + to. */
-#define KS_TCP_STATES 16
-
 /* block collector: a device (the kernel's dev_t: major << 20 | minor) and a REQ_OP_*. */
 struct ks_block_key {
 	__u32 dev;
@@ -159,9 +167,6 @@ struct ks_block_key {
  * trace events (ksight trace): records of the ring buffer, its config and its counters.
  * Every record starts with a struct ks_ev_hdr whose kind says which struct it is.
  * ====================================================================================== */
-
-#define KS_PATH_LEN 256 /* file names and paths, NUL-terminated, truncated beyond */
-#define KS_ARGS_LEN 256 /* argv bytes read from the new image (NUL-separated) */
 
 /* What ksight trace can report; also the index of the per-CPU loss counters. */
 enum ks_ev_kind {

@@ -1,7 +1,8 @@
 //! ksight's kernel side: the compiled CO-RE objects and the Rust view of `bpf/abi.h`.
 //!
-//! The ABI types come from one place only: the skeleton of `abi.bpf.c`, an object that is
-//! never loaded and exists so BTF (and so the generated `types`) holds every ABI struct.
+//! The ABI types come from one place only: `bpf/abi.h`. build.rs compiles an anchor object
+//! (never loaded) with a global of every ABI type, so BTF, and so its skeleton's `types`,
+//! holds them all.
 
 #[allow(
     clippy::all,
@@ -14,82 +15,18 @@ mod abi_skel {
     include!(concat!(env!("OUT_DIR"), "/abi.skel.rs"));
 }
 
-/// The structs and enums of `bpf/abi.h`, as generated from BTF.
+/// The structs and enums of `bpf/abi.h`, as generated from BTF (every `struct ks_*` is
+/// `plain::Plain`: the keys and records are read from raw map and ring-buffer bytes).
 pub mod abi {
-    pub use super::abi_skel::types::{
-        ks_af, ks_block_key, ks_comm, ks_comm_key, ks_config, ks_ctl, ks_errno_key, ks_file_key,
-        ks_hist, ks_loss, ks_proc_key, ks_proc_kind, ks_signal_key, ks_slot_cache, ks_tcp_counter,
-    };
+    pub use super::abi_skel::types::*;
 
-    // SAFETY: plain-old-data structs generated from C: every bit pattern is a valid value.
-    unsafe impl plain::Plain for ks_comm {}
-    // SAFETY: as above.
-    unsafe impl plain::Plain for ks_config {}
-    // SAFETY: as above.
-    unsafe impl plain::Plain for ks_ctl {}
-    // SAFETY: as above.
-    unsafe impl plain::Plain for ks_errno_key {}
-    // SAFETY: as above.
-    unsafe impl plain::Plain for ks_file_key {}
-    // SAFETY: as above.
-    unsafe impl plain::Plain for ks_hist {}
-    // SAFETY: as above.
-    unsafe impl plain::Plain for ks_proc_key {}
-    // SAFETY: as above.
-    unsafe impl plain::Plain for ks_slot_cache {}
-    // SAFETY: as above.
-    unsafe impl plain::Plain for ks_signal_key {}
-    // SAFETY: as above.
-    unsafe impl plain::Plain for ks_comm_key {}
-    // SAFETY: as above.
-    unsafe impl plain::Plain for ks_block_key {}
-
-    // trace events (ksight trace): the ring-buffer records and their config.
-    pub use super::abi_skel::types::{
-        ks_ev_exec, ks_ev_exit, ks_ev_fork, ks_ev_hdr, ks_ev_kind, ks_ev_open, ks_ev_signal,
-        ks_ev_tcp, ks_systop_key, ks_systop_val, ks_tcp_what, ks_trace_config, ks_trace_filter,
-    };
-
-    // SAFETY: plain-old-data structs generated from C: every bit pattern is a valid value.
-    unsafe impl plain::Plain for ks_trace_config {}
-    // SAFETY: as above.
-    unsafe impl plain::Plain for ks_ev_hdr {}
-    // SAFETY: as above.
-    unsafe impl plain::Plain for ks_ev_exec {}
-    // SAFETY: as above.
-    unsafe impl plain::Plain for ks_ev_open {}
-    // SAFETY: as above.
-    unsafe impl plain::Plain for ks_ev_fork {}
-    // SAFETY: as above.
-    unsafe impl plain::Plain for ks_ev_exit {}
-    // SAFETY: as above.
-    unsafe impl plain::Plain for ks_ev_signal {}
-    // SAFETY: as above.
-    unsafe impl plain::Plain for ks_ev_tcp {}
-    // SAFETY: as above.
-    unsafe impl plain::Plain for ks_systop_key {}
-    // SAFETY: as above.
-    unsafe impl plain::Plain for ks_systop_val {}
+    include!(concat!(env!("OUT_DIR"), "/abi_plain.rs"));
 }
 
-macro_rules! object {
-    ($name:literal) => {
-        include_bytes!(concat!(env!("OUT_DIR"), "/", $name, ".bpf.o"))
-    };
-}
-
-/// The compiled objects, one per capability so one can fail without the others.
+/// The compiled objects, one per capability so one can fail without the others: a constant
+/// per `bpf/NAME.bpf.c`, named NAME in capitals.
 pub mod objects {
-    pub const PROBE: &[u8] = object!("probe");
-    pub const SYSCALLS: &[u8] = object!("syscalls");
-    pub const PROCESS: &[u8] = object!("process");
-    pub const FILES: &[u8] = object!("files");
-    pub const TCP: &[u8] = object!("tcp");
-    pub const SCHED: &[u8] = object!("sched");
-    pub const BLOCK: &[u8] = object!("block");
-    pub const MEMORY: &[u8] = object!("memory");
-    pub const SIGNALS: &[u8] = object!("signals");
-    pub const TRACE: &[u8] = object!("trace");
+    include!(concat!(env!("OUT_DIR"), "/objects.rs"));
 }
 
 extern "C" {
@@ -99,11 +36,14 @@ extern "C" {
 
 /// Histogram geometry shared with the kernel (`bpf/hist.h`).
 pub mod hist {
-    pub const MIN_EXP: i32 = -20;
-    pub const MAX_EXP: i32 = 15;
+    use super::abi::ks_hist_geometry as G;
+
+    // The generated enum is u32: -20 arrives as its two's complement, which `as` restores.
+    pub const MIN_EXP: i32 = G::KS_HIST_MIN_EXP.0 as i32;
+    pub const MAX_EXP: i32 = G::KS_HIST_MAX_EXP.0 as i32;
     /// Finite buckets; one more (+Inf) follows them.
-    pub const BOUNDS: usize = (MAX_EXP - MIN_EXP + 1) as usize;
-    pub const SLOTS: usize = BOUNDS + 1;
+    pub const BOUNDS: usize = G::KS_HIST_BOUNDS.0 as usize;
+    pub const SLOTS: usize = G::KS_HIST_SLOTS.0 as usize;
 
     /// Upper bound of finite bucket `index`, in seconds: 2^(MIN_EXP + index).
     pub fn bound_seconds(index: usize) -> f64 {

@@ -1,21 +1,92 @@
-//! What every collector is: an object, candidate hooks in order of measured cost, and a way
-//! to turn its maps into metric families at scrape time.
+//! What every collector is: a descriptor (its name, object, candidate hooks in order of
+//! measured cost, options), a builder made from the command line, and the running collector
+//! that starting the builder returns, which turns its maps into metric families at scrape
+//! time. Each collector's file holds its descriptor; `collectors/mod.rs` lists them.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use tracing::{info, warn};
 
 use crate::bpf::{self, LoadConfig, LoadSpec, LoadedObject};
+use crate::enrich::SharedEnricher;
 use crate::hooks::{Candidate, Hook};
-use crate::metrics::model::Family;
+use crate::metrics::model::{Family, Kind, Value};
 
-pub trait Collector: Send {
-    fn name(&self) -> &'static str;
-    fn object(&self) -> &'static [u8];
-    /// Candidate hooks, cheapest first.
-    fn candidates(&self) -> Vec<Candidate>;
+/// One collector, as the registry, the command line, doctor and the README see it.
+pub struct Descriptor {
+    /// A contract: flags, `ksight_collector_up{collector}`, doctor's table.
+    pub name: &'static str,
+    /// Started unless the command line says otherwise.
+    pub default: bool,
+    /// One line for `--help`, doctor and the README's list.
+    pub help: &'static str,
+    pub object: &'static [u8],
+    /// Cheapest first.
+    pub candidates: &'static [Candidate],
+    /// Its settings: `--collector.NAME.OPTION`.
+    pub options: &'static [Opt],
+    pub build: fn(&Context) -> Box<dyn Builder>,
+}
+
+/// A collector's setting: a count within bounds, given as `--collector.NAME.OPTION N`.
+pub struct Opt {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub default: u32,
+    pub min: u32,
+    pub max: u32,
+    /// The spelling it had before the registry, still accepted (hidden from --help).
+    pub alias: Option<&'static str>,
+}
+
+impl Descriptor {
+    /// The flag of option `opt`.
+    pub fn option_flag(&self, opt: &Opt) -> String {
+        format!("collector.{}.{}", self.name, opt.name)
+    }
+}
+
+/// Settings every collector shares (flags of `serve`).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Capacity of each labelled counter map.
+    pub table_capacity: u32,
+    /// A series idle this long is folded into the overflow series.
+    pub series_ttl: Duration,
+}
+
+/// Values given for collectors' options, by flag (`collector.NAME.OPTION`).
+pub type OptionValues = BTreeMap<String, u32>;
+
+/// What a descriptor's `build` may use.
+pub struct Context<'a> {
+    pub descriptor: &'static Descriptor,
+    pub limits: Limits,
+    pub enricher: &'a SharedEnricher,
+    pub options: &'a OptionValues,
+}
+
+impl Context<'_> {
+    /// The value of this collector's option `name`: the one given, or its default.
+    pub fn option(&self, name: &str) -> u32 {
+        let d = self.descriptor;
+        let Some(opt) = d.options.iter().find(|o| o.name == name) else {
+            // A collector asking for an option it does not declare is a bug, caught by the
+            // registry's tests; the answer is harmless.
+            return 0;
+        };
+        self.options
+            .get(&d.option_flag(opt))
+            .copied()
+            .unwrap_or(opt.default)
+    }
+}
+
+/// A collector before it runs.
+pub trait Builder {
     /// Map sizes to apply before load.
     fn max_entries(&self) -> Vec<(String, u32)> {
         Vec::new()
@@ -24,15 +95,35 @@ pub trait Collector: Send {
     fn sections(&self) -> Vec<(&'static str, Vec<u8>)> {
         Vec::new()
     }
-    /// Takes the loaded object (its own, or a shared host's); prepares user-side state.
-    fn started(&mut self, obj: Arc<LoadedObject>) -> Result<()>;
+    /// The running collector over a loaded object (its own, or a shared host's).
+    fn start(&self, obj: Arc<LoadedObject>) -> Result<Box<dyn Collector>>;
+}
+
+/// A builder with nothing to size or set before load.
+pub struct Simple(pub fn(Arc<LoadedObject>) -> Result<Box<dyn Collector>>);
+
+impl Builder for Simple {
+    fn start(&self, obj: Arc<LoadedObject>) -> Result<Box<dyn Collector>> {
+        (self.0)(obj)
+    }
+}
+
+/// A running collector.
+pub trait Collector: Send {
     /// Adds this collector's families to a scrape.
     fn collect(&mut self, out: &mut Vec<Family>) -> Result<()>;
     /// Periodic upkeep: drain tables, fold idle series.
     fn maintain(&mut self, _now: Instant) -> Result<()> {
         Ok(())
     }
-    fn object_ref(&self) -> Option<&Arc<LoadedObject>>;
+    /// The object whose programs and maps it reads (shared with its host, if it has one).
+    fn object(&self) -> &Arc<LoadedObject>;
+}
+
+/// A started collector and its name.
+pub struct Running {
+    pub name: &'static str,
+    pub collector: Box<dyn Collector>,
 }
 
 /// Map sizes as `max_entries` returns them.
@@ -62,6 +153,33 @@ impl Attachment {
     }
 }
 
+/// `ksight_collector_up{collector}`: 1 attached, 0 not; and `ksight_collector_info{collector,
+/// hook} 1` naming the hook each uses (`none` when it could not attach).
+pub fn up_families(attachments: &[Attachment]) -> [Family; 2] {
+    let mut up = Family::new(
+        "ksight_collector_up",
+        Kind::Gauge,
+        "1 when the collector is attached, 0 when it could not attach.",
+    );
+    let mut info = Family::new(
+        "ksight_collector_info",
+        Kind::Gauge,
+        "The hook each collector uses (none: it could not attach); always 1.",
+    );
+    for a in attachments {
+        let hook = a.hook.map_or("none", |h| h.as_str());
+        up.set(
+            vec![("collector", a.collector.into())],
+            Value::Int(a.hook.is_some() as u64),
+        );
+        info.set(
+            vec![("collector", a.collector.into()), ("hook", hook.into())],
+            Value::Int(1),
+        );
+    }
+    [up, info]
+}
+
 /// `KSIGHT_BREAK_HOOK=collector:hook[,…]` points that candidate at a kernel function that does
 /// not exist, so tests can prove the fallback on every kernel.
 pub fn broken_target(collector: &str, hook: Hook) -> Option<&'static str> {
@@ -73,54 +191,60 @@ pub fn broken_target(collector: &str, hook: Hook) -> Option<&'static str> {
 }
 
 /// A running collector another one can share programs with.
-pub struct Host {
-    pub name: &'static str,
-    pub hook: Hook,
-    pub obj: Arc<LoadedObject>,
+struct Host {
+    name: &'static str,
+    hook: Hook,
+    obj: Arc<LoadedObject>,
 }
 
 /// Tries each candidate in order; the first that loads and attaches wins. A shared candidate
-/// applies only when its host is running.
-pub fn start(collector: &mut dyn Collector, config: LoadConfig, hosts: &[Host]) -> Attachment {
-    let name = collector.name();
-    let sizes = collector.max_entries();
-    let owned_sections = collector.sections();
+/// applies only when its host is running. Starting consumes the builder.
+fn start(
+    descriptor: &'static Descriptor,
+    builder: Box<dyn Builder>,
+    config: LoadConfig,
+    hosts: &[Host],
+) -> (Option<Box<dyn Collector>>, Attachment) {
+    let name = descriptor.name;
+    let sizes = builder.max_entries();
+    let owned_sections = builder.sections();
     let sections: Vec<(&str, &[u8])> = owned_sections
         .iter()
         .map(|(name, bytes)| (*name, bytes.as_slice()))
         .collect();
     let mut failures = Vec::new();
-    let attached = |hook, failures, shared_with| {
-        info!(collector = name, hook = %hook, shared_with, "attached");
-        Attachment {
-            collector: name,
-            hook: Some(hook),
-            failures,
-            shared_with,
-        }
-    };
-    for candidate in collector.candidates() {
-        if let Some(host_name) = candidate.shared_with {
+    for candidate in descriptor.candidates {
+        let (started, hook, shared_with) = if let Some(host_name) = candidate.shared_with {
             let Some(host) = hosts.iter().find(|h| h.name == host_name) else {
                 continue;
             };
-            match collector.started(host.obj.clone()) {
-                Ok(()) => return attached(host.hook, failures, Some(host_name)),
-                Err(err) => failures.push((host.hook, format!("sharing {host_name}: {err:#}"))),
-            }
-            continue;
-        }
-        let spec = LoadSpec {
-            name,
-            bytes: collector.object(),
-            programs: candidate.programs,
-            max_entries: &sizes,
-            broken_target: broken_target(name, candidate.hook),
-            sections: &sections,
+            let started = builder.start(host.obj.clone());
+            let started = started.map_err(|e| anyhow::anyhow!("sharing {host_name}: {e:#}"));
+            (started, host.hook, Some(host_name))
+        } else {
+            let spec = LoadSpec {
+                name,
+                bytes: descriptor.object,
+                programs: candidate.programs,
+                max_entries: &sizes,
+                broken_target: broken_target(name, candidate.hook),
+                sections: &sections,
+            };
+            let started = bpf::load(&spec, config).and_then(|obj| builder.start(Arc::new(obj)));
+            (started, candidate.hook, None)
         };
-        match bpf::load(&spec, config).and_then(|obj| collector.started(Arc::new(obj))) {
-            Ok(()) => return attached(candidate.hook, failures, None),
-            Err(err) => failures.push((candidate.hook, format!("{err:#}"))),
+        match started {
+            Ok(collector) => {
+                info!(collector = name, hook = %hook, shared_with, "attached");
+                let attachment = Attachment {
+                    collector: name,
+                    hook: Some(hook),
+                    failures,
+                    shared_with,
+                };
+                return (Some(collector), attachment);
+            }
+            Err(err) => failures.push((hook, format!("{err:#}"))),
         }
     }
     let attachment = Attachment {
@@ -130,5 +254,42 @@ pub fn start(collector: &mut dyn Collector, config: LoadConfig, hosts: &[Host]) 
         shared_with: None,
     };
     warn!(collector = name, reason = %attachment.reason(), "could not attach");
-    attachment
+    (None, attachment)
+}
+
+/// Builds and starts each collector in order (a host before those that share it): the ones
+/// running, and how every start went.
+pub fn start_all(
+    selected: &[&'static Descriptor],
+    limits: Limits,
+    options: &OptionValues,
+    config: LoadConfig,
+    enricher: &SharedEnricher,
+) -> (Vec<Running>, Vec<Attachment>) {
+    let mut running = Vec::new();
+    let mut attachments = Vec::new();
+    let mut hosts = Vec::new();
+    for &descriptor in selected {
+        let context = Context {
+            descriptor,
+            limits,
+            enricher,
+            options,
+        };
+        let builder = (descriptor.build)(&context);
+        let (started, attachment) = start(descriptor, builder, config, &hosts);
+        if let (Some(collector), Some(hook)) = (started, attachment.hook) {
+            hosts.push(Host {
+                name: descriptor.name,
+                hook,
+                obj: collector.object().clone(),
+            });
+            running.push(Running {
+                name: descriptor.name,
+                collector,
+            });
+        }
+        attachments.push(attachment);
+    }
+    (running, attachments)
 }

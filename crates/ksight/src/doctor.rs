@@ -5,15 +5,23 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Result};
+use clap::Args;
 use libbpf_rs::{Link, ObjectBuilder};
 use serde::Serialize;
 
 use crate::bpf::{kernel_reason, LoadConfig};
-use crate::collectors::{self, Limits};
+use crate::collector::{self, Limits, OptionValues};
+use crate::collectors;
 use crate::enrich::Enricher;
 use crate::hooks::Hook;
 use crate::privileges;
-use crate::serve;
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
 
 #[derive(Serialize)]
 struct Report {
@@ -55,7 +63,7 @@ struct CollectorReport {
 }
 
 pub fn run(
-    args: crate::cli::DoctorArgs,
+    args: DoctorArgs,
     btf: Option<&'static Path>,
     tracefs: privileges::Tracefs,
 ) -> Result<ExitCode> {
@@ -158,24 +166,25 @@ fn feature(name: &str, result: Result<()>) -> Feature {
     }
 }
 
+/// Starts every collector of the registry for real (small maps), then stops them.
 fn probe_collectors(config: LoadConfig) -> Vec<CollectorReport> {
     let limits = Limits {
-        max_comms: 16,
         table_capacity: 64,
-        errors_capacity: 64,
         series_ttl: std::time::Duration::from_secs(60),
     };
-    let (_running, attachments) = serve::start_all(
+    let (_running, attachments) = collector::start_all(
         collectors::ALL,
         limits,
+        &OptionValues::new(),
         config,
         &std::sync::Arc::new(std::sync::Mutex::new(Enricher::off())),
     );
-    attachments
-        .into_iter()
-        .map(|a| CollectorReport {
-            name: a.collector,
-            default: collectors::DEFAULT.contains(&a.collector),
+    collectors::ALL
+        .iter()
+        .zip(attachments)
+        .map(|(d, a)| CollectorReport {
+            name: d.name,
+            default: d.default,
             hook: a.hook.map_or("none".into(), |h| h.to_string()),
             detail: if a.failures.is_empty() {
                 "ok".into()

@@ -15,6 +15,7 @@ mod privileges;
 mod serve;
 mod table;
 mod trace;
+mod units;
 
 use std::process::ExitCode;
 

@@ -14,24 +14,81 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use clap::Args;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use crate::bpf::LoadConfig;
-use crate::cli::ServeArgs;
-use crate::collector::{self, Attachment, Collector};
-use crate::collectors::{self, Limits};
-use crate::enrich::{Enricher, SharedEnricher};
+use crate::collector::{self, Attachment, Limits, Running};
+use crate::enrich::{Enricher, LabelSet, SharedEnricher};
 use crate::metrics::encode::{encode, Format};
 use crate::metrics::model::{Family, Kind, Value};
 use crate::metrics::own;
 use crate::privileges;
 
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on for HTTP (host:port, or :port for every interface).
+    #[arg(
+        long = "web.listen-address",
+        default_value = ":9712",
+        value_name = "ADDR"
+    )]
+    pub listen: String,
+
+    /// Comma-separated collectors to run (default: every default collector).
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub collectors: Option<Vec<String>>,
+
+    /// --collector.NAME, --no-collector.NAME, --collector.disable-defaults.
+    #[command(flatten)]
+    pub selection: crate::collectors::Selection,
+
+    /// Fail when any selected collector cannot attach (default: run the others).
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Load and attach every selected collector, print the table, and exit 0 or 1.
+    #[arg(long)]
+    pub check: bool,
+
+    /// Count ksight's own process too (left out by default).
+    #[arg(long)]
+    pub include_self: bool,
+
+    /// Fold a series into comm="(other processes)" after this long without increments.
+    #[arg(long = "series-ttl", default_value = "10m", value_parser = crate::units::parse_duration, value_name = "DURATION")]
+    pub series_ttl: Duration,
+
+    /// How often tables are drained and idle series folded.
+    #[arg(long = "fold-interval", default_value = "15s", value_parser = crate::units::parse_duration, value_name = "DURATION")]
+    pub fold_interval: Duration,
+
+    /// Capacity of each labelled counter map (process, files, memory, signals, page_faults).
+    #[arg(long = "table.capacity", default_value_t = 4096, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1 << 22))]
+    pub table_capacity: u32,
+
+    /// Export the programs' run time and run count (turns on kernel BPF statistics).
+    #[arg(long = "bpf-stats")]
+    pub bpf_stats: bool,
+
+    /// Cgroup labels to add to per-process series: a comma list of cgroup (path), container
+    /// (64-hex id), pod (Kubernetes pod UID), unit (systemd unit). Default: none.
+    #[arg(
+        long,
+        default_value = "",
+        value_name = "LIST",
+        hide_default_value = true
+    )]
+    pub labels: LabelSet,
+}
+
 /// A scrape: the format wanted, and where to send the encoded body.
 type ScrapeRequest = (Format, oneshot::Sender<Vec<u8>>);
 
 pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
-    let names = selected_collectors(&args)?;
+    let selected = args.selection.resolve(args.collectors.as_deref())?;
     let addr = parse_listen(&args.listen)?;
     privileges::require_bpf_privileges()?;
     let (enricher, cgroup_mode) = Enricher::new(args.labels);
@@ -55,12 +112,12 @@ pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
         None
     };
     let limits = Limits {
-        max_comms: args.max_comms,
         table_capacity: args.table_capacity,
-        errors_capacity: args.errors_capacity,
         series_ttl: args.series_ttl,
     };
-    let (running, attachments) = start_all(&names, limits, config, &enricher);
+    let options = &args.selection.options;
+    let (running, attachments) =
+        collector::start_all(&selected, limits, options, config, &enricher);
     print_attachments(&attachments, args.check);
     let failed: Vec<&Attachment> = attachments.iter().filter(|a| a.hook.is_none()).collect();
     if args.check {
@@ -103,10 +160,6 @@ pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn selected_collectors(args: &ServeArgs) -> Result<Vec<&'static str>> {
-    args.selection.resolve(args.collectors.as_deref())
-}
-
 /// `:9712` listens on every interface; `host:port` and `[v6]:port` as usual.
 pub fn parse_listen(text: &str) -> Result<SocketAddr> {
     let full = if text.starts_with(':') {
@@ -125,33 +178,6 @@ fn load_config(btf: Option<&'static Path>, include_self: bool) -> Result<LoadCon
         btf,
         ..LoadConfig::default()
     })
-}
-
-pub fn start_all(
-    names: &[&str],
-    limits: Limits,
-    config: LoadConfig,
-    enricher: &SharedEnricher,
-) -> (Vec<Box<dyn Collector>>, Vec<Attachment>) {
-    let mut running: Vec<Box<dyn Collector>> = Vec::new();
-    let mut attachments = Vec::new();
-    let mut hosts = Vec::new();
-    for name in names {
-        let Some(mut c) = collectors::build(name, limits, enricher) else {
-            continue;
-        };
-        let attachment = collector::start(c.as_mut(), config, &hosts);
-        if let (Some(hook), Some(obj)) = (attachment.hook, c.object_ref()) {
-            hosts.push(collector::Host {
-                name: c.name(),
-                hook,
-                obj: obj.clone(),
-            });
-            running.push(c);
-        }
-        attachments.push(attachment);
-    }
-    (running, attachments)
 }
 
 fn print_attachments(attachments: &[Attachment], to_stdout: bool) {
@@ -184,7 +210,7 @@ struct Scrapes {
 }
 
 fn collect_loop(
-    mut running: Vec<Box<dyn Collector>>,
+    mut running: Vec<Running>,
     scrapes: Scrapes,
     rx: mpsc::Receiver<ScrapeRequest>,
     fold_interval: Duration,
@@ -207,9 +233,9 @@ fn collect_loop(
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let now = Instant::now();
-                for c in running.iter_mut() {
-                    if let Err(err) = c.maintain(now) {
-                        warn!(collector = c.name(), "upkeep failed: {err:#}");
+                for r in running.iter_mut() {
+                    if let Err(err) = r.collector.maintain(now) {
+                        warn!(collector = r.name, "upkeep failed: {err:#}");
                     }
                 }
                 next_fold = now + fold_interval;
@@ -222,24 +248,28 @@ fn collect_loop(
 }
 
 fn scrape(
-    running: &mut [Box<dyn Collector>],
+    running: &mut [Running],
     attachments: &[Attachment],
     format: Format,
     bpf_stats: bool,
 ) -> Vec<u8> {
     let start = Instant::now();
     let mut families = vec![own::build_info()];
-    families.extend(own::collector_up(attachments));
-    for c in running.iter_mut() {
+    families.extend(collector::up_families(attachments));
+    for r in running.iter_mut() {
         let t0 = Instant::now();
-        let result = c.collect(&mut families);
-        tracing::debug!(collector = c.name(), elapsed = ?t0.elapsed(), "collected");
+        let result = r.collector.collect(&mut families);
+        tracing::debug!(collector = r.name, elapsed = ?t0.elapsed(), "collected");
         if let Err(err) = result {
-            warn!(collector = c.name(), "scrape failed: {err:#}");
+            warn!(collector = r.name, "scrape failed: {err:#}");
         }
     }
-    own::object_families(running, &mut families);
-    own::bpf_programs(running, bpf_stats, &mut families);
+    let objects: Vec<_> = running
+        .iter()
+        .map(|r| (r.name, r.collector.object()))
+        .collect();
+    own::object_families(&objects, &mut families);
+    own::bpf_programs(&objects, bpf_stats, &mut families);
     tracing::debug!(elapsed = ?start.elapsed(), "collectors done");
     families.extend(own::process_families());
     families.push(

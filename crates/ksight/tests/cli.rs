@@ -1,6 +1,7 @@
 //! The command line: bad input gets one clear line and a non-zero exit, never a panic;
 //! `doctor` and `serve --check` report hooks; SIGKILL leaves nothing loaded.
 
+#[macro_use]
 mod common;
 
 use std::process::{Command, Output};
@@ -84,9 +85,7 @@ fn unknown_collector_lists_the_valid_ones() {
 
 #[test]
 fn btf_file_missing_or_not_btf() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     assert_clear_failure(
         &ksight(&["serve", "--check", "--btf", "/nonexistent/vmlinux"]),
         "--btf /nonexistent/vmlinux",
@@ -111,9 +110,7 @@ fn btf_file_missing_or_not_btf() {
 
 #[test]
 fn port_in_use() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
     assert_clear_failure(
@@ -124,9 +121,7 @@ fn port_in_use() {
 
 #[test]
 fn not_root() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     // A copy nobody can execute (the build tree may not be readable by nobody).
     let binary = copy_named(KSIGHT, "ksight-nobody");
     let dir = binary.parent().expect("dir");
@@ -150,9 +145,7 @@ fn not_root() {
 
 #[test]
 fn doctor_reports_hooks_as_json() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let out = ksight(&["doctor", "--json"]);
     assert!(
         out.status.success(),
@@ -200,9 +193,7 @@ fn doctor_reports_hooks_as_json() {
 
 #[test]
 fn check_prints_the_hook_table() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let out = ksight(&["serve", "--check"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -255,9 +246,7 @@ fn still_loaded(kind: &str, id: u32) -> bool {
 
 #[test]
 fn sigkill_leaves_nothing_loaded() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let mut server = Server::start(&[]);
     let ids = bpf_ids(server.pid());
     assert!(
@@ -283,9 +272,7 @@ fn sigkill_leaves_nothing_loaded() {
 
 #[test]
 fn sigterm_detaches_cleanly() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let server = Server::start(&[]);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(server.pid(), libc::SIGTERM) };

@@ -3,6 +3,7 @@
 //! TCP series have no process label, so their bounds allow for the test's own scrapes
 //! (one connection each) and nothing else.
 
+#[macro_use]
 mod common;
 
 use std::io::{Read, Write};
@@ -59,9 +60,7 @@ fn d(after: &Samples, before: &Samples, name: &str, labels: &[(&str, &str)]) -> 
 
 #[test]
 fn tcp_connections_latency_lifetime_and_bytes() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let server = Server::start(&["--collectors", "tcp"]);
     let (n4, n6, payload, reply) = (40usize, 10usize, 100_000usize, 5_000usize);
     let before = server.scrape();
@@ -133,9 +132,7 @@ fn closed_port() -> u16 {
 
 #[test]
 fn tcp_resets_sent_and_received() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let server = Server::start(&["--collectors", "tcp"]);
     let n = 25;
     let port = closed_port();
@@ -221,9 +218,7 @@ fn syn_only(addr: SocketAddr) -> socket2::Socket {
 
 #[test]
 fn syn_retransmits_to_a_full_backlog() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let server = Server::start(&["--collectors", "tcp"]);
     // backlog 0 holds one connection; later SYNs are dropped and retransmitted after 1 s
     let listener =
@@ -252,9 +247,7 @@ fn syn_retransmits_to_a_full_backlog() {
 
 #[test]
 fn signals_are_counted_by_target_comm() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let server = Server::start(&["--collectors", "signals"]);
     let comm = unique_comm("sig");
     let n = 300;
@@ -369,9 +362,7 @@ fn direct_reads(device: &Path, n: usize) {
 
 #[test]
 fn block_reads_are_counted_by_device_and_op() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let server = Server::start(&["--collectors", "block"]);
     let n = 64;
     let dev = LoopDevice::new(n * 4096);
@@ -412,9 +403,7 @@ fn block_reads_are_counted_by_device_and_op() {
 
 #[test]
 fn a_cgroup_oom_kill_is_counted_once() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let server = Server::start(&["--collectors", "memory"]);
     let cgroup = TestCgroup::new(&format!("ksight-oom-{}", std::process::id()));
     cgroup.limit_memory(16 << 20);
@@ -450,9 +439,7 @@ fn a_cgroup_oom_kill_is_counted_once() {
 
 #[test]
 fn page_faults_are_counted_by_comm() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let server = Server::start(&["--collectors", "page_faults"]);
     let comm = unique_comm("pf");
     let pages = 3000;
@@ -487,9 +474,7 @@ fn page_faults_are_counted_by_comm() {
 
 #[test]
 fn context_switches_and_runqueue_latency() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let server = Server::start(&["--collectors", "sched"]);
     let rounds = 2000;
     let before = server.scrape();
@@ -557,9 +542,7 @@ fn ping_pong(rounds: usize) {
 
 #[test]
 fn raw_tp_fallbacks_attach_and_count_the_same() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let collectors = ["tcp", "sched", "block", "memory", "signals", "page_faults"];
     let broken: Vec<String> = collectors.iter().map(|c| format!("{c}:tp_btf")).collect();
     let server = Server::start_broken(&broken.join(","), &["--collectors", &collectors.join(",")]);

@@ -1,6 +1,7 @@
 //! Every hook path counts exactly, and a broken hook falls back and says so: each test breaks
 //! the better candidates on purpose (KSIGHT_BREAK_HOOK) and repeats the exact-count checks.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -87,9 +88,7 @@ fn assert_exact_counts(server: &Server, tag: &str) {
 
 #[test]
 fn raw_tp_when_tp_btf_is_broken() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let server = Server::start_broken("syscalls:tp_btf,process:tp_btf", &[]);
     assert_eq!(hook_of(&server, "syscalls"), "raw_tp");
     assert_eq!(hook_of(&server, "process"), "raw_tp");
@@ -103,9 +102,7 @@ fn raw_tp_when_tp_btf_is_broken() {
 
 #[test]
 fn tracepoint_when_tp_btf_and_raw_tp_are_broken() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let server = Server::start_broken(
         "syscalls:tp_btf,syscalls:raw_tp",
         &["--collectors", "syscalls,files"],
@@ -121,9 +118,7 @@ fn tracepoint_when_tp_btf_and_raw_tp_are_broken() {
 
 #[test]
 fn files_alone_uses_fentry_where_the_kernel_has_it() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let server = Server::start(&["--collectors", "files"]);
     let expected = if hook_works("fentry") {
         "fentry"
@@ -136,9 +131,7 @@ fn files_alone_uses_fentry_where_the_kernel_has_it() {
 
 #[test]
 fn files_falls_back_to_tracepoints_when_fentry_is_broken() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let server = Server::start_broken("files:fentry", &["--collectors", "files"]);
     assert_eq!(hook_of(&server, "files"), "tracepoint");
     assert_exact_counts(&server, "ftp");
@@ -159,9 +152,7 @@ fn files_falls_back_to_tracepoints_when_fentry_is_broken() {
 
 #[test]
 fn broken_everything_reports_none_and_check_fails() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let out = std::process::Command::new(KSIGHT)
         .args(["serve", "--check", "--collectors", "process"])
         .env("KSIGHT_BREAK_HOOK", "process:tp_btf,process:raw_tp")

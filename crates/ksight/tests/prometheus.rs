@@ -2,6 +2,7 @@
 //! API: a counter over the default negotiation, and a native histogram over the protobuf
 //! exposition (`--enable-feature=native-histograms`).
 
+#[macro_use]
 mod common;
 
 use std::path::PathBuf;
@@ -111,9 +112,7 @@ fn url_encode(text: &str) -> String {
 
 #[test]
 fn prometheus_scrapes_and_queries_ksight() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let server = Server::start(&[]);
     let comm = unique_comm("prom");
     in_child(&comm, || {
@@ -220,9 +219,7 @@ fn check_classic(before: &Samples, after: &Samples, skipped: f64) {
 
 #[test]
 fn prometheus_reads_the_native_lifetime_histogram() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let server = Server::start(&["--collectors", "process"]);
     let comm = unique_comm("nap");
     let before = server.scrape();

@@ -1,6 +1,7 @@
 //! Privileged end-to-end tests of `ksight serve`: every test generates its own workload in a
 //! child process with a unique comm and asserts the exact change of its series.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -15,9 +16,7 @@ fn delta(server: &Server, name: &str, labels: &[(&str, &str)], work: impl FnOnce
 
 #[test]
 fn getppid_calls_are_counted_exactly() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let server = Server::start(&[]);
     let comm = unique_comm("ppid");
     let d = delta(
@@ -38,9 +37,7 @@ fn getppid_calls_are_counted_exactly() {
 
 #[test]
 fn exit_and_exit_group_are_counted_when_the_thread_dies() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let server = Server::start(&[]);
     let comm = unique_comm("exit");
     let exits = [("syscall", "exit"), ("comm", comm.as_str())];
@@ -70,9 +67,7 @@ fn exit_and_exit_group_are_counted_when_the_thread_dies() {
 
 #[test]
 fn syscall_errors_are_counted_by_errno() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let server = Server::start(&[]);
     let comm = unique_comm("kcmp");
     // kcmp on a pid that cannot exist fails with ESRCH; nothing else on a test box calls it.
@@ -94,9 +89,7 @@ fn syscall_errors_are_counted_by_errno() {
 
 #[test]
 fn execs_and_exits_of_a_unique_binary() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let server = Server::start(&[]);
     let comm = unique_comm("true");
     let binary = copy_named("/bin/true", &comm);
@@ -117,9 +110,7 @@ fn execs_and_exits_of_a_unique_binary() {
 
 #[test]
 fn forks_kills_and_lifetimes() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let server = Server::start(&[]);
     let comm = unique_comm("fork");
     let labels = [("comm", comm.as_str())];
@@ -153,9 +144,7 @@ fn forks_kills_and_lifetimes() {
 
 #[test]
 fn a_group_dying_at_once_is_one_exit() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let server = Server::start(&[]);
     let comm = unique_comm("grp");
     let labels = [("comm", comm.as_str())];
@@ -180,9 +169,7 @@ fn a_group_dying_at_once_is_one_exit() {
 
 #[test]
 fn threads_are_not_processes() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let server = Server::start(&[]);
     let comm = unique_comm("thr");
     let labels = [("comm", comm.as_str())];
@@ -212,9 +199,7 @@ fn threads_are_not_processes() {
 
 #[test]
 fn opens_counted_in_the_shared_sys_exit_program() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let server = Server::start(&[]);
     let up = server.scrape();
     assert_eq!(
@@ -233,9 +218,7 @@ fn opens_counted_in_the_shared_sys_exit_program() {
 
 #[test]
 fn opens_counted_on_their_own_hook_without_syscalls() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let server = Server::start(&["--no-collector.syscalls"]);
     let up = server.scrape();
     let hook = if hook_works("fentry") {
@@ -321,9 +304,7 @@ fn opens_of_a_missing_path_by_every_open_syscall(server: &Server) {
 
 #[test]
 fn own_process_is_left_out_unless_asked() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     // A copy of ksight under a unique name, so other tests' instances cannot be mistaken for it.
     let comm = unique_comm("self");
     let binary = copy_named(KSIGHT, &comm);
@@ -342,9 +323,7 @@ fn own_process_is_left_out_unless_asked() {
 
 #[test]
 fn overflow_folds_what_does_not_fit_without_losing_increments() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     // 4 slots: the overflow and 3 comms; 2 entries per table.
     let server = Server::start(&["--syscalls.max-comms", "4", "--table.capacity", "2"]);
     let comms: Vec<String> = (0..8).map(|_| unique_comm("ovf")).collect();
@@ -399,9 +378,7 @@ fn overflow_folds_what_does_not_fit_without_losing_increments() {
 
 #[test]
 fn idle_series_fold_after_the_ttl() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let server = Server::start(&["--series-ttl", "1s", "--fold-interval", "300ms"]);
     let comm = unique_comm("ttl");
     let labels = [("syscall", "getppid"), ("comm", comm.as_str())];
@@ -436,9 +413,7 @@ fn idle_series_fold_after_the_ttl() {
 
 #[test]
 fn metrics_pass_promtool_and_openmetrics_is_served_on_request() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let server = Server::start(&[]);
     let (head, body) = http_get(server.port, "/metrics", None).expect("scrape");
     assert!(
@@ -510,9 +485,7 @@ impl OutputWithInput for std::process::Command {
 
 #[test]
 fn bpf_stats_report_program_runs() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let server = Server::start(&["--bpf-stats", "--collectors", "syscalls"]);
     let s = server.scrape();
     assert!(

@@ -4,6 +4,7 @@
 //! generated has been delivered or counted as lost by the time it exits.
 //! Bad-input tests at the end need no root.
 
+#[macro_use]
 mod common;
 
 use std::ffi::CString;
@@ -208,9 +209,7 @@ fn my_pid() -> u64 {
 
 #[test]
 fn exec_reports_each_exec_with_filename_ppid_and_argv() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let name = unique_comm("exec");
     let bin = copy_named("/bin/true", &name);
     let path = bin.to_string_lossy().to_string();
@@ -246,9 +245,7 @@ fn exec_reports_each_exec_with_filename_ppid_and_argv() {
 
 #[test]
 fn exec_falls_back_to_raw_tp() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let name = unique_comm("exraw");
     let bin = copy_named("/bin/true", &name);
     let tracer = Tracer::start_with(
@@ -267,9 +264,7 @@ fn exec_falls_back_to_raw_tp() {
 
 #[test]
 fn failed_exec_reports_the_errno() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let name = unique_comm("exfail");
     let missing = cstr(&format!("/nonexistent/{name}"));
     let tracer = Tracer::start(&["exec", "--comm", &name, "--failed"]);
@@ -325,9 +320,7 @@ fn test_paths(tag: &str, n: usize) -> (Vec<CString>, Vec<CString>) {
 
 #[test]
 fn open_reports_paths_and_results() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let name = unique_comm("open");
     const N: usize = 6;
     let (ok, missing) = test_paths(&name, N);
@@ -354,9 +347,7 @@ fn open_reports_paths_and_results() {
 
 #[test]
 fn failed_and_uid_filters_apply_in_the_kernel() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let name = unique_comm("ofail");
     const N: usize = 5;
     let (ok, missing) = test_paths(&name, N);
@@ -385,9 +376,7 @@ fn failed_and_uid_filters_apply_in_the_kernel() {
 
 #[test]
 fn pid_filter_keeps_one_process() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let name = unique_comm("opid");
     let (ok, missing) = test_paths(&name, 3);
     let mut fds = [0; 2];
@@ -419,9 +408,7 @@ fn pid_filter_keeps_one_process() {
 
 #[test]
 fn fork_and_exit_with_codes_and_signals() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let name = unique_comm("fork");
     let tracer = Tracer::start(&["fork,exit", "--comm", &name]);
     const N: i32 = 4;
@@ -472,9 +459,7 @@ extern "C" fn ignore_signal(_: libc::c_int) {}
 
 #[test]
 fn signals_with_sender_target_and_result() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let name = unique_comm("sig");
     let tracer = Tracer::start(&["signal", "--comm", &name]);
     const N: usize = 5;
@@ -542,9 +527,7 @@ fn tcp_workload(comm: &str, n: usize) {
 
 #[test]
 fn tcp_connect_accept_close_with_ports() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let name = unique_comm("tcp");
     let tracer = Tracer::start(&["tcp", "--comm", &name]);
     const N: usize = 4;
@@ -583,9 +566,7 @@ fn tcp_connect_accept_close_with_ports() {
 
 #[test]
 fn flood_into_a_tiny_ring_buffer_counts_every_loss() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let name = unique_comm("flood");
     let tracer = Tracer::start(&["open", "--comm", &name, "--ring-buffer-size", "4096"]);
     const N: u64 = 20_000;
@@ -621,9 +602,7 @@ fn flood_into_a_tiny_ring_buffer_counts_every_loss() {
 
 #[test]
 fn syscalls_top_counts_exactly() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let name = unique_comm("top");
     let tracer = Tracer::start(&["syscalls", "--comm", &name, "--interval", "300ms"]);
     const N: u64 = 1000;
@@ -646,9 +625,7 @@ fn syscalls_top_counts_exactly() {
 
 #[test]
 fn several_events_at_once_in_text() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let name = unique_comm("text");
     let bin = copy_named("/bin/true", &name);
     let mut child = Command::new(KSIGHT)
@@ -756,9 +733,7 @@ fn opens_in_cgroup(name: &str, dir: &std::path::Path, filter: &[&str], n: usize)
 
 #[test]
 fn cgroup_filter_keeps_processes_of_one_cgroup() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let name = unique_comm("cgrp");
     let root = cgroup_root();
     let dir = root.join(format!("ksight-{name}"));
@@ -779,9 +754,7 @@ fn cgroup_filter_keeps_processes_of_one_cgroup() {
 
 #[test]
 fn container_filter_finds_the_containers_cgroup() {
-    if !privileged() {
-        return;
-    }
+    require_root!();
     let name = unique_comm("ctr");
     // A docker-style scope with a made-up id unique to this run.
     let id = format!("{:0>64x}", (std::process::id() as u64) << 20 | 0xc0ffee);

@@ -9,49 +9,49 @@ use ksight_bpf::abi::{ks_block_key, ks_hist};
 use libbpf_rs::{MapCore, MapFlags};
 
 use crate::bpf::LoadedObject;
-use crate::collector::Collector;
+use crate::collector::{Builder, Collector, Descriptor};
 use crate::hooks::{Candidate, Hook};
 use crate::metrics::model::{Family, Kind, Labels, Value};
 use crate::names;
 
-#[derive(Default)]
-pub struct Block {
-    obj: Option<Arc<LoadedObject>>,
-    /// Device names by the kernel's dev_t, read from sysfs once per device.
-    devices: HashMap<u32, String>,
-}
+pub static DESCRIPTOR: Descriptor = Descriptor {
+    name: "block",
+    default: true,
+    help: "block I/O latency (issue to completion) and bytes, by device and operation",
+    object: ksight_bpf::objects::BLOCK,
+    candidates: &[
+        Candidate::own(Hook::TpBtf, &["issue_btf", "complete_btf"]),
+        Candidate::own(Hook::RawTp, &["issue_raw", "complete_raw"]),
+    ],
+    options: &[],
+    build: |_| Box::new(BlockBuilder),
+};
 
-impl Collector for Block {
-    fn name(&self) -> &'static str {
-        "block"
-    }
+struct BlockBuilder;
 
-    fn object(&self) -> &'static [u8] {
-        ksight_bpf::objects::BLOCK
-    }
-
-    fn candidates(&self) -> Vec<Candidate> {
-        vec![
-            Candidate::own(Hook::TpBtf, &["issue_btf", "complete_btf"]),
-            Candidate::own(Hook::RawTp, &["issue_raw", "complete_raw"]),
-        ]
-    }
-
+impl Builder for BlockBuilder {
     fn sections(&self) -> Vec<(&'static str, Vec<u8>)> {
         let takes_queue = issue_takes_queue() as u32;
         vec![(".rodata.block", takes_queue.to_ne_bytes().to_vec())]
     }
 
-    fn started(&mut self, obj: Arc<LoadedObject>) -> Result<()> {
-        self.obj = Some(obj);
-        Ok(())
+    fn start(&self, obj: Arc<LoadedObject>) -> Result<Box<dyn Collector>> {
+        Ok(Box::new(Block {
+            obj,
+            devices: HashMap::new(),
+        }))
     }
+}
 
+struct Block {
+    obj: Arc<LoadedObject>,
+    /// Device names by the kernel's dev_t, read from sysfs once per device.
+    devices: HashMap<u32, String>,
+}
+
+impl Collector for Block {
     fn collect(&mut self, out: &mut Vec<Family>) -> Result<()> {
-        let obj = self
-            .obj
-            .clone()
-            .ok_or_else(|| anyhow!("block not started"))?;
+        let obj = self.obj.clone();
         let mut latency = Family::new(
             "ksight_block_io_latency_seconds",
             Kind::Histogram,
@@ -74,8 +74,8 @@ impl Collector for Block {
         Ok(())
     }
 
-    fn object_ref(&self) -> Option<&Arc<LoadedObject>> {
-        self.obj.as_ref()
+    fn object(&self) -> &Arc<LoadedObject> {
+        &self.obj
     }
 }
 

@@ -1,139 +1,77 @@
 //! Collectors that are one labelled counter table keyed by process name (plus a label or two):
-//! `memory` (OOM kills), `page_faults` and `signals`. Each is a `Spec`; the table machinery
-//! (drain, TTL fold, overflow series) is `table.rs`.
+//! `process`, `files`, `memory`, `signals` and `page_faults`. Each is a `Spec` in its own
+//! file; the table machinery (drain, TTL fold, overflow series) is `table.rs`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
-use ksight_bpf::abi::{ks_comm_key, ks_signal_key};
+use ksight_bpf::abi::ks_comm_key;
 
 use crate::bpf::LoadedObject;
-use crate::collector::Collector;
-use crate::collectors::Limits;
+use crate::collector::{Builder, Collector, Context};
 use crate::enrich::SharedEnricher;
-use crate::hooks::{Candidate, Hook};
 use crate::metrics::model::{Family, Kind, Labels};
 use crate::names;
 use crate::table::Tabled;
 
 pub struct Spec {
-    pub name: &'static str,
-    pub object: &'static [u8],
-    pub candidates: &'static [Candidate],
     /// The KS_TABLE this collector reads.
     pub table: &'static str,
     /// Tables of the same object this collector leaves empty (shrunk to one entry).
     pub unused_tables: &'static [&'static str],
-    pub family: &'static str,
-    pub help: &'static str,
+    /// The counter families the table's rows go to: (name, help).
+    pub families: &'static [(&'static str, &'static str)],
+    /// Histograms from per-CPU `struct ks_hist` maps of the object: (map, name, help).
+    pub histograms: &'static [(&'static str, &'static str, &'static str)],
+    /// Wraps the table with its key type (`Tabled::new::<KEY>`).
     pub start: fn(Arc<LoadedObject>, &str, Duration) -> Result<Tabled>,
-    /// A key's labels and cgroup id.
-    pub labels: fn(&[u8]) -> Result<(Labels, u64)>,
+    /// A key's row; None for a key that belongs to no family.
+    pub row: fn(&[u8]) -> Result<Option<Row>>,
+    /// More upkeep after each drain.
+    pub upkeep: Option<fn(&LoadedObject) -> Result<()>>,
+    /// Told true once started and false when stopped: a switch in an object the collector
+    /// may share with another (files counts in syscalls' programs).
+    pub switch: Option<fn(&LoadedObject, bool)>,
 }
 
-pub const MEMORY: Spec = Spec {
-    name: "memory",
-    object: ksight_bpf::objects::MEMORY,
-    candidates: &[
-        Candidate::own(Hook::TpBtf, &["oom_exit_btf"]),
-        Candidate::own(Hook::RawTp, &["oom_exit_raw"]),
-    ],
-    table: "oom",
-    unused_tables: &["faults"],
-    family: "ksight_oom_kills_total",
-    help: "Processes killed by the OOM killer (global or a cgroup's limit), by the victim's \
-           process name; counted when the victim's thread-group leader exits.",
-    start: Tabled::new::<ks_comm_key>,
-    labels: comm_labels,
-};
+/// Where a table key's count goes.
+pub struct Row {
+    /// Index into `Spec::families`.
+    pub family: usize,
+    pub labels: Labels,
+    /// The cgroup id that enrichment labels come from.
+    pub cgroup: u64,
+}
 
-pub const PAGE_FAULTS: Spec = Spec {
-    name: "page_faults",
-    object: ksight_bpf::objects::MEMORY,
-    candidates: &[
-        Candidate::own(Hook::TpBtf, &["fault_btf"]),
-        Candidate::own(Hook::RawTp, &["fault_raw"]),
-    ],
-    table: "faults",
-    unused_tables: &["oom"],
-    family: "ksight_page_faults_total",
-    help: "Page faults taken in user mode (x86 exceptions:page_fault_user), by process name.",
-    start: Tabled::new::<ks_comm_key>,
-    labels: comm_labels,
-};
-
-pub const SIGNALS: Spec = Spec {
-    name: "signals",
-    object: ksight_bpf::objects::SIGNALS,
-    candidates: &[
-        Candidate::own(Hook::TpBtf, &["generate_btf"]),
-        Candidate::own(Hook::RawTp, &["generate_raw"]),
-    ],
-    table: "sig",
-    unused_tables: &[],
-    family: "ksight_signals_total",
-    help: "Signals generated (sent, whether delivered, ignored or already pending), by signal \
-           and the target's process name.",
-    start: Tabled::new::<ks_signal_key>,
-    labels: signal_labels,
-};
-
-fn comm_labels(key: &[u8]) -> Result<(Labels, u64)> {
+/// The row of a `struct ks_comm_key` table: one family, labelled by process name.
+pub fn comm_row(key: &[u8]) -> Result<Option<Row>> {
     let k = plain::from_bytes::<ks_comm_key>(key).map_err(|e| anyhow!("{e:?}"))?;
-    let labels = vec![("comm", names::comm_or_overflow(&k.comm, k.overflow))];
-    Ok((labels, k.cgroup))
+    Ok(Some(Row {
+        family: 0,
+        labels: vec![("comm", names::comm_or_overflow(&k.comm, k.overflow))],
+        cgroup: k.cgroup,
+    }))
 }
 
-fn signal_labels(key: &[u8]) -> Result<(Labels, u64)> {
-    let k = plain::from_bytes::<ks_signal_key>(key).map_err(|e| anyhow!("{e:?}"))?;
-    let labels = vec![
-        ("signal", names::signal(k.signal as u32).into_owned()),
-        ("comm", names::comm_or_overflow(&k.comm, k.overflow)),
-    ];
-    Ok((labels, k.cgroup))
+/// The builder of a table collector, sized by `--table.capacity`.
+pub fn builder(spec: &'static Spec, context: &Context) -> Box<dyn Builder> {
+    Box::new(TableBuilder {
+        spec,
+        capacity: context.limits.table_capacity,
+        ttl: context.limits.series_ttl,
+        enricher: context.enricher.clone(),
+    })
 }
 
-pub struct ByComm {
+struct TableBuilder {
     spec: &'static Spec,
     capacity: u32,
     ttl: Duration,
     enricher: SharedEnricher,
-    state: Option<Tabled>,
 }
 
-impl ByComm {
-    pub fn new(spec: &'static Spec, limits: Limits, enricher: SharedEnricher) -> Self {
-        Self {
-            spec,
-            capacity: limits.table_capacity,
-            ttl: limits.series_ttl,
-            enricher,
-            state: None,
-        }
-    }
-
-    fn state(&mut self) -> Result<&mut Tabled> {
-        let name = self.spec.name;
-        self.state
-            .as_mut()
-            .ok_or_else(|| anyhow!("{name} not started"))
-    }
-}
-
-impl Collector for ByComm {
-    fn name(&self) -> &'static str {
-        self.spec.name
-    }
-
-    fn object(&self) -> &'static [u8] {
-        self.spec.object
-    }
-
-    fn candidates(&self) -> Vec<Candidate> {
-        self.spec.candidates.to_vec()
-    }
-
+impl Builder for TableBuilder {
     fn max_entries(&self) -> Vec<(String, u32)> {
         let own = ["_a", "_b"].map(|s| (format!("{}{s}", self.spec.table), self.capacity));
         let unused = self
@@ -144,28 +82,66 @@ impl Collector for ByComm {
         own.into_iter().chain(unused).collect()
     }
 
-    fn started(&mut self, obj: Arc<LoadedObject>) -> Result<()> {
-        self.state = Some((self.spec.start)(obj, self.spec.table, self.ttl)?);
-        Ok(())
+    fn start(&self, obj: Arc<LoadedObject>) -> Result<Box<dyn Collector>> {
+        let tabled = (self.spec.start)(obj, self.spec.table, self.ttl)?;
+        if let Some(switch) = self.spec.switch {
+            switch(&tabled.obj, true);
+        }
+        Ok(Box::new(ByComm {
+            spec: self.spec,
+            tabled,
+            enricher: self.enricher.clone(),
+        }))
     }
+}
 
+struct ByComm {
+    spec: &'static Spec,
+    tabled: Tabled,
+    enricher: SharedEnricher,
+}
+
+impl Drop for ByComm {
+    fn drop(&mut self) {
+        if let Some(switch) = self.spec.switch {
+            switch(&self.tabled.obj, false);
+        }
+    }
+}
+
+impl Collector for ByComm {
     fn collect(&mut self, out: &mut Vec<Family>) -> Result<()> {
         let spec = self.spec;
-        let mut family = Family::new(spec.family, Kind::Counter, spec.help);
-        let enricher = self.enricher.clone();
-        for (key, n) in self.state()?.read()? {
-            let (labels, cgroup) = (spec.labels)(&key)?;
-            family.add(super::enriched(labels, &enricher, cgroup), n);
+        let mut families: Vec<Family> = spec
+            .families
+            .iter()
+            .map(|&(name, help)| Family::new(name, Kind::Counter, help))
+            .collect();
+        for (key, n) in self.tabled.read()? {
+            let Some(row) = (spec.row)(&key)? else {
+                continue;
+            };
+            let Some(family) = families.get_mut(row.family) else {
+                continue;
+            };
+            family.add(super::enriched(row.labels, &self.enricher, row.cgroup), n);
         }
-        out.push(family.sorted());
+        out.extend(families.into_iter().map(Family::sorted));
+        for &(map, name, help) in spec.histograms {
+            out.push(super::hist_family(&self.tabled.obj, map, name, help)?);
+        }
         Ok(())
     }
 
     fn maintain(&mut self, now: Instant) -> Result<()> {
-        self.state()?.maintain(now)
+        self.tabled.maintain(now)?;
+        match self.spec.upkeep {
+            Some(upkeep) => upkeep(&self.tabled.obj),
+            None => Ok(()),
+        }
     }
 
-    fn object_ref(&self) -> Option<&Arc<LoadedObject>> {
-        self.state.as_ref().map(|t| &t.obj)
+    fn object(&self) -> &Arc<LoadedObject> {
+        &self.tabled.obj
     }
 }

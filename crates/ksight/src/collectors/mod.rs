@@ -1,50 +1,65 @@
-//! The metric collectors. Names are a contract: they appear in flags and in
+//! The metric collectors: one file each, holding its `DESCRIPTOR`; this module lists them
+//! (the registry) and makes from that list the selection flags, their help, doctor's table
+//! and the README's list. Names are a contract: they appear in flags and in
 //! `ksight_collector_up{collector}`.
 
-pub mod block;
-pub mod by_comm;
-pub mod files;
-pub mod process;
-pub mod sched;
-pub mod syscalls;
-pub mod tcp;
+mod by_comm;
 
-use std::time::Duration;
+/// The registry: a collector is one name here (its module, which holds `DESCRIPTOR`).
+macro_rules! registry {
+    ($($module:ident),* $(,)?) => {
+        $(pub mod $module;)*
+        /// Every collector, in the order they start and are reported. A host (syscalls, whose
+        /// programs files shares) comes before the collectors that share it.
+        pub static ALL: &[&Descriptor] = &[$(&$module::DESCRIPTOR),*];
+    };
+}
+
+registry!(
+    syscalls,
+    process,
+    files,
+    tcp,
+    sched,
+    block,
+    memory,
+    signals,
+    page_faults
+);
 
 use anyhow::Result;
 use ksight_bpf::abi::ks_hist;
 
 use crate::bpf::{self, LoadedObject};
-use crate::collector::Collector;
+pub use crate::collector::Descriptor;
+use crate::collector::OptionValues;
 use crate::enrich::SharedEnricher;
 use crate::metrics::model::{slot_histogram, Family, Histogram, Kind, Labels, Value};
-use by_comm::ByComm;
 
-/// Collectors on by default, in the order they are started and reported.
-pub const DEFAULT: &[&str] = &[
-    "syscalls", "process", "files", "tcp", "sched", "block", "memory", "signals",
-];
-/// Every collector that exists: the defaults, then the opt-in ones.
-pub const ALL: &[&str] = &[
-    "syscalls",
-    "process",
-    "files",
-    "tcp",
-    "sched",
-    "block",
-    "memory",
-    "signals",
-    "page_faults",
-];
+/// The collector named `name`.
+pub fn find(name: &str) -> Option<&'static Descriptor> {
+    ALL.iter().copied().find(|d| d.name == name)
+}
 
-/// node_exporter's selection flags, made for every name in `ALL` (so no collector can lack
-/// them): `--collector.NAME` adds one, `--no-collector.NAME` removes one, and
-/// `--collector.disable-defaults` starts from none instead of `DEFAULT`.
+/// The collectors on by default, in `ALL`'s order.
+pub fn defaults() -> Vec<&'static Descriptor> {
+    ALL.iter().copied().filter(|d| d.default).collect()
+}
+
+fn names(list: &[&'static Descriptor]) -> String {
+    list.iter().map(|d| d.name).collect::<Vec<_>>().join(", ")
+}
+
+/// node_exporter's selection flags, made for every collector of the registry (so none can
+/// lack them): `--collector.NAME` adds one, `--no-collector.NAME` removes one,
+/// `--collector.disable-defaults` starts from none; and each collector's options,
+/// `--collector.NAME.OPTION`.
 #[derive(Clone, Debug, Default)]
 pub struct Selection {
     pub enabled: Vec<&'static str>,
     pub disabled: Vec<&'static str>,
     pub disable_defaults: bool,
+    pub options: OptionValues,
 }
 
 const DISABLE_DEFAULTS: &str = "collector.disable-defaults";
@@ -52,18 +67,28 @@ const DISABLE_DEFAULTS: &str = "collector.disable-defaults";
 impl clap::FromArgMatches for Selection {
     fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
         let flag = |id: String| matches.get_flag(&id);
+        let mut options = OptionValues::new();
+        for d in ALL {
+            for opt in d.options {
+                let id = d.option_flag(opt);
+                if let Some(value) = matches.get_one::<u32>(&id) {
+                    options.insert(id, *value);
+                }
+            }
+        }
         Ok(Self {
             enabled: ALL
                 .iter()
-                .copied()
+                .map(|d| d.name)
                 .filter(|n| flag(format!("collector.{n}")))
                 .collect(),
             disabled: ALL
                 .iter()
-                .copied()
+                .map(|d| d.name)
                 .filter(|n| flag(format!("no-collector.{n}")))
                 .collect(),
             disable_defaults: matches.get_flag(DISABLE_DEFAULTS),
+            options,
         })
     }
 
@@ -81,20 +106,36 @@ impl clap::Args for Selection {
                 .help(help)
                 .action(clap::ArgAction::SetTrue)
         };
-        let mut cmd = cmd.arg(switch(
+        let mut cmd = cmd.after_help(selection_help()).arg(switch(
             DISABLE_DEFAULTS.into(),
             "Start from no collector (then add with --collector.NAME)".into(),
         ));
-        for name in ALL {
+        for d in ALL {
+            let name = d.name;
             cmd = cmd
                 .arg(switch(
                     format!("collector.{name}"),
-                    format!("Run the {name} collector"),
+                    format!("Run {name}: {}", d.help),
                 ))
                 .arg(switch(
                     format!("no-collector.{name}"),
                     format!("Leave out the {name} collector"),
                 ));
+            for opt in d.options {
+                let id = d.option_flag(opt);
+                let mut arg = clap::Arg::new(id.clone())
+                    .long(id)
+                    .help(format!("{} [{}..={}]", opt.help, opt.min, opt.max))
+                    .value_name("N")
+                    .default_value(opt.default.to_string())
+                    .value_parser(
+                        clap::value_parser!(u32).range(i64::from(opt.min)..=i64::from(opt.max)),
+                    );
+                if let Some(alias) = opt.alias {
+                    arg = arg.alias(alias);
+                }
+                cmd = cmd.arg(arg);
+            }
         }
         cmd
     }
@@ -104,64 +145,84 @@ impl clap::Args for Selection {
     }
 }
 
+fn selection_help() -> String {
+    let opt_in: Vec<&Descriptor> = ALL.iter().copied().filter(|d| !d.default).collect();
+    format!(
+        "Collectors on by default: {}.\nOpt-in: {}.\n\
+         Selection: --collectors sets the list (default: the defaults, or none with \
+         --collector.disable-defaults);\nthen every --collector.NAME adds one and every \
+         --no-collector.NAME removes one.",
+        names(&defaults()),
+        names(&opt_in),
+    )
+}
+
 impl Selection {
     /// The collectors to run: `list` (`--collectors`) or the defaults (none with
     /// `--collector.disable-defaults`), plus the enabled, minus the disabled, in `ALL`'s order.
-    pub fn resolve(&self, list: Option<&[String]>) -> anyhow::Result<Vec<&'static str>> {
-        let base: Vec<&'static str> = match list {
+    pub fn resolve(&self, list: Option<&[String]>) -> Result<Vec<&'static Descriptor>> {
+        let base: Vec<&'static Descriptor> = match list {
             Some(list) => list
                 .iter()
                 .map(|s| s.trim())
                 .filter(|s| !s.is_empty())
                 .map(|name| {
-                    ALL.iter().copied().find(|c| *c == name).ok_or_else(|| {
+                    find(name).ok_or_else(|| {
                         anyhow::anyhow!(
                             "unknown collector {name:?}; valid collectors: {}",
-                            ALL.join(", ")
+                            names(ALL)
                         )
                     })
                 })
-                .collect::<anyhow::Result<_>>()?,
+                .collect::<Result<_>>()?,
             None if self.disable_defaults => Vec::new(),
-            None => DEFAULT.to_vec(),
+            None => defaults(),
         };
-        let mut out: Vec<&'static str> = Vec::new();
-        for name in base.into_iter().chain(self.enabled.iter().copied()) {
-            if !self.disabled.contains(&name) && !out.contains(&name) {
-                out.push(name);
+        let enabled = self.enabled.iter().filter_map(|n| find(n));
+        let mut out: Vec<&'static Descriptor> = Vec::new();
+        for d in base.into_iter().chain(enabled) {
+            if !self.disabled.contains(&d.name) && !out.iter().any(|o| o.name == d.name) {
+                out.push(d);
             }
         }
         if out.is_empty() {
             anyhow::bail!("no collector selected");
         }
+        // Start in the registry's order, so a host starts before the collectors sharing it.
+        out.sort_by_key(|d| ALL.iter().position(|a| a.name == d.name));
         Ok(out)
     }
 }
 
-/// Sizes and TTL shared by all collectors (flags of `serve`).
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    pub max_comms: u32,
-    pub table_capacity: u32,
-    pub errors_capacity: u32,
-    pub series_ttl: Duration,
-}
-
-/// Builds a collector; per-process ones label their series through `enricher`.
-pub fn build(name: &str, limits: Limits, enricher: &SharedEnricher) -> Option<Box<dyn Collector>> {
-    let enricher = enricher.clone();
-    Some(match name {
-        "syscalls" => Box::new(syscalls::Syscalls::new(limits, enricher)),
-        "process" => Box::new(process::Process::new(limits, enricher)),
-        "files" => Box::new(files::Files::new(limits, enricher)),
-        "tcp" => Box::new(tcp::Tcp::default()),
-        "sched" => Box::new(sched::Sched::default()),
-        "block" => Box::new(block::Block::default()),
-        "memory" => Box::new(ByComm::new(&by_comm::MEMORY, limits, enricher)),
-        "page_faults" => Box::new(ByComm::new(&by_comm::PAGE_FAULTS, limits, enricher)),
-        "signals" => Box::new(ByComm::new(&by_comm::SIGNALS, limits, enricher)),
-        _ => return None,
-    })
+/// The README's list of collectors and their options, made from the registry (a test keeps
+/// the README equal to it).
+#[cfg(test)]
+pub fn readme_list() -> String {
+    use std::fmt::Write as _;
+    let mut text = String::from("| collector | default | what it counts |\n|---|---|---|\n");
+    for d in ALL {
+        let on = if d.default { "on" } else { "opt-in" };
+        let _ = writeln!(text, "| `{}` | {on} | {} |", d.name, d.help);
+    }
+    text.push_str("\n| option | default | range | meaning |\n|---|---|---|---|\n");
+    for d in ALL {
+        for opt in d.options {
+            let alias = opt
+                .alias
+                .map(|a| format!(" (was `--{a}`)"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                text,
+                "| `--{}` | {} | {}–{} | {}{alias} |",
+                d.option_flag(opt),
+                opt.default,
+                opt.min,
+                opt.max,
+                opt.help
+            );
+        }
+    }
+    text
 }
 
 /// Appends the enrichment labels of `cgroup` (none without --labels).
@@ -199,114 +260,4 @@ pub fn merge_hists(parts: &[ks_hist]) -> Histogram {
 }
 
 #[cfg(test)]
-mod selection_tests {
-    use super::*;
-    use clap::Parser;
-
-    fn select(args: &[&str]) -> anyhow::Result<Vec<&'static str>> {
-        let cli = crate::cli::Cli::try_parse_from(["ksight", "serve"].iter().chain(args))?;
-        let crate::cli::Command::Serve(serve) = cli.command else {
-            unreachable!("parsed serve")
-        };
-        serve.selection.resolve(serve.collectors.as_deref())
-    }
-
-    #[test]
-    fn every_collector_has_both_flags() {
-        for name in ALL {
-            let on = select(&[
-                "--collector.disable-defaults",
-                &format!("--collector.{name}"),
-            ]);
-            assert_eq!(on.ok(), Some(vec![*name]), "--collector.{name}");
-            let all: Vec<String> = ALL.iter().map(|s| s.to_string()).collect();
-            let list = all.join(",");
-            let off = select(&["--collectors", &list, &format!("--no-collector.{name}")]);
-            assert!(off.is_ok_and(|o| !o.contains(name) && o.len() == ALL.len() - 1));
-        }
-    }
-
-    #[test]
-    fn defaults_lists_and_errors() {
-        assert_eq!(select(&[]).ok(), Some(DEFAULT.to_vec()));
-        assert_eq!(
-            select(&["--collector.page_faults", "--no-collector.tcp"]).ok(),
-            Some(
-                DEFAULT
-                    .iter()
-                    .copied()
-                    .filter(|c| *c != "tcp")
-                    .chain(["page_faults"])
-                    .collect()
-            )
-        );
-        assert_eq!(select(&["--collectors", "tcp,tcp"]).ok(), Some(vec!["tcp"]));
-        assert!(select(&["--collectors", "bogus"]).is_err());
-        assert!(select(&["--collector.disable-defaults"]).is_err());
-    }
-
-    #[test]
-    fn readme_names_every_collector() {
-        let readme = include_str!("../../../../README.md");
-        for name in ALL {
-            assert!(
-                readme.contains(&format!("`{name}`")),
-                "README lacks `{name}`"
-            );
-        }
-    }
-}
-
-/// Checks that need no root: every name a collector gives libbpf exists in its object.
-#[cfg(test)]
-mod object_tests {
-    use super::*;
-    use libbpf_rs::ObjectBuilder;
-
-    #[test]
-    fn every_program_map_and_section_a_collector_names_exists() {
-        let (enricher, _) = crate::enrich::Enricher::new(Default::default());
-        let enricher: SharedEnricher = std::sync::Arc::new(std::sync::Mutex::new(enricher));
-        let limits = Limits {
-            max_comms: 4,
-            table_capacity: 4,
-            errors_capacity: 4,
-            series_ttl: Duration::from_secs(1),
-        };
-        for name in ALL {
-            let collector = build(name, limits, &enricher).expect("every name builds");
-            assert_eq!(collector.name(), *name);
-            let open = ObjectBuilder::default()
-                .open_memory(collector.object())
-                .expect("the object opens");
-            let programs: Vec<String> = open
-                .progs()
-                .map(|p| p.name().to_string_lossy().into_owned())
-                .collect();
-            let maps: Vec<String> = open
-                .maps()
-                .map(|m| m.name().to_string_lossy().into_owned())
-                .collect();
-            for candidate in collector.candidates() {
-                if candidate.shared_with.is_some() {
-                    continue;
-                }
-                for program in candidate.programs {
-                    assert!(
-                        programs.iter().any(|p| p == program),
-                        "{name}: no program {program}"
-                    );
-                }
-            }
-            for (map, _) in collector.max_entries() {
-                assert!(maps.contains(&map), "{name}: no map {map}");
-            }
-            for (section, _) in collector.sections() {
-                assert!(
-                    maps.iter().any(|m| m == section),
-                    "{name}: no section {section}"
-                );
-            }
-        }
-    }
-}
+mod tests;

@@ -3,44 +3,33 @@
 
 use std::sync::Arc;
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 
 use crate::bpf::{self, LoadedObject};
-use crate::collector::Collector;
+use crate::collector::{Collector, Descriptor, Simple};
 use crate::hooks::{Candidate, Hook};
 use crate::metrics::model::{Family, Kind, Value};
 
-#[derive(Default)]
-pub struct Sched {
-    obj: Option<Arc<LoadedObject>>,
+pub static DESCRIPTOR: Descriptor = Descriptor {
+    name: "sched",
+    default: true,
+    help: "run-queue latency (wakeup or preemption to running) and context switches",
+    object: ksight_bpf::objects::SCHED,
+    candidates: &[
+        Candidate::own(Hook::TpBtf, &["wakeup_btf", "wakeup_new_btf", "switch_btf"]),
+        Candidate::own(Hook::RawTp, &["wakeup_raw", "wakeup_new_raw", "switch_raw"]),
+    ],
+    options: &[],
+    build: |_| Box::new(Simple(|obj| Ok(Box::new(Sched { obj })))),
+};
+
+struct Sched {
+    obj: Arc<LoadedObject>,
 }
 
 impl Collector for Sched {
-    fn name(&self) -> &'static str {
-        "sched"
-    }
-
-    fn object(&self) -> &'static [u8] {
-        ksight_bpf::objects::SCHED
-    }
-
-    fn candidates(&self) -> Vec<Candidate> {
-        vec![
-            Candidate::own(Hook::TpBtf, &["wakeup_btf", "wakeup_new_btf", "switch_btf"]),
-            Candidate::own(Hook::RawTp, &["wakeup_raw", "wakeup_new_raw", "switch_raw"]),
-        ]
-    }
-
-    fn started(&mut self, obj: Arc<LoadedObject>) -> Result<()> {
-        self.obj = Some(obj);
-        Ok(())
-    }
-
     fn collect(&mut self, out: &mut Vec<Family>) -> Result<()> {
-        let obj = self
-            .obj
-            .as_ref()
-            .ok_or_else(|| anyhow!("sched not started"))?;
+        let obj = &self.obj;
         let switches: u64 = bpf::percpu_array_sums(&obj.map("sched_switches")?)?
             .iter()
             .sum();
@@ -61,7 +50,7 @@ impl Collector for Sched {
         Ok(())
     }
 
-    fn object_ref(&self) -> Option<&Arc<LoadedObject>> {
-        self.obj.as_ref()
+    fn object(&self) -> &Arc<LoadedObject> {
+        &self.obj
     }
 }

@@ -15,27 +15,80 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
-use ksight_bpf::abi::{ks_comm, ks_errno_key};
+use ksight_bpf::abi::{ks_comm, ks_errno_key, ks_sizes};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::bpf::{self, LoadedObject};
-use crate::collector::{self, Collector};
-use crate::collectors::Limits;
+use crate::collector::{self, Builder, Collector, Descriptor, Opt};
 use crate::enrich::SharedEnricher;
 use crate::hooks::{Candidate, Hook};
 use crate::metrics::model::{Family, Kind, Labels};
 use crate::names;
 
-const NR: usize = 512;
+const NR: usize = ks_sizes::KS_SYSCALL_SLOTS.0 as usize;
 
-pub struct Syscalls {
+pub static DESCRIPTOR: Descriptor = Descriptor {
+    name: "syscalls",
+    default: true,
+    help: "syscalls by syscall and process name, and their errors by errno",
+    object: ksight_bpf::objects::SYSCALLS,
+    candidates: &[
+        Candidate::own(
+            Hook::TpBtf,
+            &["sys_exit_btf", "task_exit_btf", "exec_btf", "rename_btf", "cgroup_attach_btf"],
+        ),
+        Candidate::own(
+            Hook::RawTp,
+            &["sys_exit_raw", "task_exit_raw", "exec_raw", "rename_raw", "cgroup_attach_raw"],
+        ),
+        Candidate::own(
+            Hook::Tracepoint,
+            &["sys_exit_tp", "task_exit_tp", "exec_tp", "rename_tp", "cgroup_attach_tp"],
+        ),
+    ],
+    options: &[
+        Opt {
+            name: "max-comms",
+            help: "Process names kept apart (slot 0 is the overflow); each costs 4 KiB per CPU",
+            default: 256,
+            min: 2,
+            max: 4096,
+            alias: Some("syscalls.max-comms"),
+        },
+        Opt {
+            name: "errors-capacity",
+            help: "Entries of the (syscall, errno) map",
+            default: 4096,
+            min: 1,
+            max: 1 << 20,
+            alias: Some("syscalls.errors-capacity"),
+        },
+    ],
+    build: |context| {
+        Box::new(SyscallsBuilder {
+            enricher: context.enricher.clone(),
+            max_comms: context.option("max-comms"),
+            max_errors: context.option("errors-capacity"),
+            files_capacity: context.limits.table_capacity,
+            ttl: context.limits.series_ttl,
+        })
+    },
+};
+
+struct SyscallsBuilder {
     enricher: SharedEnricher,
     max_comms: u32,
     max_errors: u32,
     /// Capacity of the files tables its sys_exit program fills when `files` shares it.
     files_capacity: u32,
     ttl: Duration,
-    state: Option<State>,
+}
+
+struct Syscalls {
+    enricher: SharedEnricher,
+    max_comms: u32,
+    ttl: Duration,
+    state: State,
 }
 
 struct State {
@@ -52,63 +105,7 @@ struct State {
     quarantine: Vec<u32>,
 }
 
-impl Syscalls {
-    pub fn new(limits: Limits, enricher: SharedEnricher) -> Self {
-        Self {
-            enricher,
-            max_comms: limits.max_comms.max(2),
-            max_errors: limits.errors_capacity,
-            files_capacity: limits.table_capacity,
-            ttl: limits.series_ttl,
-            state: None,
-        }
-    }
-}
-
-impl Collector for Syscalls {
-    fn name(&self) -> &'static str {
-        "syscalls"
-    }
-
-    fn object(&self) -> &'static [u8] {
-        ksight_bpf::objects::SYSCALLS
-    }
-
-    fn candidates(&self) -> Vec<Candidate> {
-        vec![
-            Candidate::own(
-                Hook::TpBtf,
-                &[
-                    "sys_exit_btf",
-                    "task_exit_btf",
-                    "exec_btf",
-                    "rename_btf",
-                    "cgroup_attach_btf",
-                ],
-            ),
-            Candidate::own(
-                Hook::RawTp,
-                &[
-                    "sys_exit_raw",
-                    "task_exit_raw",
-                    "exec_raw",
-                    "rename_raw",
-                    "cgroup_attach_raw",
-                ],
-            ),
-            Candidate::own(
-                Hook::Tracepoint,
-                &[
-                    "sys_exit_tp",
-                    "task_exit_tp",
-                    "exec_tp",
-                    "rename_tp",
-                    "cgroup_attach_tp",
-                ],
-            ),
-        ]
-    }
-
+impl Builder for SyscallsBuilder {
     fn max_entries(&self) -> Vec<(String, u32)> {
         collector::sizes(&[
             ("sys_counts", self.max_comms),
@@ -120,13 +117,13 @@ impl Collector for Syscalls {
         ])
     }
 
-    fn started(&mut self, obj: Arc<LoadedObject>) -> Result<()> {
+    fn start(&self, obj: Arc<LoadedObject>) -> Result<Box<dyn Collector>> {
         let free_slots = obj.map("sys_free_slots")?;
         for slot in 1..self.max_comms {
             free_slots.update(&[], &slot.to_ne_bytes(), MapFlags::ANY)?;
         }
         let slots = self.max_comms as usize * NR;
-        self.state = Some(State {
+        let state = State {
             counts: obj.map("sys_counts")?,
             comm_slots: obj.map("sys_comm_slots")?,
             errors: obj.map("sys_errors")?,
@@ -136,15 +133,20 @@ impl Collector for Syscalls {
             folded: vec![0; NR],
             activity: HashMap::new(),
             quarantine: Vec::new(),
-        });
-        Ok(())
+        };
+        Ok(Box::new(Syscalls {
+            enricher: self.enricher.clone(),
+            max_comms: self.max_comms,
+            ttl: self.ttl,
+            state,
+        }))
     }
+}
+
+impl Collector for Syscalls {
 
     fn collect(&mut self, out: &mut Vec<Family>) -> Result<()> {
-        let state = self
-            .state
-            .as_mut()
-            .ok_or_else(|| anyhow!("syscalls not started"))?;
+        let state = &mut self.state;
         let sums = bpf::percpu_array_sums(&state.counts)?;
         let assigned = state.assigned()?;
         let mut calls = Family::new(
@@ -180,10 +182,7 @@ impl Collector for Syscalls {
 
     fn maintain(&mut self, now: Instant) -> Result<()> {
         let ttl = self.ttl;
-        let state = self
-            .state
-            .as_mut()
-            .ok_or_else(|| anyhow!("syscalls not started"))?;
+        let state = &mut self.state;
         let sums = bpf::percpu_array_sums(&state.counts)?;
         for slot in std::mem::take(&mut state.quarantine) {
             state.fold_slot(slot, &sums);
@@ -208,8 +207,8 @@ impl Collector for Syscalls {
         Ok(())
     }
 
-    fn object_ref(&self) -> Option<&Arc<LoadedObject>> {
-        self.state.as_ref().map(|s| &s.obj)
+    fn object(&self) -> &Arc<LoadedObject> {
+        &self.state.obj
     }
 }
 
@@ -278,7 +277,7 @@ impl State {
 }
 
 fn syscall_name(nr: usize) -> String {
-    if nr == NR - 1 {
+    if nr == ks_sizes::KS_SYSCALL_INVALID.0 as usize {
         "sys_invalid".into()
     } else {
         names::syscall(nr as u32).into_owned()

@@ -4,64 +4,43 @@
 
 use std::sync::Arc;
 
-use anyhow::{anyhow, Result};
-use ksight_bpf::abi::ks_tcp_counter as C;
+use anyhow::Result;
+use ksight_bpf::abi::{ks_sizes, ks_tcp_counter as C};
 
 use crate::bpf::{self, LoadedObject};
-use crate::collector::Collector;
+use crate::collector::{Collector, Descriptor, Simple};
 use crate::hooks::{Candidate, Hook};
 use crate::metrics::model::{Family, Kind, Value};
 use crate::names;
 
-const STATES: usize = 16;
+const STATES: usize = ks_sizes::KS_TCP_STATES.0 as usize;
 
-#[derive(Default)]
-pub struct Tcp {
-    obj: Option<Arc<LoadedObject>>,
+pub static DESCRIPTOR: Descriptor = Descriptor {
+    name: "tcp",
+    default: true,
+    help: "connections, connect latency, connection lifetime, state transitions, retransmits, resets and bytes",
+    object: ksight_bpf::objects::TCP,
+    candidates: &[
+        Candidate::own(
+            Hook::TpBtf,
+            &["state_btf", "retransmit_btf", "reset_sent_btf", "reset_received_btf"],
+        ),
+        Candidate::own(
+            Hook::RawTp,
+            &["state_raw", "retransmit_raw", "reset_sent_raw", "reset_received_raw"],
+        ),
+    ],
+    options: &[],
+    build: |_| Box::new(Simple(|obj| Ok(Box::new(Tcp { obj })))),
+};
+
+struct Tcp {
+    obj: Arc<LoadedObject>,
 }
 
 impl Collector for Tcp {
-    fn name(&self) -> &'static str {
-        "tcp"
-    }
-
-    fn object(&self) -> &'static [u8] {
-        ksight_bpf::objects::TCP
-    }
-
-    fn candidates(&self) -> Vec<Candidate> {
-        vec![
-            Candidate::own(
-                Hook::TpBtf,
-                &[
-                    "state_btf",
-                    "retransmit_btf",
-                    "reset_sent_btf",
-                    "reset_received_btf",
-                ],
-            ),
-            Candidate::own(
-                Hook::RawTp,
-                &[
-                    "state_raw",
-                    "retransmit_raw",
-                    "reset_sent_raw",
-                    "reset_received_raw",
-                ],
-            ),
-        ]
-    }
-
-    fn started(&mut self, obj: Arc<LoadedObject>) -> Result<()> {
-        self.obj = Some(obj);
-        Ok(())
-    }
-
     fn collect(&mut self, out: &mut Vec<Family>) -> Result<()> {
-        let obj = self
-            .obj
-            .as_ref()
-            .ok_or_else(|| anyhow!("tcp not started"))?;
+        let obj = &self.obj;
         let counts = bpf::percpu_array_sums(&obj.map("tcp_counts")?)?;
         let at = |c: C| counts.get(c.0 as usize).copied().unwrap_or(0);
         out.push(connections(&at));
@@ -103,8 +82,8 @@ impl Collector for Tcp {
         Ok(())
     }
 
-    fn object_ref(&self) -> Option<&Arc<LoadedObject>> {
-        self.obj.as_ref()
+    fn object(&self) -> &Arc<LoadedObject> {
+        &self.obj
     }
 }
 

@@ -3,7 +3,12 @@
 use libbpf_rs::{MapCore, MapType};
 
 use super::model::{Family, Kind, Value};
-use crate::collector::{Attachment, Collector};
+use std::sync::Arc;
+
+use crate::bpf::LoadedObject;
+
+/// Each running collector's name and the object it reads.
+pub type Objects<'a> = [(&'static str, &'a Arc<LoadedObject>)];
 
 pub fn build_info() -> Family {
     Family::new(
@@ -20,35 +25,8 @@ pub fn build_info() -> Family {
     )
 }
 
-/// `ksight_collector_up{collector}`: 1 attached, 0 not; and `ksight_collector_info{collector,
-/// hook} 1` naming the hook each uses (`none` when it could not attach).
-pub fn collector_up(attachments: &[Attachment]) -> [Family; 2] {
-    let mut up = Family::new(
-        "ksight_collector_up",
-        Kind::Gauge,
-        "1 when the collector is attached, 0 when it could not attach.",
-    );
-    let mut info = Family::new(
-        "ksight_collector_info",
-        Kind::Gauge,
-        "The hook each collector uses (none: it could not attach); always 1.",
-    );
-    for a in attachments {
-        let hook = a.hook.map_or("none", |h| h.as_str());
-        up.set(
-            vec![("collector", a.collector.into())],
-            Value::Int(a.hook.is_some() as u64),
-        );
-        info.set(
-            vec![("collector", a.collector.into()), ("hook", hook.into())],
-            Value::Int(1),
-        );
-    }
-    [up, info]
-}
-
 /// Losses counted in the kernel (ks_losses of each object), and map figures.
-pub fn object_families(collectors: &[Box<dyn Collector>], out: &mut Vec<Family>) {
+pub fn object_families(objects: &Objects<'_>, out: &mut Vec<Family>) {
     let mut lost = Family::new(
         "ksight_events_lost_total",
         Kind::Counter,
@@ -69,14 +47,12 @@ pub fn object_families(collectors: &[Box<dyn Collector>], out: &mut Vec<Family>)
         Kind::Gauge,
         "Kernel memory of a map (fdinfo memlock).",
     );
-    let mut seen: Vec<&std::sync::Arc<crate::bpf::LoadedObject>> = Vec::new();
-    for c in collectors {
-        let Some(obj) = c.object_ref() else { continue };
-        if seen.iter().any(|o| std::sync::Arc::ptr_eq(o, obj)) {
+    let mut seen: Vec<&Arc<LoadedObject>> = Vec::new();
+    for &(collector, obj) in objects {
+        if seen.iter().any(|o| Arc::ptr_eq(o, obj)) {
             continue; // shared with a collector already reported
         }
         seen.push(obj);
-        let collector = c.name();
         for (name, map) in obj.maps() {
             // Internal maps: global data (name.rodata, .data.ctl …) and the barrier.
             if name.contains('.') || name.starts_with("ks_barrier") {
@@ -115,7 +91,7 @@ fn add_losses(map: &libbpf_rs::MapHandle, collector: &'static str, lost: &mut Fa
 
 /// Per program: runs the kernel skipped (always: they are lost events) and, with kernel BPF
 /// statistics on, run time and count.
-pub fn bpf_programs(collectors: &[Box<dyn Collector>], with_stats: bool, out: &mut Vec<Family>) {
+pub fn bpf_programs(objects: &Objects<'_>, with_stats: bool, out: &mut Vec<Family>) {
     let mut misses = Family::new(
         "ksight_bpf_program_misses_total",
         Kind::Counter,
@@ -132,10 +108,9 @@ pub fn bpf_programs(collectors: &[Box<dyn Collector>], with_stats: bool, out: &m
         Kind::Counter,
         "Runs of a BPF program.",
     );
-    for c in collectors {
-        let Some(obj) = c.object_ref() else { continue };
+    for &(collector, obj) in objects {
         for (name, info) in obj.program_infos() {
-            let labels = vec![("collector", c.name().into()), ("program", name)];
+            let labels = vec![("collector", collector.into()), ("program", name)];
             misses.set(labels.clone(), Value::Int(info.recursion_misses));
             if with_stats {
                 time.set(labels.clone(), Value::Float(info.run_time_ns as f64 / 1e9));

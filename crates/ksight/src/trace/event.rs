@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ksight_bpf::abi::{
     ks_af, ks_ev_exec, ks_ev_exit, ks_ev_fork, ks_ev_hdr, ks_ev_open, ks_ev_signal, ks_ev_tcp,
-    ks_tcp_what,
+    ks_sizes, ks_tcp_what,
 };
 use serde::Serialize;
 
@@ -163,7 +163,7 @@ fn common(h: &ks_ev_hdr, clock: &Clock) -> Common {
 }
 
 fn error_of(ret: i64) -> Option<Cow<'static, str>> {
-    (-4095..0)
+    (-(ks_sizes::KS_MAX_ERRNO.0 as i64)..0)
         .contains(&ret)
         .then(|| names::errno((-ret) as u32))
 }

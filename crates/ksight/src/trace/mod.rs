@@ -7,6 +7,7 @@
 //! ring buffer the counts are read and every increase is reported (stderr, and a `lost`
 //! record in JSON), with a summary at exit: delivered + lost is every event that matched.
 
+mod args;
 mod cgroups;
 mod event;
 mod stream;
@@ -17,12 +18,12 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Result};
+pub use args::TraceArgs;
 use cgroups::CgroupFilter;
 use ksight_bpf::abi::{ks_ev_kind, ks_trace_config, ks_trace_filter};
 use tracing::debug;
 
 use crate::bpf::{self, LoadConfig, LoadSpec, LoadedObject};
-use crate::cli::TraceArgs;
 use crate::collector::broken_target;
 use crate::hooks::Hook;
 use crate::privileges;

@@ -11,9 +11,9 @@ use libbpf_rs::RingBufferBuilder;
 use serde_json::json;
 
 use super::event::{self, Clock};
+use super::TraceArgs;
 use super::{stopping, Kind};
 use crate::bpf::{percpu_array_sums, LoadedObject};
-use crate::cli::TraceArgs;
 use crate::hooks::Hook;
 
 /// How long a poll waits when no wakeup comes: the kernel wakes the reader only once a

@@ -15,9 +15,9 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use serde_json::json;
 
 use super::event::{self, Clock};
+use super::TraceArgs;
 use super::{stopping, Kind};
 use crate::bpf::{percpu_array_sums, LoadedObject};
-use crate::cli::TraceArgs;
 use crate::hooks::Hook;
 use crate::names;
 

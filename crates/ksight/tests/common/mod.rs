@@ -12,6 +12,16 @@ use std::time::{Duration, Instant};
 
 pub const KSIGHT: &str = env!("CARGO_BIN_EXE_ksight");
 
+/// The first line of every privileged test: returns from it (skipping loudly) when it may
+/// not load BPF, which fails in CI instead (see `privileged`).
+macro_rules! require_root {
+    () => {
+        if !common::privileged() {
+            return;
+        }
+    };
+}
+
 /// True when the test may load BPF. Outside CI a non-root run skips loudly; in CI it fails.
 pub fn privileged() -> bool {
     // SAFETY: geteuid cannot fail.

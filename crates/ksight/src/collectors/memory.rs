@@ -1,0 +1,37 @@
+//! `memory`: OOM kills, counted when the victim's thread-group leader exits (the same code on
+//! every kernel: `oom:mark_victim` gave only a pid before 6.8).
+
+use ksight_bpf::abi::ks_comm_key;
+
+use super::by_comm::{self, Spec};
+use crate::collector::Descriptor;
+use crate::hooks::{Candidate, Hook};
+use crate::table::Tabled;
+
+pub static DESCRIPTOR: Descriptor = Descriptor {
+    name: "memory",
+    default: true,
+    help: "OOM kills, by the victim's process name",
+    object: ksight_bpf::objects::MEMORY,
+    candidates: &[
+        Candidate::own(Hook::TpBtf, &["oom_exit_btf"]),
+        Candidate::own(Hook::RawTp, &["oom_exit_raw"]),
+    ],
+    options: &[],
+    build: |context| by_comm::builder(&SPEC, context),
+};
+
+static SPEC: Spec = Spec {
+    table: "oom",
+    unused_tables: &["faults"],
+    families: &[(
+        "ksight_oom_kills_total",
+        "Processes killed by the OOM killer (global or a cgroup's limit), by the victim's \
+         process name; counted when the victim's thread-group leader exits.",
+    )],
+    histograms: &[],
+    start: Tabled::new::<ks_comm_key>,
+    row: by_comm::comm_row,
+    upkeep: None,
+    switch: None,
+};

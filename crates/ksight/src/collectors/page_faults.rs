@@ -1,0 +1,35 @@
+//! `page_faults` (opt-in: a table update per fault): page faults taken in user mode.
+
+use ksight_bpf::abi::ks_comm_key;
+
+use super::by_comm::{self, Spec};
+use crate::collector::Descriptor;
+use crate::hooks::{Candidate, Hook};
+use crate::table::Tabled;
+
+pub static DESCRIPTOR: Descriptor = Descriptor {
+    name: "page_faults",
+    default: false,
+    help: "page faults taken in user mode, by process name (a table update per fault)",
+    object: ksight_bpf::objects::MEMORY,
+    candidates: &[
+        Candidate::own(Hook::TpBtf, &["fault_btf"]),
+        Candidate::own(Hook::RawTp, &["fault_raw"]),
+    ],
+    options: &[],
+    build: |context| by_comm::builder(&SPEC, context),
+};
+
+static SPEC: Spec = Spec {
+    table: "faults",
+    unused_tables: &["oom"],
+    families: &[(
+        "ksight_page_faults_total",
+        "Page faults taken in user mode (x86 exceptions:page_fault_user), by process name.",
+    )],
+    histograms: &[],
+    start: Tabled::new::<ks_comm_key>,
+    row: by_comm::comm_row,
+    upkeep: None,
+    switch: None,
+};

@@ -1,0 +1,50 @@
+//! `signals`: signals generated, by signal and the target's process name.
+
+use anyhow::{anyhow, Result};
+use ksight_bpf::abi::ks_signal_key;
+
+use super::by_comm::{self, Row, Spec};
+use crate::collector::Descriptor;
+use crate::hooks::{Candidate, Hook};
+use crate::names;
+use crate::table::Tabled;
+
+pub static DESCRIPTOR: Descriptor = Descriptor {
+    name: "signals",
+    default: true,
+    help: "signals generated, by signal and the target's process name",
+    object: ksight_bpf::objects::SIGNALS,
+    candidates: &[
+        Candidate::own(Hook::TpBtf, &["generate_btf"]),
+        Candidate::own(Hook::RawTp, &["generate_raw"]),
+    ],
+    options: &[],
+    build: |context| by_comm::builder(&SPEC, context),
+};
+
+static SPEC: Spec = Spec {
+    table: "sig",
+    unused_tables: &[],
+    families: &[(
+        "ksight_signals_total",
+        "Signals generated (sent, whether delivered, ignored or already pending), by signal \
+         and the target's process name.",
+    )],
+    histograms: &[],
+    start: Tabled::new::<ks_signal_key>,
+    row,
+    upkeep: None,
+    switch: None,
+};
+
+fn row(key: &[u8]) -> Result<Option<Row>> {
+    let k = plain::from_bytes::<ks_signal_key>(key).map_err(|e| anyhow!("{e:?}"))?;
+    Ok(Some(Row {
+        family: 0,
+        labels: vec![
+            ("signal", names::signal(k.signal as u32).into_owned()),
+            ("comm", names::comm_or_overflow(&k.comm, k.overflow)),
+        ],
+        cgroup: k.cgroup,
+    }))
+}
