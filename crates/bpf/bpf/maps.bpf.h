@@ -10,6 +10,23 @@
 #include "abi.h"
 #include "hist.h"
 
+/*
+ * A tracepoint's two programs with one body: NAME_btf (tp_btf, the cheapest, typed arguments
+ * read directly) and NAME_raw (raw_tp, its fallback where BTF-enabled tracing is missing).
+ * The user side picks one by name (crates/ksight/src/collectors/NAME.rs candidates).
+ */
+#define KS_TP_BTF_AND_RAW(name, tp, call, ...)                                              \
+	SEC("tp_btf/" #tp)                                                                  \
+	int BPF_PROG(name##_btf, __VA_ARGS__)                                               \
+	{                                                                                   \
+		return call;                                                                \
+	}                                                                                   \
+	SEC("raw_tp/" #tp)                                                                  \
+	int BPF_PROG(name##_raw, __VA_ARGS__)                                               \
+	{                                                                                   \
+		return call;                                                                \
+	}
+
 #define KS_EEXIST 17
 #define KS_E2BIG 7
 

@@ -41,17 +41,7 @@ static __always_inline int on_fault(void)
 	return 0;
 }
 
-SEC("tp_btf/sched_process_exit")
-int BPF_PROG(oom_exit_btf, struct task_struct *task)
-{
-	return on_exit(task);
-}
-
-SEC("raw_tp/sched_process_exit")
-int BPF_PROG(oom_exit_raw, struct task_struct *task)
-{
-	return on_exit(task);
-}
+KS_TP_BTF_AND_RAW(oom_exit, sched_process_exit, on_exit(task), struct task_struct *task)
 
 SEC("tp_btf/page_fault_user")
 int BPF_PROG(fault_btf)

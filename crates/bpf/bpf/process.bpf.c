@@ -57,38 +57,9 @@ static __always_inline int on_exit(struct task_struct *task)
 	return 0;
 }
 
-SEC("tp_btf/sched_process_exec")
-int BPF_PROG(exec_btf, struct task_struct *task)
-{
-	return on_exec(task);
-}
+KS_TP_BTF_AND_RAW(exec, sched_process_exec, on_exec(task), struct task_struct *task)
 
-SEC("raw_tp/sched_process_exec")
-int BPF_PROG(exec_raw, struct task_struct *task)
-{
-	return on_exec(task);
-}
+KS_TP_BTF_AND_RAW(fork, sched_process_fork, on_fork(parent, child),
+		  struct task_struct *parent, struct task_struct *child)
 
-SEC("tp_btf/sched_process_fork")
-int BPF_PROG(fork_btf, struct task_struct *parent, struct task_struct *child)
-{
-	return on_fork(parent, child);
-}
-
-SEC("raw_tp/sched_process_fork")
-int BPF_PROG(fork_raw, struct task_struct *parent, struct task_struct *child)
-{
-	return on_fork(parent, child);
-}
-
-SEC("tp_btf/sched_process_exit")
-int BPF_PROG(exit_btf, struct task_struct *task)
-{
-	return on_exit(task);
-}
-
-SEC("raw_tp/sched_process_exit")
-int BPF_PROG(exit_raw, struct task_struct *task)
-{
-	return on_exit(task);
-}
+KS_TP_BTF_AND_RAW(exit, sched_process_exit, on_exit(task), struct task_struct *task)

@@ -16,14 +16,5 @@ static __always_inline int on_signal(int sig, struct task_struct *target)
 	return 0;
 }
 
-SEC("tp_btf/signal_generate")
-int BPF_PROG(generate_btf, int sig, struct kernel_siginfo *info, struct task_struct *task)
-{
-	return on_signal(sig, task);
-}
-
-SEC("raw_tp/signal_generate")
-int BPF_PROG(generate_raw, int sig, struct kernel_siginfo *info, struct task_struct *task)
-{
-	return on_signal(sig, task);
-}
+KS_TP_BTF_AND_RAW(generate, signal_generate, on_signal(sig, task),
+		  int sig, struct kernel_siginfo *info, struct task_struct *task)

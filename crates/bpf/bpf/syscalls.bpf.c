@@ -169,17 +169,7 @@ static __always_inline int on_task_exit(struct task_struct *task)
 	return 0;
 }
 
-SEC("tp_btf/sched_process_exit")
-int BPF_PROG(task_exit_btf, struct task_struct *task)
-{
-	return on_task_exit(task);
-}
-
-SEC("raw_tp/sched_process_exit")
-int BPF_PROG(task_exit_raw, struct task_struct *task)
-{
-	return on_task_exit(task);
-}
+KS_TP_BTF_AND_RAW(task_exit, sched_process_exit, on_task_exit(task), struct task_struct *task)
 
 SEC("tp/sched/sched_process_exit")
 int task_exit_tp(void *ctx)

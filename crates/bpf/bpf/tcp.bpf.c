@@ -103,17 +103,8 @@ static __always_inline int on_state(const struct sock *sk, int old, int new)
 	return 0;
 }
 
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(state_btf, const struct sock *sk, int old, int new)
-{
-	return on_state(sk, old, new);
-}
-
-SEC("raw_tp/inet_sock_set_state")
-int BPF_PROG(state_raw, const struct sock *sk, int old, int new)
-{
-	return on_state(sk, old, new);
-}
+KS_TP_BTF_AND_RAW(state, inet_sock_set_state, on_state(sk, old, new),
+		  const struct sock *sk, int old, int new)
 
 /* A tracepoint that only counts: its tp_btf program and its raw_tp twin. */
 #define KS_TCP_COUNTER(tp, prog, counter)                                                 \

@@ -242,17 +242,8 @@ static __always_inline void exec_failed(struct pt_regs *regs, __u64 nr, long ret
 	submit(e);
 }
 
-SEC("tp_btf/sched_process_exec")
-int BPF_PROG(exec_btf, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
-{
-	return on_exec(task, bprm);
-}
-
-SEC("raw_tp/sched_process_exec")
-int BPF_PROG(exec_raw, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
-{
-	return on_exec(task, bprm);
-}
+KS_TP_BTF_AND_RAW(exec, sched_process_exec, on_exec(task, bprm),
+		  struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
 
 /* ---- open ---------------------------------------------------------------------------- */
 
@@ -385,17 +376,8 @@ static __always_inline int on_fork(struct task_struct *parent, struct task_struc
 	return 0;
 }
 
-SEC("tp_btf/sched_process_fork")
-int BPF_PROG(fork_btf, struct task_struct *parent, struct task_struct *child)
-{
-	return on_fork(parent, child);
-}
-
-SEC("raw_tp/sched_process_fork")
-int BPF_PROG(fork_raw, struct task_struct *parent, struct task_struct *child)
-{
-	return on_fork(parent, child);
-}
+KS_TP_BTF_AND_RAW(fork, sched_process_fork, on_fork(parent, child),
+		  struct task_struct *parent, struct task_struct *child)
 
 static __always_inline int on_exit(struct task_struct *task)
 {
@@ -421,17 +403,7 @@ static __always_inline int on_exit(struct task_struct *task)
 	return 0;
 }
 
-SEC("tp_btf/sched_process_exit")
-int BPF_PROG(exit_btf, struct task_struct *task)
-{
-	return on_exit(task);
-}
-
-SEC("raw_tp/sched_process_exit")
-int BPF_PROG(exit_raw, struct task_struct *task)
-{
-	return on_exit(task);
-}
+KS_TP_BTF_AND_RAW(exit, sched_process_exit, on_exit(task), struct task_struct *task)
 
 /* ---- signal -------------------------------------------------------------------------- */
 
@@ -457,19 +429,9 @@ static __always_inline int on_signal(int sig, struct task_struct *task, int resu
 	return 0;
 }
 
-SEC("tp_btf/signal_generate")
-int BPF_PROG(signal_btf, int sig, struct kernel_siginfo *info, struct task_struct *task,
-	     int group, int result)
-{
-	return on_signal(sig, task, result);
-}
-
-SEC("raw_tp/signal_generate")
-int BPF_PROG(signal_raw, int sig, struct kernel_siginfo *info, struct task_struct *task,
-	     int group, int result)
-{
-	return on_signal(sig, task, result);
-}
+KS_TP_BTF_AND_RAW(signal, signal_generate, on_signal(sig, task, result),
+		  int sig, struct kernel_siginfo *info, struct task_struct *task, int group,
+		  int result)
 
 /* ---- tcp ----------------------------------------------------------------------------- */
 
@@ -628,14 +590,5 @@ static __always_inline int on_tcp_state(struct sock *sk, int oldstate, int newst
 	return 0;
 }
 
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(tcp_state_btf, struct sock *sk, int oldstate, int newstate)
-{
-	return on_tcp_state(sk, oldstate, newstate);
-}
-
-SEC("raw_tp/inet_sock_set_state")
-int BPF_PROG(tcp_state_raw, struct sock *sk, int oldstate, int newstate)
-{
-	return on_tcp_state(sk, oldstate, newstate);
-}
+KS_TP_BTF_AND_RAW(tcp_state, inet_sock_set_state, on_tcp_state(sk, oldstate, newstate),
+		  struct sock *sk, int oldstate, int newstate)

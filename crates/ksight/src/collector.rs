@@ -64,6 +64,8 @@ pub type OptionValues = BTreeMap<String, u32>;
 /// What a descriptor's `build` may use.
 pub struct Context<'a> {
     pub descriptor: &'static Descriptor,
+    /// `--btf`, for a builder that reads the kernel's types.
+    pub btf: Option<&'static std::path::Path>,
     pub limits: Limits,
     pub enricher: &'a SharedEnricher,
     pub options: &'a OptionValues,
@@ -272,6 +274,7 @@ pub fn start_all(
     for &descriptor in selected {
         let context = Context {
             descriptor,
+            btf: config.btf,
             limits,
             enricher,
             options,

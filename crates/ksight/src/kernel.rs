@@ -1,4 +1,6 @@
-//! Facts about the running kernel that more than one part of ksight asks for.
+//! Facts about the running kernel: release, version, clocks, BTF declarations.
+
+use std::path::Path;
 
 /// The kernel release as `uname -r` prints it ("unknown" if /proc cannot say).
 pub fn release() -> String {
@@ -36,6 +38,19 @@ pub fn version() -> (u32, u32) {
     version_of(&release())
 }
 
+/// Parameter count of tracepoint `name` as the kernel's BTF declares it (its `btf_trace_NAME`
+/// typedef, a pointer to a function prototype); `btf` is `--btf`, else the kernel's own.
+pub fn tracepoint_params(btf: Option<&Path>, name: &str) -> Option<usize> {
+    use libbpf_rs::btf::{types::FuncProto, Btf, BtfType};
+    let btf = match btf {
+        Some(path) => Btf::from_path(path).ok()?,
+        None => Btf::from_vmlinux().ok()?,
+    };
+    let typedef: BtfType<'_> = btf.type_by_name(&format!("btf_trace_{name}"))?;
+    let proto = typedef.next_type()?.next_type()?;
+    FuncProto::try_from(proto).ok().map(|p| p.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +61,17 @@ mod tests {
         assert_eq!(version_of("7.3.4+deb13-amd64"), (7, 3));
         assert_eq!(version_of("6.18.44-fc-v782"), (6, 18));
         assert_eq!(version_of("unknown"), (0, 0));
+    }
+
+    #[test]
+    fn tracepoint_parameters_from_btf() {
+        if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+            return; // nothing to read: the version fallback applies
+        }
+        let issue = tracepoint_params(None, "block_rq_issue");
+        assert!(matches!(issue, Some(2) | Some(3)), "{issue:?}");
+        assert_eq!(tracepoint_params(None, "ksight_no_such_tracepoint"), None);
+        let missing = Path::new("/nonexistent/btf");
+        assert_eq!(tracepoint_params(Some(missing), "block_rq_issue"), None);
     }
 }

@@ -2,6 +2,7 @@
 //! by device and operation.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
@@ -24,14 +25,16 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
         Candidate::own(Hook::RawTp, &["issue_raw", "complete_raw"]),
     ],
     options: &[],
-    build: |_| Box::new(BlockBuilder),
+    build: |context| Box::new(BlockBuilder { btf: context.btf }),
 };
 
-struct BlockBuilder;
+struct BlockBuilder {
+    btf: Option<&'static Path>,
+}
 
 impl Builder for BlockBuilder {
     fn sections(&self) -> Vec<(&'static str, Vec<u8>)> {
-        let takes_queue = issue_takes_queue() as u32;
+        let takes_queue = issue_takes_queue(self.btf) as u32;
         vec![(".rodata.block", takes_queue.to_ne_bytes().to_vec())]
     }
 
@@ -131,21 +134,11 @@ fn per_cpu_entries<T: plain::Plain + Default + Copy>(
 }
 
 /// True on kernels before 5.11, whose block_rq_issue passes (queue, request): read from the
-/// kernel's BTF, or its version when there is no BTF.
-fn issue_takes_queue() -> bool {
-    if let Ok(btf) = libbpf_rs::btf::Btf::from_vmlinux() {
-        if let Some(params) = tracepoint_params(&btf, "btf_trace_block_rq_issue") {
-            // the first parameter is the tracepoint's private data pointer
-            return params == 3;
-        }
+/// kernel's BTF (the first parameter of a `btf_trace_*` is the tracepoint's private data), or
+/// its version when there is no BTF.
+fn issue_takes_queue(btf: Option<&Path>) -> bool {
+    match crate::kernel::tracepoint_params(btf, "block_rq_issue") {
+        Some(params) => params == 3,
+        None => crate::kernel::version() < (5, 11),
     }
-    crate::kernel::version() < (5, 11)
-}
-
-/// Parameter count of a `btf_trace_*` typedef (a pointer to a function prototype).
-fn tracepoint_params(btf: &libbpf_rs::btf::Btf<'_>, name: &str) -> Option<usize> {
-    use libbpf_rs::btf::{types::FuncProto, BtfType};
-    let typedef: BtfType<'_> = btf.type_by_name(name)?;
-    let proto = typedef.next_type()?.next_type()?;
-    FuncProto::try_from(proto).ok().map(|p| p.len())
 }

@@ -157,6 +157,7 @@ fn every_program_map_and_section_a_collector_names_exists() {
     for d in ALL {
         let context = Context {
             descriptor: d,
+            btf: None,
             limits,
             enricher: &enricher,
             options: &options,

@@ -53,10 +53,11 @@ pub fn run(obj: &LoadedObject, args: &TraceArgs, hook: Hook) -> Result<ExitCode>
         let rows = swap_and_read(obj, &maps)?;
         let elapsed = begin.elapsed();
         let now = clock.wall(event::mono_ns());
+        let interval = Interval { now, elapsed, rows };
         if args.json {
-            print_json(&mut out, now, elapsed, &rows, args.top)?;
+            print_json(&mut out, &interval, args.top)?;
         } else {
-            print_table(&mut out, now, elapsed, &rows, args.top)?;
+            print_table(&mut out, &interval, args.top)?;
         }
         lost_seen = report_lost(&lost_map, lost_seen, args.json, now, &mut out)?;
         out.flush()?;
@@ -119,13 +120,15 @@ fn drain(map: &MapHandle) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-fn print_table(
-    out: &mut impl Write,
+/// One interval's top: when it ended (wall-clock ns), how long it was, its rows by count.
+struct Interval {
     now: u64,
     elapsed: Duration,
-    rows: &[Row],
-    top: usize,
-) -> Result<()> {
+    rows: Vec<Row>,
+}
+
+fn print_table(out: &mut impl Write, interval: &Interval, top: usize) -> Result<()> {
+    let Interval { now, elapsed, rows } = interval;
     let total: u64 = rows.iter().map(|r| r.count).sum();
     let bold = std::io::stdout().is_terminal();
     let (b, o) = if bold {
@@ -161,13 +164,8 @@ fn print_table(
     Ok(())
 }
 
-fn print_json(
-    out: &mut impl Write,
-    now: u64,
-    elapsed: Duration,
-    rows: &[Row],
-    top: usize,
-) -> Result<()> {
+fn print_json(out: &mut impl Write, interval: &Interval, top: usize) -> Result<()> {
+    let Interval { now, elapsed, rows } = interval;
     let list: Vec<_> = rows
         .iter()
         .take(top)
