@@ -229,11 +229,11 @@ impl LoadedObject {
     }
 
     /// Flips which map of each double-buffered table is live; returns the new generation.
-    pub fn flip_table_gen(&self) -> u32 {
+    pub fn flip_table_gen(&self) -> Result<u32> {
         // SAFETY (of the projection): a field address inside the mmapped struct.
         match self.ctl_word(|c| unsafe { &raw mut (*c).table_gen }) {
-            Some(w) => w.fetch_add(1, Ordering::SeqCst).wrapping_add(1),
-            None => 0,
+            Some(w) => Ok(w.fetch_add(1, Ordering::SeqCst).wrapping_add(1)),
+            None => bail!("the object's control page is not mapped"),
         }
     }
 

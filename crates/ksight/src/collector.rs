@@ -120,6 +120,10 @@ pub trait Collector: Send {
     }
     /// The object whose programs and maps it reads (shared with its host, if it has one).
     fn object(&self) -> &Arc<LoadedObject>;
+    /// Series ended by its TTL or series budget since start (`ksight_series_folded_total`).
+    fn series_folded(&self) -> u64 {
+        0
+    }
 }
 
 /// A started collector and its name.
@@ -183,10 +187,10 @@ pub fn up_families(attachments: &[Attachment]) -> [Family; 2] {
 }
 
 /// `KSIGHT_BREAK_HOOK=collector:hook[,…]` points that candidate at a kernel function that does
-/// not exist, so tests can prove the fallback on every kernel.
+/// not exist, so tests can prove the fallback on every kernel (fault-injection builds only).
 pub fn broken_target(collector: &str, hook: Hook) -> Option<&'static str> {
     let wanted = format!("{collector}:{hook}");
-    let list = std::env::var("KSIGHT_BREAK_HOOK").ok()?;
+    let list = crate::faults::env("KSIGHT_BREAK_HOOK")?;
     list.split(',')
         .any(|item| item.trim() == wanted)
         .then_some("ksight_no_such_function")

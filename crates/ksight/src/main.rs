@@ -7,6 +7,7 @@ mod collectors;
 mod dead_groups;
 mod doctor;
 mod enrich;
+mod faults;
 mod hooks;
 mod kernel;
 mod metrics;

@@ -87,6 +87,10 @@ fn assert_exact_counts(server: &Server, tag: &str) {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "breaks hooks on purpose: needs --features fault-injection (scripts/test)"
+)]
 fn raw_tp_when_tp_btf_is_broken() {
     require_root!();
     let server = Server::start_broken("syscalls:tp_btf,process:tp_btf", &[]);
@@ -101,6 +105,10 @@ fn raw_tp_when_tp_btf_is_broken() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "breaks hooks on purpose: needs --features fault-injection (scripts/test)"
+)]
 fn tracepoint_when_tp_btf_and_raw_tp_are_broken() {
     require_root!();
     let server = Server::start_broken(
@@ -130,6 +138,10 @@ fn files_alone_uses_fentry_where_the_kernel_has_it() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "breaks hooks on purpose: needs --features fault-injection (scripts/test)"
+)]
 fn files_falls_back_to_tracepoints_when_fentry_is_broken() {
     require_root!();
     let server = Server::start_broken("files:fentry", &["--collectors", "files"]);
@@ -151,6 +163,10 @@ fn files_falls_back_to_tracepoints_when_fentry_is_broken() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "breaks hooks on purpose: needs --features fault-injection (scripts/test)"
+)]
 fn broken_everything_reports_none_and_check_fails() {
     require_root!();
     let out = std::process::Command::new(KSIGHT)

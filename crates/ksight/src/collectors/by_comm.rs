@@ -144,4 +144,8 @@ impl Collector for ByComm {
     fn object(&self) -> &Arc<LoadedObject> {
         &self.tabled.obj
     }
+
+    fn series_folded(&self) -> u64 {
+        self.tabled.table.totals.folded()
+    }
 }

@@ -2,9 +2,10 @@
 //!
 //! The kernel counts into [comm slot][syscall nr] (bpf/syscalls.bpf.c). Slot 0 is the overflow.
 //! Counters only grow; user space keeps a baseline per slot, so handing a slot to another
-//! comm never loses or moves an increment:
+//! comm never shows one comm's counts under another's name:
 //! - fold (slot idle longer than the TTL): delete its comm from the kernel's slot map, make
-//!   the per-CPU caches stale, add what it counted to the overflow, keep it in quarantine;
+//!   the per-CPU caches stale, end its series (its history leaves with it: moved into the
+//!   overflow it would read as a burst), keep the slot in quarantine;
 //! - after one more upkeep round (stale caches are gone by then), add what came in since to
 //!   the overflow and give the slot back to the kernel's free queue.
 //!
@@ -103,6 +104,8 @@ struct State {
     folded: Vec<u64>,
     activity: HashMap<u32, (u64, Instant)>,
     quarantine: Vec<u32>,
+    /// Series ended by the TTL, since start.
+    folded_series: u64,
 }
 
 impl Builder for SyscallsBuilder {
@@ -133,6 +136,7 @@ impl Builder for SyscallsBuilder {
             folded: vec![0; NR],
             activity: HashMap::new(),
             quarantine: Vec::new(),
+            folded_series: 0,
         };
         Ok(Box::new(Syscalls {
             enricher: self.enricher.clone(),
@@ -199,7 +203,7 @@ impl Collector for Syscalls {
             } else if now.duration_since(*since) > ttl {
                 state.comm_slots.delete(&key)?;
                 state.obj.bump_epoch();
-                state.fold_slot(slot, &sums);
+                state.end_series(slot, &sums);
                 state.activity.remove(&slot);
                 state.quarantine.push(slot);
             }
@@ -209,6 +213,10 @@ impl Collector for Syscalls {
 
     fn object(&self) -> &Arc<LoadedObject> {
         &self.state.obj
+    }
+
+    fn series_folded(&self) -> u64 {
+        self.state.folded_series
     }
 }
 
@@ -237,7 +245,16 @@ impl State {
             .collect())
     }
 
-    /// Moves what a slot counted since its baseline into the overflow.
+    /// Ends a slot's series: what it counted so far leaves with it (moved into the overflow,
+    /// it would show there as a burst that never happened).
+    fn end_series(&mut self, slot: u32, sums: &[u64]) {
+        let range = slot as usize * NR..(slot as usize + 1) * NR;
+        self.baseline[range.clone()].copy_from_slice(&sums[range]);
+        self.folded_series += 1;
+    }
+
+    /// Moves what a slot counted since its baseline into the overflow: increments that came
+    /// after its series ended (from per-CPU caches that still named it).
     fn fold_slot(&mut self, slot: u32, sums: &[u64]) {
         let range = slot as usize * NR..(slot as usize + 1) * NR;
         let slot_sums = &sums[range.clone()];

@@ -83,7 +83,7 @@ fn sleep_until(until: Instant, args: &TraceArgs) -> bool {
 }
 
 fn swap_and_read(obj: &LoadedObject, maps: &[MapHandle; 2]) -> Result<Vec<Row>> {
-    let gen = obj.flip_table_gen();
+    let gen = obj.flip_table_gen()?;
     obj.barrier()?;
     // the map that was live until the flip: nothing writes it any more
     let old = &maps[((gen.wrapping_sub(1)) & 1) as usize];

@@ -1,30 +1,29 @@
 //! `ksight serve`: start the collectors, then answer /metrics from their maps.
 //!
-//! The collectors live on one thread that owns every BPF object; HTTP handlers ask it for a
-//! snapshot through a channel, and between scrapes it drains tables and folds idle series.
+//! The collectors live on one thread that owns every BPF object (worker.rs); HTTP handlers
+//! (http.rs) ask it for a snapshot through a channel. If that thread ends, so does ksight,
+//! with one line and a non-zero status, so a supervisor restarts it.
+
+mod http;
+mod worker;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
 use clap::Args;
 use tokio::sync::oneshot;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::bpf::LoadConfig;
-use crate::collector::{self, Attachment, Limits, Running};
+use crate::collector::{self, Attachment, Limits};
 use crate::enrich::{Enricher, LabelSet, SharedEnricher};
-use crate::metrics::encode::{encode, Format};
-use crate::metrics::model::{Family, Kind, Value};
-use crate::metrics::own;
 use crate::privileges;
+use http::WebLimits;
+use worker::{ScrapeRequest, Scrapes, Worker};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -60,6 +59,25 @@ pub struct ServeArgs {
     #[arg(long = "series-ttl", default_value = "10m", value_parser = crate::units::parse_duration, value_name = "DURATION")]
     pub series_ttl: Duration,
 
+    /// At most this many scrapes wait for the collectors; more get 503 at once.
+    #[arg(long = "web.max-requests", default_value_t = 40, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_requests: u32,
+
+    /// At most this many open connections; when full, the longest idle one is closed.
+    #[arg(long = "web.max-connections", default_value_t = 1024, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// A request's headers must arrive within this; also how long a kept-alive connection
+    /// may wait idle for its next request.
+    #[arg(long = "web.read-header-timeout", default_value = "10s", value_parser = crate::units::parse_duration, value_name = "DURATION")]
+    pub read_header_timeout: Duration,
+
+    /// A response write that makes no progress this long ends the connection.
+    #[arg(long = "web.write-timeout", default_value = "10s", value_parser = crate::units::parse_duration, value_name = "DURATION")]
+    pub write_timeout: Duration,
+
     /// How often tables are drained and idle series folded.
     #[arg(long = "fold-interval", default_value = "15s", value_parser = crate::units::parse_duration, value_name = "DURATION")]
     pub fold_interval: Duration,
@@ -83,9 +101,6 @@ pub struct ServeArgs {
     )]
     pub labels: LabelSet,
 }
-
-/// A scrape: the format wanted, and where to send the encoded body.
-type ScrapeRequest = (Format, oneshot::Sender<Vec<u8>>);
 
 pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     let selected = args.selection.resolve(args.collectors.as_deref())?;
@@ -139,25 +154,62 @@ pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     }
     let listener = listener.ok_or_else(|| anyhow!("no listener"))?;
     let (tx, rx) = mpsc::channel::<ScrapeRequest>();
-    let worker_attachments = attachments.clone();
-    let fold_interval = args.fold_interval;
-    let bpf_stats = args.bpf_stats;
+    let scrapes = Scrapes {
+        attachments,
+        enricher,
+        bpf_stats: args.bpf_stats,
+    };
+    let worker = Worker::new(running, scrapes, args.fold_interval);
+    let (gone_tx, gone_rx) = oneshot::channel();
     let worker = std::thread::Builder::new()
         .name("ksight-collect".into())
         .spawn(move || {
-            let scrapes = Scrapes {
-                attachments: worker_attachments,
-                enricher,
-                bpf_stats,
-            };
-            collect_loop(running, scrapes, rx, fold_interval)
+            // Sent when this thread ends, by return or by panic (the guard drops either way).
+            let _gone = Gone(Some(gone_tx));
+            worker.run(rx)
         })?;
-    serve_http(listener, tx)?;
-    worker
-        .join()
-        .map_err(|_| anyhow!("collector thread panicked"))?;
+    let web = WebLimits {
+        max_requests: args.max_requests as usize,
+        max_connections: args.max_connections as usize,
+        read_header_timeout: args.read_header_timeout,
+        write_timeout: args.write_timeout,
+    };
+    let served = http::serve(listener, tx, web, gone_rx);
+    let joined = worker.join();
+    if let Err(err) = served {
+        let why = match &joined {
+            Err(panic) => panic_message(panic.as_ref()),
+            Ok(()) => "it returned".into(),
+        };
+        bail!("{err:#}: {why}; exiting so a supervisor can restart ksight");
+    }
+    joined.map_err(|panic| {
+        anyhow!(
+            "collector thread panicked: {}",
+            panic_message(panic.as_ref())
+        )
+    })?;
     info!("detached; bye");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Tells the HTTP side that the collector thread has ended.
+struct Gone(Option<oneshot::Sender<()>>);
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned());
+    text.unwrap_or_else(|| "it panicked".into())
 }
 
 /// `:9712` listens on every interface; `host:port` and `[v6]:port` as usual.
@@ -199,144 +251,6 @@ fn print_attachments(attachments: &[Attachment], to_stdout: bool) {
         print!("{text}");
     } else {
         eprint!("{text}");
-    }
-}
-
-/// What every scrape needs besides the collectors.
-struct Scrapes {
-    attachments: Vec<Attachment>,
-    enricher: SharedEnricher,
-    bpf_stats: bool,
-}
-
-fn collect_loop(
-    mut running: Vec<Running>,
-    scrapes: Scrapes,
-    rx: mpsc::Receiver<ScrapeRequest>,
-    fold_interval: Duration,
-) {
-    let mut next_fold = Instant::now() + fold_interval;
-    loop {
-        let wait = next_fold.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(wait) {
-            Ok((format, reply)) => {
-                if let Ok(mut enricher) = scrapes.enricher.lock() {
-                    enricher.new_scrape();
-                }
-                let body = scrape(
-                    &mut running,
-                    &scrapes.attachments,
-                    format,
-                    scrapes.bpf_stats,
-                );
-                let _ = reply.send(body);
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                let now = Instant::now();
-                for r in running.iter_mut() {
-                    if let Err(err) = r.collector.maintain(now) {
-                        warn!(collector = r.name, "upkeep failed: {err:#}");
-                    }
-                }
-                next_fold = now + fold_interval;
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-    }
-    // Dropping the collectors detaches their programs and frees their maps.
-    drop(running);
-}
-
-fn scrape(
-    running: &mut [Running],
-    attachments: &[Attachment],
-    format: Format,
-    bpf_stats: bool,
-) -> Vec<u8> {
-    let start = Instant::now();
-    let mut families = vec![own::build_info()];
-    families.extend(collector::up_families(attachments));
-    for r in running.iter_mut() {
-        let t0 = Instant::now();
-        let result = r.collector.collect(&mut families);
-        tracing::debug!(collector = r.name, elapsed = ?t0.elapsed(), "collected");
-        if let Err(err) = result {
-            warn!(collector = r.name, "scrape failed: {err:#}");
-        }
-    }
-    let objects: Vec<_> = running
-        .iter()
-        .map(|r| (r.name, r.collector.object()))
-        .collect();
-    own::object_families(&objects, &mut families);
-    own::bpf_programs(&objects, bpf_stats, &mut families);
-    tracing::debug!(elapsed = ?start.elapsed(), "collectors done");
-    families.extend(own::process_families());
-    families.push(
-        Family::new(
-            "ksight_scrape_duration_seconds",
-            Kind::Gauge,
-            "Time to read the maps for this scrape.",
-        )
-        .with(vec![], Value::Float(start.elapsed().as_secs_f64())),
-    );
-    let body = encode(&families, format);
-    tracing::debug!(elapsed = ?start.elapsed(), "encoded");
-    body
-}
-
-fn serve_http(listener: std::net::TcpListener, tx: mpsc::Sender<ScrapeRequest>) -> Result<()> {
-    listener.set_nonblocking(true)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        info!(address = %listener.local_addr()?, "serving /metrics");
-        let app = axum::Router::new()
-            .route("/", get(landing))
-            .route("/metrics", get(metrics))
-            .with_state(tx);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
-        anyhow::Ok(())
-    })
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    info!("signal received, detaching");
-}
-
-async fn landing() -> Html<&'static str> {
-    Html(concat!(
-        "<!doctype html><html><head><title>ksight</title></head><body><h1>ksight</h1>",
-        "<p>Linux kernel metrics with eBPF.</p><p><a href=\"/metrics\">Metrics</a></p>",
-        "<p>version ",
-        env!("CARGO_PKG_VERSION"),
-        "</p></body></html>\n"
-    ))
-}
-
-async fn metrics(State(tx): State<mpsc::Sender<ScrapeRequest>>, headers: HeaderMap) -> Response {
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let format = Format::from_accept(accept);
-    let (reply_tx, reply_rx) = oneshot::channel();
-    if tx.send((format, reply_tx)).is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "collectors stopped\n").into_response();
-    }
-    match reply_rx.await {
-        Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "scrape failed\n").into_response(),
     }
 }
 

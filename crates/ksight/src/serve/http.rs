@@ -1,0 +1,367 @@
+//! The HTTP side of `serve`: every connection, whoever opens it, is bounded.
+//!
+//! - at most `max_connections` open; when full, the connection idle the longest is closed
+//!   so a new scrape is still served (a new one is refused only when every other is busy);
+//! - a request's headers must arrive within `read_header_timeout`, which (hyper ≥ 1.6) also
+//!   runs while a kept-alive connection waits for its next request: an idle connection lasts
+//!   no longer;
+//! - a response write that makes no progress for `write_timeout` ends the connection (a
+//!   client that never reads);
+//! - at most `max_requests` scrapes wait for the collector thread; more get 503 at once.
+//!
+//! Any listener added later (TLS, systemd sockets) goes through `serve_connections`.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, Notify};
+use tower::ServiceExt;
+use tracing::{info, warn};
+
+use super::worker::ScrapeRequest;
+use crate::metrics::encode::Format;
+
+/// The bounds of the HTTP side (flags of `serve`).
+#[derive(Clone, Copy, Debug)]
+pub struct WebLimits {
+    pub max_requests: usize,
+    pub max_connections: usize,
+    pub read_header_timeout: Duration,
+    pub write_timeout: Duration,
+}
+
+/// How long a scrape may wait for the collector thread before it gets 503.
+const SCRAPE_DEADLINE: Duration = Duration::from_secs(60);
+
+#[derive(Clone)]
+struct AppState {
+    tx: mpsc::Sender<ScrapeRequest>,
+    waiting: Arc<AtomicUsize>,
+    max_requests: usize,
+}
+
+/// Serves until SIGINT/SIGTERM (Ok) or until the collector thread ends (`worker_gone`
+/// fires: Err), whichever comes first.
+pub fn serve(
+    listener: std::net::TcpListener,
+    tx: mpsc::Sender<ScrapeRequest>,
+    limits: WebLimits,
+    worker_gone: oneshot::Receiver<()>,
+) -> Result<()> {
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = TcpListener::from_std(listener)?;
+        info!(address = %listener.local_addr()?, "serving /metrics");
+        let state = AppState {
+            tx,
+            waiting: Arc::new(AtomicUsize::new(0)),
+            max_requests: limits.max_requests,
+        };
+        let app = Router::new()
+            .route("/", get(landing))
+            .route("/metrics", get(metrics))
+            .with_state(state);
+        tokio::select! {
+            result = serve_connections(listener, app, limits) => result,
+            () = shutdown_signal() => Ok(()),
+            _ = worker_gone => anyhow::bail!("the collector thread stopped"),
+        }
+    })
+}
+
+/// Accepts forever, serving each connection under `limits`.
+pub async fn serve_connections(
+    listener: TcpListener,
+    app: Router,
+    limits: WebLimits,
+) -> Result<()> {
+    let connections = Arc::new(Connections::default());
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                warn!("accept failed: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if !connections.make_room(limits.max_connections) {
+            continue; // every connection is busy: this one is refused (dropped)
+        }
+        let (id, close) = connections.register();
+        tokio::spawn(serve_one(
+            stream,
+            app.clone(),
+            limits,
+            connections.clone(),
+            id,
+            close,
+        ));
+    }
+}
+
+async fn serve_one(
+    stream: TcpStream,
+    app: Router,
+    limits: WebLimits,
+    connections: Arc<Connections>,
+    id: u64,
+    close: Arc<Notify>,
+) {
+    let busy = connections.clone();
+    let service = hyper::service::service_fn(move |request| {
+        let (app, busy) = (app.clone(), busy.clone());
+        async move {
+            busy.set_busy(id, true);
+            let response = app.oneshot(request).await;
+            busy.set_busy(id, false);
+            response
+        }
+    });
+    let io = TokioIo::new(WriteTimeout::new(stream, limits.write_timeout));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.read_header_timeout)
+        .keep_alive(true)
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = close.notified() => {
+            // Finish a response in progress (bounded by the write timeout), then close.
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(limits.write_timeout, conn).await;
+        }
+    }
+    connections.remove(id);
+}
+
+/// The open connections: busy (a request in progress) or idle since when.
+#[derive(Default)]
+struct Connections {
+    open: Mutex<BTreeMap<u64, Connection>>,
+    next_id: AtomicUsize,
+}
+
+struct Connection {
+    idle_since: Option<Instant>,
+    close: Arc<Notify>,
+}
+
+impl Connections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Connection>> {
+        // A panic while holding this lock leaves a consistent map: keep using it.
+        self.open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn register(&self) -> (u64, Arc<Notify>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) as u64;
+        let close = Arc::new(Notify::new());
+        let connection = Connection {
+            idle_since: Some(Instant::now()),
+            close: close.clone(),
+        };
+        self.lock().insert(id, connection);
+        (id, close)
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    fn set_busy(&self, id: u64, busy: bool) {
+        if let Some(c) = self.lock().get_mut(&id) {
+            c.idle_since = (!busy).then(Instant::now);
+        }
+    }
+
+    /// Below `max` open connections, true. At `max`, closes the one idle the longest and
+    /// stops counting it (it goes within a write timeout), then true; false when all are busy.
+    fn make_room(&self, max: usize) -> bool {
+        let mut open = self.lock();
+        if open.len() < max {
+            return true;
+        }
+        let oldest_idle = open
+            .iter()
+            .filter_map(|(id, c)| c.idle_since.map(|since| (since, *id)))
+            .min();
+        match oldest_idle {
+            Some((_, id)) => {
+                if let Some(c) = open.remove(&id) {
+                    c.close.notify_one();
+                }
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A stream whose writes fail with TimedOut after `timeout` without progress.
+struct WriteTimeout {
+    inner: TcpStream,
+    timeout: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl WriteTimeout {
+    fn new(inner: TcpStream, timeout: Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    /// After a Pending write or flush: Ready(Err) once the stall has lasted `timeout`.
+    fn check_stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let timeout = self.timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            )),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn progress<T>(
+        &mut self,
+        poll: Poll<io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<T>> {
+        match poll {
+            Poll::Ready(result) => {
+                self.stalled = None;
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.check_stall(cx).map(Err),
+        }
+    }
+}
+
+impl AsyncRead for WriteTimeout {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteTimeout {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.progress(poll, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.progress(poll, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        self.progress(poll, cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    info!("signal received, detaching");
+}
+
+async fn landing() -> Html<&'static str> {
+    Html(concat!(
+        "<!doctype html><html><head><title>ksight</title></head><body><h1>ksight</h1>",
+        "<p>Linux kernel metrics with eBPF.</p><p><a href=\"/metrics\">Metrics</a></p>",
+        "<p>version ",
+        env!("CARGO_PKG_VERSION"),
+        "</p></body></html>\n"
+    ))
+}
+
+/// Counts a waiting scrape for as long as it lives (a client that goes away drops it).
+struct Waiting(Arc<AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let waiting = Waiting(state.waiting.clone());
+    if state.waiting.fetch_add(1, Ordering::SeqCst) >= state.max_requests {
+        drop(waiting);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many scrapes waiting (--web.max-requests)\n",
+        )
+            .into_response();
+    }
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::from_accept(accept);
+    let (reply_tx, reply_rx) = oneshot::channel();
+    if state.tx.send((format, reply_tx)).is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "collectors stopped\n").into_response();
+    }
+    let reply = tokio::time::timeout(SCRAPE_DEADLINE, reply_rx).await;
+    drop(waiting);
+    match reply {
+        Ok(Ok(body)) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
+        Ok(Err(_)) => (StatusCode::INTERNAL_SERVER_ERROR, "scrape failed\n").into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "scrape timed out\n").into_response(),
+    }
+}
