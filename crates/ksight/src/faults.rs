@@ -3,6 +3,7 @@
 //! break a production ksight):
 //! - `KSIGHT_BREAK_STEPS=flip,barrier,drain,collect`: each listed step fails at its 1st,
 //!   3rd, 5th… attempt, so both the failure and the retry that follows are exercised;
+//!   `panic` makes the collector thread panic at its first scrape;
 //! - `KSIGHT_BREAK_HOOK=collector:hook,…` (collector.rs): that candidate fails to attach.
 
 /// The value of a fault-injection variable; always None without the feature.
@@ -14,30 +15,31 @@ pub fn env(name: &str) -> Option<String> {
     }
 }
 
-/// Fails when `KSIGHT_BREAK_STEPS` lists `step` and this is an odd attempt of it.
-pub fn check(step: &'static str) -> anyhow::Result<()> {
+/// Fails when `KSIGHT_BREAK_STEPS` lists `step` and this is an odd attempt of it by
+/// `subject` (a collector, or a table): each fails every other time, whatever the others do.
+pub fn check(step: &str, subject: &str) -> anyhow::Result<()> {
     let Some(list) = env("KSIGHT_BREAK_STEPS") else {
         return Ok(());
     };
     if !list.split(',').any(|s| s.trim() == step) {
         return Ok(());
     }
-    if attempt(step) % 2 == 1 {
+    if attempt(format!("{step}:{subject}")) % 2 == 1 {
         anyhow::bail!("injected fault in {step} (KSIGHT_BREAK_STEPS)");
     }
     Ok(())
 }
 
-/// Counts the attempts of `step`, from 1.
-fn attempt(step: &'static str) -> u64 {
+/// Counts the attempts of `key`, from 1.
+fn attempt(key: String) -> u64 {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
-    static ATTEMPTS: OnceLock<Mutex<HashMap<&'static str, u64>>> = OnceLock::new();
+    static ATTEMPTS: OnceLock<Mutex<HashMap<String, u64>>> = OnceLock::new();
     let mut attempts = match ATTEMPTS.get_or_init(Default::default).lock() {
         Ok(guard) => guard,
         Err(poisoned) => poisoned.into_inner(),
     };
-    let n = attempts.entry(step).or_insert(0);
+    let n = attempts.entry(key).or_insert(0);
     *n += 1;
     *n
 }
@@ -55,10 +57,14 @@ mod tests {
             std::env::set_var("KSIGHT_BREAK_HOOK", "syscalls:tp_btf");
         }
         let broken = crate::collector::broken_target("syscalls", crate::hooks::Hook::TpBtf);
-        let results: Vec<bool> = (0..4).map(|_| check("drain").is_err()).collect();
-        assert!(check("flip").is_ok() && check("flip").is_ok());
+        let results: Vec<bool> = (0..4).map(|_| check("drain", "a").is_err()).collect();
+        assert!(check("flip", "a").is_ok() && check("flip", "a").is_ok());
         if cfg!(feature = "fault-injection") {
             assert_eq!(results, [true, false, true, false]);
+            assert!(
+                check("drain", "b").is_err(),
+                "each subject counts its own attempts"
+            );
             assert!(broken.is_some());
         } else {
             // What a release build does: nothing.

@@ -80,13 +80,13 @@ impl Tabled {
         let gen = match self.undrained {
             Some(gen) => gen,
             None => {
-                crate::faults::check("flip").context(StepFailed("flip"))?;
+                crate::faults::check("flip", &self.table.name).context(StepFailed("flip"))?;
                 let gen = self.obj.flip_table_gen().context(StepFailed("flip"))?;
                 self.undrained = Some(gen);
                 gen
             }
         };
-        crate::faults::check("barrier").context(StepFailed("barrier"))?;
+        crate::faults::check("barrier", &self.table.name).context(StepFailed("barrier"))?;
         self.obj.barrier().context(StepFailed("barrier"))?;
         self.table.drain(gen, now).context(StepFailed("drain"))?;
         self.undrained = None;
@@ -176,6 +176,8 @@ impl Totals {
 }
 
 pub struct CounterTable {
+    /// The KS_TABLE's name (`proc`, `files`, …).
+    name: String,
     maps: [MapHandle; 2],
     overflow: MapHandle,
     pub totals: Totals,
@@ -194,6 +196,7 @@ impl CounterTable {
         ];
         let budget = maps[0].max_entries() as usize;
         Ok(Self {
+            name: name.to_string(),
             maps,
             overflow: obj.map(&format!("{name}_ovf"))?,
             totals: Totals::new(ttl, budget, is_overflow),
@@ -209,7 +212,7 @@ impl CounterTable {
     /// added to the totals only once its key is deleted: a failed delete leaves it in the map,
     /// where reads still find it and the next drain takes it, never counted twice.
     pub fn drain(&mut self, gen: u32, now: Instant) -> Result<()> {
-        crate::faults::check("drain")?;
+        crate::faults::check("drain", &self.name)?;
         let idle = &self.maps[((gen + 1) & 1) as usize];
         let keys: Vec<Vec<u8>> = idle.keys().collect();
         let mut failed = None;

@@ -75,6 +75,43 @@ fn unknown_subcommand_and_flag() {
 }
 
 #[test]
+fn zero_negative_or_absurd_durations_and_capacities_exit_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["serve", "--fold-interval", "0"], "below 1ms"),
+        (&["serve", "--fold-interval", "0.0001ms"], "below 1ms"),
+        (&["serve", "--series-ttl=-5s"], "invalid duration"),
+        (&["serve", "--series-ttl", "100000h"], "too long"),
+        (&["serve", "--series-ttl", &"9".repeat(400)], "too long"),
+        (&["serve", "--web.write-timeout", "0s"], "below 1ms"),
+        (&["trace", "exec", "--duration", "0"], "below 1ms"),
+        (&["serve", "--table.capacity", "0"], "not in 1..=4194304"),
+        (&["serve", "--table.capacity", "99999999999"], "invalid"),
+        (
+            &["serve", "--collector.syscalls.max-comms", "1"],
+            "not in 2..=4096",
+        ),
+        (
+            &["serve", "--syscalls.max-comms", "100000"],
+            "not in 2..=4096",
+        ),
+        (
+            &["serve", "--collector.syscalls.errors-capacity", "-1"],
+            "unexpected argument",
+        ),
+        (
+            &["serve", "--web.max-connections", "0"],
+            "not in 1..=1000000",
+        ),
+        (&["serve", "--web.max-requests", "0"], "not in 1..=10000"),
+    ];
+    for (args, expect) in cases {
+        let out = ksight(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert_clear_failure(&out, expect);
+    }
+}
+
+#[test]
 fn unknown_collector_lists_the_valid_ones() {
     let out = ksight(&["serve", "--collectors", "syscalls,bogus"]);
     assert_clear_failure(

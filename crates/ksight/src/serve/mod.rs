@@ -153,6 +153,7 @@ pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
         bail!("no collector could attach");
     }
     let listener = listener.ok_or_else(|| anyhow!("no listener"))?;
+    raise_open_files();
     let (tx, rx) = mpsc::channel::<ScrapeRequest>();
     let scrapes = Scrapes {
         attachments,
@@ -191,6 +192,24 @@ pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     })?;
     info!("detached; bye");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Lifts the soft open-file limit to the hard one: --web.max-connections (1024 by default)
+/// plus the BPF objects need more than the usual soft 1024. Failing leaves the limit as it
+/// was; accept then waits out EMFILE.
+fn raise_open_files() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read or write only the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
 
 /// Tells the HTTP side that the collector thread has ended.

@@ -85,6 +85,9 @@ impl Worker {
 
     /// One sweep for every waiting scrape; one encoding per format asked.
     fn answer(&mut self, waiting: Vec<ScrapeRequest>) {
+        if crate::faults::check("panic", "worker").is_err() {
+            panic!("injected panic (KSIGHT_BREAK_STEPS=panic)");
+        }
         if let Ok(mut enricher) = self.scrapes.enricher.lock() {
             enricher.new_scrape();
         }
@@ -111,8 +114,8 @@ impl Worker {
         for (r, health) in self.running.iter_mut().zip(self.health.iter_mut()) {
             let t0 = Instant::now();
             let before = families.len();
-            let result =
-                crate::faults::check("collect").and_then(|()| r.collector.collect(&mut families));
+            let result = crate::faults::check("collect", r.name)
+                .and_then(|()| r.collector.collect(&mut families));
             health.scrape_seconds = t0.elapsed().as_secs_f64();
             health.scrape_ok = result.is_ok();
             if let Err(err) = result {

@@ -2,6 +2,8 @@
 //! port, scrapes parsed into samples, and workloads run in forked children with unique comms.
 #![allow(dead_code)]
 
+pub mod prometheus;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -73,7 +75,8 @@ impl Server {
         Server::start_with(binary, extra, &[])
     }
 
-    fn start_with(
+    /// Starts `binary` with `extra` arguments and `env` added to its environment.
+    pub fn start_with(
         binary: impl AsRef<std::ffi::OsStr>,
         extra: &[&str],
         env: &[(&str, &str)],
