@@ -70,7 +70,9 @@ pub fn object_families(objects: &Objects<'_>, out: &mut Vec<Family>) {
                 }
             }
             if matches!(map.map_type(), MapType::Hash | MapType::PercpuHash) {
-                entries.set(labels, Value::Int(map.keys().count() as u64));
+                if let Ok(n) = crate::bpf::hash_entry_count(&map) {
+                    entries.set(labels, Value::Int(n));
+                }
             }
         }
     }
