@@ -239,7 +239,7 @@ impl State {
             .into_iter()
             .filter_map(|(slot, key)| {
                 let owner = plain::from_bytes::<ks_comm>(&key).ok()?;
-                let comm = names::c_str(&owner.comm);
+                let comm = names::comm(names::c_bytes(&owner.comm));
                 Some((slot, (comm, owner.cgroup)))
             })
             .collect())

@@ -29,6 +29,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -421,8 +422,11 @@ fn walk(mount: &Path, root: &str, max: usize) -> (HashMap<u64, Box<str>>, bool) 
             if found.len() >= max {
                 return (found, true);
             }
-            // kernfs reports the node id as d_ino: no stat per cgroup.
-            let child = format!("{path}/{}", entry.file_name().to_string_lossy());
+            // kernfs reports the node id as d_ino: no stat per cgroup. A delegated subtree's
+            // owner names its cgroups: the printable form keeps every byte apart and prints
+            // nothing a terminal acts on.
+            let name = crate::names::printable(entry.file_name().as_bytes());
+            let child = format!("{path}/{name}");
             found.insert(entry.ino(), child.clone().into());
             stack.push((entry.path(), child));
         }

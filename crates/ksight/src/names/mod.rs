@@ -1,4 +1,6 @@
-//! Names for the numbers the kernel hands over: syscalls (x86_64), errnos, signals.
+//! Names for the numbers the kernel hands over (syscalls on x86_64, errnos, signals, TCP
+//! states, block operations), and the one rule for text from outside (`lossless`,
+//! `printable`): the only decoder of the bytes the kernel copies.
 
 mod tables;
 
@@ -119,7 +121,7 @@ pub fn comm_or_overflow(raw: &[std::ffi::c_char], overflow: u8) -> String {
     if overflow != 0 {
         return OVERFLOW_COMM.to_string();
     }
-    c_str(raw)
+    comm(c_bytes(raw))
 }
 
 /// The bytes of a C char array (the generated ABI types hold `c_char`).
@@ -128,24 +130,92 @@ pub fn c_bytes(raw: &[std::ffi::c_char]) -> &[u8] {
     unsafe { std::slice::from_raw_parts(raw.as_ptr().cast::<u8>(), raw.len()) }
 }
 
-/// A NUL-terminated string the kernel filled (comm, path, argument) as text: the one decoder
-/// of C strings, with `comm`'s rule for bytes that are not UTF-8.
+/// A NUL-terminated string the kernel filled (comm, path, argument), decoded by `lossless`.
 pub fn c_str(raw: &[std::ffi::c_char]) -> String {
-    comm(c_bytes(raw))
+    lossless(until_nul(c_bytes(raw)))
 }
 
-/// A kernel comm (NUL-terminated, <= 16 bytes) as a label value; bytes that are not UTF-8
-/// are written as `\xNN` so two different comms never share a label.
+/// A kernel comm (NUL-terminated, <= 16 bytes) as a label value, in the printable form.
 pub fn comm(raw: &[u8]) -> String {
-    let raw = raw.split(|&b| b == 0).next().unwrap_or_default();
+    printable(until_nul(raw))
+}
+
+fn until_nul(raw: &[u8]) -> &[u8] {
+    raw.split(|&b| b == 0).next().unwrap_or_default()
+}
+
+/// Text from outside (a comm, path, argument, cgroup name: anyone can choose it) as a string
+/// that keeps every byte apart: `\` becomes `\\` and a byte that is not UTF-8 `\xNN`, so
+/// two different inputs never read the same and the bytes can be recovered (`unescape`).
+/// Control characters are kept: JSON escapes them its own way; everything printed as text
+/// goes through `escape_controls` too.
+pub fn lossless(raw: &[u8]) -> String {
     let mut out = String::with_capacity(raw.len());
     for chunk in raw.utf8_chunks() {
-        out.push_str(chunk.valid());
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                c => out.push(c),
+            }
+        }
         for b in chunk.invalid() {
             out.push_str(&format!("\\x{b:02x}"));
         }
     }
     out
+}
+
+/// The one rule for outside text wherever ksight prints it (trace columns, labels, doctor,
+/// logs): `lossless`, and every control character (C0, DEL, C1) as `\xNN` of its UTF-8
+/// bytes, so nothing printed can move a cursor, ring a bell or end a line.
+pub fn printable(raw: &[u8]) -> String {
+    escape_controls(&lossless(raw)).into_owned()
+}
+
+/// A `lossless` string with its control characters written `\xNN` (the printable form).
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            let mut utf8 = [0u8; 4];
+            for b in c.encode_utf8(&mut utf8).bytes() {
+                out.push_str(&format!("\\x{b:02x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The bytes behind a `lossless` or `printable` string (`None` if it is neither).
+#[cfg(test)]
+pub fn unescape(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut rest = text.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        rest = tail;
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match rest {
+            [b'\\', tail @ ..] => {
+                out.push(b'\\');
+                rest = tail;
+            }
+            [b'x', hi, lo, tail @ ..] => {
+                let hex = std::str::from_utf8(&[*hi, *lo]).ok()?.to_owned();
+                out.push(u8::from_str_radix(&hex, 16).ok()?);
+                rest = tail;
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -158,6 +228,36 @@ mod tests {
         assert_eq!(comm(b"0123456789abcde\0"), "0123456789abcde");
         assert_eq!(comm(b"a\xffb\0"), "a\\xffb");
         assert!(OVERFLOW_COMM.len() > 15);
+    }
+
+    #[test]
+    fn one_unambiguous_printable_form() {
+        // A literal backslash-x and the byte it would name no longer read the same.
+        assert_eq!(printable(b"\\x41"), "\\\\x41");
+        assert_eq!(printable(b"A"), "A");
+        assert_eq!(printable(b"ev\x1b[8mil\x07"), "ev\\x1b[8mil\\x07");
+        assert_eq!(printable(b"a\r\nb\t\x7f"), "a\\x0d\\x0ab\\x09\\x7f");
+        assert_eq!(printable("\u{9b}".as_bytes()), "\\xc2\\x9b", "C1 CSI");
+        assert_eq!(printable(b"\xff\xfe"), "\\xff\\xfe");
+        assert_eq!(printable("é✓".as_bytes()), "é✓");
+        // JSON keeps controls for its own escapes, everything else as printable.
+        assert_eq!(lossless(b"a\x1b\\\xff"), "a\x1b\\\\\\xff");
+    }
+
+    #[test]
+    fn printed_forms_round_trip() {
+        for raw in [
+            &b"plain"[..],
+            b"\\x41",
+            b"ev\x1b[8mil\x07",
+            b"\xff\\\x00\xc2",
+            "\u{9b}é".as_bytes(),
+        ] {
+            assert_eq!(unescape(&printable(raw)).as_deref(), Some(raw));
+            assert_eq!(unescape(&lossless(raw)).as_deref(), Some(raw));
+        }
+        assert_eq!(unescape("bad\\q"), None);
+        assert_eq!(unescape("short\\x4"), None);
     }
 
     #[test]

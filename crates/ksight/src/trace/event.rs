@@ -177,7 +177,7 @@ fn exec(e: &ks_ev_exec, clock: &Clock) -> Event {
     let mut argv: Vec<String> = raw
         .split(|&b| b == 0)
         .filter(|a| !a.is_empty())
-        .map(names::comm)
+        .map(names::lossless)
         .collect();
     // The last argument may be cut by the byte bound: it is then incomplete.
     let mut truncated = e.args_size > e.args_len || argv.len() > MAX_ARGS;
@@ -460,19 +460,11 @@ impl Event {
             self.name(),
             c.pid,
             c.uid,
-            c.comm,
+            names::escape_controls(&c.comm),
             result,
-            one_line(self.detail())
+            names::escape_controls(&self.detail())
         )
     }
-}
-
-/// Control characters (a newline in an argument, say) would break the columns: escape them.
-fn one_line(text: String) -> String {
-    if !text.chars().any(char::is_control) {
-        return text;
-    }
-    text.chars().flat_map(char::escape_default).collect()
 }
 
 fn kind_color(name: &str) -> &'static str {

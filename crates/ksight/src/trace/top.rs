@@ -154,7 +154,7 @@ fn print_table(out: &mut impl Write, interval: &Interval, top: usize) -> Result<
             out,
             "{:<8} {:<16} {:<20} {:>10} {:>8}",
             r.pid,
-            r.comm,
+            names::escape_controls(&r.comm),
             names::syscall(r.nr),
             r.count,
             r.errors
