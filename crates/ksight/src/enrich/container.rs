@@ -14,8 +14,16 @@
 //! | Kubernetes pod, cgroupfs driver | `pod<uid>` (`<uid>` with dashes) |
 //! | Kubernetes pod, systemd driver | `kubepods[-<qos>]-pod<uid with _>.slice` (also kind's `kubelet-kubepods-…`) |
 //!
-//! When several components match (docker-in-docker, kind, rootless podman's `…/container`
-//! sub-cgroup), the innermost (last) one wins: it is the one the task really runs in.
+//! **Who may name a container.** Anyone given a delegated cgroup subtree (a container, a
+//! user's systemd instance) can make sub-cgroups with any name, `docker-<someone else>.scope`
+//! included. So a container id (and a pod UID) is taken only from where the runtime itself
+//! puts it: at a known place from the hierarchy root (`/system.slice/docker-<id>.scope`,
+//! `/machine.slice/libpod-<id>.scope`, `/kubepods[.slice]/…/<id or scope>` through
+//! Kubernetes' own QoS and pod levels, `/docker/<id>`, `/libpod_parent/libpod-<id>`, and
+//! containerd's literal `/system.slice/containerd.service/kubepods-…:cri-containerd:<id>`),
+//! and of several such matches the outermost wins. A name further down (docker-in-docker,
+//! a kind node's pods, rootless podman under `user@.service`) labels nothing of its own:
+//! those processes carry the outer container's id, or none.
 //!
 //! Container ids are kept whole (64 hex): `docker inspect`, `crictl inspect` and `ctr` accept
 //! them, they join kube-state-metrics' `container_id` after stripping its `containerd://`, and
@@ -81,14 +89,21 @@ impl CgroupInfo {
             ..Default::default()
         };
         for (i, part) in parts.iter().enumerate() {
-            if let Some((runtime, container)) = container_of(part, &parts[..i]) {
-                info.runtime = runtime;
-                info.container = Some(container.to_string());
-            } else if is_unit(part) {
-                info.unit = Some(part.to_string());
+            let placed_by_runtime = runtime_layout(&parts[..i]);
+            match container_of(part, &parts[..i]) {
+                Some((runtime, container)) => {
+                    if placed_by_runtime && info.container.is_none() {
+                        info.runtime = runtime;
+                        info.container = Some(container.to_string());
+                    }
+                }
+                None if is_unit(part) => info.unit = Some(part.to_string()),
+                None => {}
             }
             if let Some(uid) = pod_uid_of(part) {
-                info.pod = Some(uid);
+                if placed_by_runtime && info.pod.is_none() {
+                    info.pod = Some(uid);
+                }
             }
         }
         info
@@ -119,6 +134,36 @@ fn container_of<'a>(part: &'a str, parents: &[&str]) -> Option<(Option<&'static 
         let id = stem.strip_prefix(prefix)?;
         is_container_id(id).then_some((Some(*runtime), id))
     })
+}
+
+/// Whether `parents` (the components from the hierarchy root down to a container's or a
+/// pod's cgroup) are a place only the runtime or the kubelet creates.
+fn runtime_layout(parents: &[&str]) -> bool {
+    match parents {
+        ["system.slice"] | ["machine.slice"] | ["docker"] | ["libpod_parent"] => true,
+        ["system.slice", "containerd.service", levels @ ..] => {
+            levels.iter().all(|l| is_kubepods_level(l))
+        }
+        [root, levels @ ..] if *root == "kubepods" || *root == "kubepods.slice" => {
+            levels.iter().all(|l| is_kubepods_level(l))
+        }
+        [root, levels @ ..] if is_kubepods_slice(root) => {
+            levels.iter().all(|l| is_kubepods_level(l))
+        }
+        _ => false,
+    }
+}
+
+/// A level the kubelet makes below its root: QoS classes, pods, and the runtime's literal
+/// marker in containerd's systemd-style path.
+fn is_kubepods_level(part: &str) -> bool {
+    matches!(part, "burstable" | "besteffort" | "cri-containerd" | "crio")
+        || is_kubepods_slice(part)
+        || pod_uid_of(part).is_some()
+}
+
+fn is_kubepods_slice(part: &str) -> bool {
+    part.starts_with("kubepods-") && part.ends_with(".slice")
 }
 
 fn is_container_id(text: &str) -> bool {
@@ -192,9 +237,35 @@ mod tests {
     }
 
     #[test]
-    fn docker_in_docker_takes_the_innermost() {
+    fn docker_in_docker_takes_the_outermost() {
         let path = format!("/docker/{ID}/docker/{ID2}");
-        assert_eq!(parts(&path), (some(ID2), Some("docker"), None, None));
+        assert_eq!(parts(&path), (some(ID), Some("docker"), None, None));
+    }
+
+    #[test]
+    fn a_delegated_subtree_cannot_name_another_container() {
+        // A tenant inside container ID names a sub-cgroup after container ID2.
+        let forged = format!("/system.slice/docker-{ID}.scope/sub/docker-{ID2}.scope");
+        assert_eq!(parts(&forged), (some(ID), Some("docker"), None, None));
+        let forged = format!(
+            "/system.slice/docker-{ID}.scope/kubepods.slice/\
+kubepods-pod28c6b84f_4b17_4bac_9ca4_c7c794ebfefc.slice/cri-containerd-{ID2}.scope"
+        );
+        assert_eq!(parts(&forged), (some(ID), Some("docker"), None, None));
+        // A user's own systemd instance is delegated to the user: no ids from there.
+        let forged =
+            format!("/user.slice/user-1000.slice/user@1000.service/app.slice/docker-{ID2}.scope");
+        assert_eq!(parts(&forged).0, None);
+        // Nor from a directory anyone made elsewhere.
+        assert_eq!(parts(&format!("/{ID}")).0, None);
+        assert_eq!(
+            parts(&format!("/system.slice/foo.service/docker-{ID2}.scope")).0,
+            None
+        );
+        assert_eq!(
+            parts("/evil/pod74c13223-5a00-11e9-b385-42010a80018d").2,
+            None
+        );
     }
 
     #[test]
@@ -257,15 +328,15 @@ kubepods-besteffort-pod0f1e2d3c_4b5a_6978_8796_a5b4c3d2e1f0.slice:cri-containerd
 
     #[test]
     fn kind_node_nested_in_docker() {
-        // A kind node is a docker container running its own kubelet and containerd.
+        // A kind node is a docker container running its own kubelet and containerd. Its pods
+        // are inside the node's (delegated) cgroup: they carry the node's id, and no pod UID.
         let path = format!(
             "/system.slice/docker-{ID2}.scope/kubelet.slice/kubelet-kubepods.slice/\
 kubelet-kubepods-besteffort.slice/\
 kubelet-kubepods-besteffort-pod0f1e2d3c_4b5a_6978_8796_a5b4c3d2e1f0.slice/\
 cri-containerd-{ID}.scope"
         );
-        let pod = some("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0");
-        assert_eq!(parts(&path), (some(ID), Some("containerd"), pod, None));
+        assert_eq!(parts(&path), (some(ID2), Some("docker"), None, None));
     }
 
     #[test]
@@ -281,12 +352,12 @@ kubepods-burstable-pod5b8e4dd6a8a9c6b7e0f1a2b3c4d5e6f7.slice/cri-containerd-{ID}
     fn podman_rootful_rootless_and_cgroupfs() {
         let rootful = format!("/machine.slice/libpod-{ID}.scope");
         assert_eq!(parts(&rootful), (some(ID), Some("podman"), None, None));
-        // Rootless, cgroups v2: the payload is in a `container` sub-cgroup of the scope.
+        // Rootless: in the user's own delegated tree, where any name can be made: no id.
         let rootless = format!(
             "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container"
         );
         let unit = some("user@1000.service");
-        assert_eq!(parts(&rootless), (some(ID), Some("podman"), None, unit));
+        assert_eq!(parts(&rootless), (None, None, None, unit));
         let cgroupfs = format!("/libpod_parent/libpod-{ID}");
         assert_eq!(parts(&cgroupfs), (some(ID), Some("podman"), None, None));
         let conmon = format!("/machine.slice/libpod-conmon-{ID}.scope");
@@ -333,7 +404,7 @@ kubepods-burstable-pod5b8e4dd6a8a9c6b7e0f1a2b3c4d5e6f7.slice/cri-containerd-{ID}
         assert_eq!(parts("/system.slice/podman.service").2, None);
         assert_eq!(parts("/user.slice/my-podcast.slice").2, None);
         assert_eq!(parts("/pod1234").2, None);
-        // A 64-hex directory a user made is still read as a container (runtime unknown).
-        assert_eq!(parts(&format!("/{ID}")), (some(ID), None, None, None));
+        // A 64-hex directory a user made is not a container.
+        assert_eq!(parts(&format!("/{ID}")), (None, None, None, None));
     }
 }
