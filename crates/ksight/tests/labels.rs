@@ -19,10 +19,8 @@ fn a_workload_in_a_container_cgroup_carries_its_labels() {
         "cgroup,container",
     ]);
     let container = format!("{:064x}", 0xc0ffee_u64 + std::process::id() as u64);
-    let cgroup = TestCgroup::new(&format!(
-        "ksight-{}.slice/docker-{container}.scope",
-        std::process::id()
-    ));
+    // Where docker's cgroupfs driver puts a container: only such places name one.
+    let cgroup = TestCgroup::new(&format!("docker/{container}"));
     let procs = cgroup.procs_path();
     let comm = unique_comm("lbl");
     let missing = std::ffi::CString::new(format!("/nonexistent/ksight-{comm}")).expect("path");
@@ -71,6 +69,26 @@ fn a_workload_in_a_container_cgroup_carries_its_labels() {
             - before.sum("ksight_syscalls_total", &anywhere),
         n as f64
     );
+}
+
+#[test]
+fn a_forged_container_scope_inside_a_container_keeps_the_outer_id() {
+    require_root!();
+    let server = Server::start(&["--collectors", "process", "--labels", "container"]);
+    let outer = format!("{:064x}", 0xdecaf_u64 + std::process::id() as u64);
+    let forged = format!("{:064x}", 0xbad_u64 + std::process::id() as u64);
+    // What a tenant with the container's (delegated) cgroup can make inside it.
+    let cgroup = TestCgroup::new(&format!("docker/{outer}/tenant/docker-{forged}.scope"));
+    let procs = cgroup.procs_path();
+    let comm = unique_comm("forge");
+    assert_eq!(in_child(&comm, || join_cgroup(&procs)), 0);
+    let after = server.scrape();
+    let ours = |container: &str| {
+        let labels = [("comm", comm.as_str()), ("container", container)];
+        after.sum("ksight_process_exits_total", &labels)
+    };
+    assert_eq!(ours(&outer), 1.0, "not labelled with the outer container");
+    assert_eq!(ours(&forged), 0.0, "labelled with the forged container id");
 }
 
 #[test]
