@@ -74,10 +74,18 @@ struct {
 	__type(value, struct ks_tcp_owner);
 } trace_tcp_socks SEC(".maps");
 
+/* A listening port, per network namespace: pods listening on the same port in their own
+ * namespaces each get their own accepts. */
+struct ks_listen_key {
+	__u32 netns; /* the namespace's inode number */
+	__u16 family;
+	__u16 port;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
-	__type(key, __u32); /* family << 16 | local port */
+	__type(key, struct ks_listen_key);
 	__type(value, struct ks_tcp_owner);
 } trace_tcp_listen SEC(".maps");
 
@@ -435,10 +443,15 @@ KS_TP_BTF_AND_RAW(signal, signal_generate, on_signal(sig, task, result),
 
 /* ---- tcp ----------------------------------------------------------------------------- */
 
-static __always_inline __u32 listen_key(struct sock *sk)
+static __always_inline struct ks_listen_key listen_key(struct sock *sk)
 {
-	return (__u32)BPF_CORE_READ(sk, __sk_common.skc_family) << 16 |
-	       BPF_CORE_READ(sk, __sk_common.skc_num);
+	struct ks_listen_key k = {
+		.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
+		.family = BPF_CORE_READ(sk, __sk_common.skc_family),
+		.port = BPF_CORE_READ(sk, __sk_common.skc_num),
+	};
+
+	return k;
 }
 
 static __always_inline void read_addrs(struct ks_tcp_addrs *a, struct sock *sk)
@@ -474,7 +487,9 @@ static __always_inline void remember_owner(void *map, void *key, struct sock *sk
 	o.h.ts_ns = 0;
 	/* for a connect that fails (SYN_SENT -> CLOSE); the local port comes later */
 	read_addrs(&o.addrs, sk);
-	bpf_map_update_elem(map, key, &o, BPF_ANY);
+	/* No room: the socket's events could not be attributed (or, filtered, reported). */
+	if (ks_update(map, key, &o, BPF_ANY))
+		lose(KS_EV_TCP);
 }
 
 /* owner: the socket's owner, or NULL when unknown (shown as pid 0, and only without
@@ -518,7 +533,7 @@ static __always_inline void tcp_event(struct sock *sk, struct ks_tcp_owner *owne
 static __always_inline void tcp_established(struct sock *sk, int oldstate, __u64 now)
 {
 	__u64 key = (__u64)sk;
-	__u32 port = listen_key(sk);
+	struct ks_listen_key port = listen_key(sk);
 	struct ks_tcp_owner *o, copy;
 
 	if (oldstate == TCP_SYN_SENT) {
@@ -541,14 +556,15 @@ static __always_inline void tcp_established(struct sock *sk, int oldstate, __u64
 	copy.sk = key;
 	copy.h.ts_ns = now;
 	read_addrs(&copy.addrs, sk);
-	bpf_map_update_elem(&trace_tcp_socks, &key, &copy, BPF_ANY);
+	if (ks_update(&trace_tcp_socks, &key, &copy, BPF_ANY))
+		lose(KS_EV_TCP); /* its close will not be attributed */
 	tcp_event(sk, &copy, KS_TCP_ACCEPT, oldstate, TCP_ESTABLISHED, now);
 }
 
 static __always_inline void tcp_closed(struct sock *sk, int oldstate, __u64 now)
 {
 	__u64 key = (__u64)sk;
-	__u32 port;
+	struct ks_listen_key port;
 	struct ks_tcp_owner *o;
 
 	if (oldstate == TCP_LISTEN) {
@@ -572,7 +588,7 @@ static __always_inline void tcp_closed(struct sock *sk, int oldstate, __u64 now)
 static __always_inline int on_tcp_state(struct sock *sk, int oldstate, int newstate)
 {
 	__u64 key = (__u64)sk;
-	__u32 port;
+	struct ks_listen_key port;
 
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;

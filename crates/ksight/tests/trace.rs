@@ -568,6 +568,105 @@ fn tcp_connect_accept_close_with_ports() {
     }
 }
 
+/// A child in a network namespace of its own: brings up its loopback, listens on `port`,
+/// says so on `ready`, waits for `go`, then connects to itself and accepts once.
+fn netns_listener(comm: &str, port: u16, ready: i32, go: i32) -> i32 {
+    let name = std::ffi::CString::new(comm).expect("comm");
+    // SAFETY: fork; the child makes raw syscalls only (async-signal-safe) and _exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork");
+    if pid != 0 {
+        return pid;
+    }
+    // SAFETY: raw syscalls on local fds and zeroed C structs.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0);
+        if libc::unshare(libc::CLONE_NEWNET) != 0 {
+            libc::_exit(10);
+        }
+        let ctl = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        let mut lo: libc::ifreq = std::mem::zeroed();
+        for (d, s) in lo.ifr_name.iter_mut().zip(b"lo\0") {
+            *d = *s as libc::c_char;
+        }
+        lo.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(ctl, libc::SIOCSIFFLAGS, &lo) != 0 {
+            libc::_exit(11);
+        }
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as u16;
+        addr.sin_port = port.to_be();
+        addr.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        let l = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        if libc::bind(l, (&raw const addr).cast(), len) != 0 || libc::listen(l, 4) != 0 {
+            libc::_exit(12);
+        }
+        let mut byte = 1u8;
+        libc::write(ready, (&raw const byte).cast(), 1);
+        libc::read(go, (&raw mut byte).cast(), 1);
+        let c = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        if libc::connect(c, (&raw const addr).cast(), len) != 0 {
+            libc::_exit(13);
+        }
+        let a = libc::accept(l, std::ptr::null_mut(), std::ptr::null_mut());
+        libc::close(c);
+        libc::close(a);
+        libc::close(l);
+        libc::_exit(0);
+    }
+}
+
+fn pipe() -> (i32, i32) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe fills the two fds we pass.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    (fds[0], fds[1])
+}
+
+#[test]
+fn listeners_on_one_port_in_two_network_namespaces_keep_their_own_accepts() {
+    require_root!();
+    let prefix = unique_comm("ns");
+    let (a_name, b_name) = (format!("{prefix}a"), format!("{prefix}b"));
+    let tracer = Tracer::start(&["tcp"]);
+    let port = 20_000 + (std::process::id() % 20_000) as u16;
+    let (ready_r, ready_w) = pipe();
+    let (go_a_r, go_a_w) = pipe();
+    let (go_b_r, go_b_w) = pipe();
+    let a = netns_listener(&a_name, port, ready_w, go_a_r);
+    let b = netns_listener(&b_name, port, ready_w, go_b_r);
+    let mut byte = [0u8; 1];
+    // SAFETY: reads and writes on our own pipe fds.
+    unsafe {
+        // Both listen at once (b's listen came last), then each connects to itself in turn.
+        for _ in 0..2 {
+            assert_eq!(libc::read(ready_r, byte.as_mut_ptr().cast(), 1), 1);
+        }
+        libc::write(go_a_w, byte.as_ptr().cast(), 1);
+    }
+    assert_eq!(wait(a), 0, "namespace a's child");
+    // SAFETY: as above.
+    unsafe { libc::write(go_b_w, byte.as_ptr().cast(), 1) };
+    assert_eq!(wait(b), 0, "namespace b's child");
+    std::thread::sleep(Duration::from_millis(200));
+    let out = tracer.finish();
+    for (pid, comm) in [(a, &a_name), (b, &b_name)] {
+        let accepts: Vec<&Value> = out
+            .of_type("tcp")
+            .into_iter()
+            .filter(|e| e["event"] == "accept" && e["sport"] == port && e["pid"] == pid)
+            .collect();
+        assert_eq!(
+            accepts.len(),
+            1,
+            "accepts of {comm} (pid {pid}): {:?}",
+            out.records
+        );
+        assert_eq!(accepts[0]["comm"], comm.as_str());
+    }
+}
+
 #[test]
 fn flood_into_a_tiny_ring_buffer_counts_every_loss() {
     require_root!();

@@ -91,12 +91,11 @@ impl CgroupInfo {
         for (i, part) in parts.iter().enumerate() {
             let placed_by_runtime = runtime_layout(&parts[..i]);
             match container_of(part, &parts[..i]) {
-                Some((runtime, container)) => {
-                    if placed_by_runtime && info.container.is_none() {
-                        info.runtime = runtime;
-                        info.container = Some(container.to_string());
-                    }
+                Some((runtime, container)) if placed_by_runtime && info.container.is_none() => {
+                    info.runtime = runtime;
+                    info.container = Some(container.to_string());
                 }
+                Some(_) => {} // named where anyone could have named it, or inside one
                 None if is_unit(part) => info.unit = Some(part.to_string()),
                 None => {}
             }
