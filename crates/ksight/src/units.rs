@@ -15,30 +15,62 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?} (use e.g. 30s, 5m, 1h)"))?;
-    let seconds = match unit {
-        "" | "s" => value,
-        "ms" => value / 1e3,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
+    let invalid = || format!("invalid duration {text:?} (use e.g. 30s, 5m, 1h)");
+    let unit_ns: u128 = match unit {
+        "" | "s" => 1_000_000_000,
+        "ms" => 1_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
         _ => {
             return Err(format!(
                 "invalid duration unit {unit:?} in {text:?} (use ms, s, m or h)"
             ))
         }
     };
-    match Duration::try_from_secs_f64(seconds) {
-        Ok(d) if d < MIN_DURATION => Err(format!("duration {text:?} is below 1ms")),
-        Ok(d) if d <= MAX_DURATION => Ok(d),
-        _ => Err(format!("duration {text:?} is too long (at most 366 days)")),
+    // Exact decimal arithmetic in ns: floating point would make 8957084265ms a hair longer.
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() && fraction.is_empty() || fraction.contains('.') {
+        return Err(invalid());
     }
+    let too_long = || format!("duration {text:?} is too long (at most 366 days)");
+    let digits = |s: &str| -> Result<u128, String> {
+        if s.is_empty() {
+            return Ok(0);
+        }
+        s.parse::<u128>().map_err(|_| too_long())
+    };
+    let whole_ns = digits(whole)?.checked_mul(unit_ns).ok_or_else(too_long)?;
+    // Digits past ns precision are dropped (rounded down).
+    let fraction = &fraction[..fraction.len().min(20)];
+    let scale = 10u128.pow(fraction.len() as u32);
+    let fraction_ns = digits(fraction)? * unit_ns / scale;
+    let ns = whole_ns + fraction_ns;
+    if ns < MIN_DURATION.as_nanos() {
+        return Err(format!("duration {text:?} is below 1ms"));
+    }
+    if ns > MAX_DURATION.as_nanos() {
+        return Err(too_long());
+    }
+    Ok(Duration::from_nanos(ns as u64))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_a_duration_in_bounds_or_an_error(text in ".{0,40}") {
+            if let Ok(d) = parse_duration(&text) {
+                proptest::prop_assert!((MIN_DURATION..=MAX_DURATION).contains(&d));
+            }
+        }
+
+        #[test]
+        fn milliseconds_round_trip(ms in 1u64..=MAX_DURATION.as_millis() as u64) {
+            proptest::prop_assert_eq!(parse_duration(&format!("{ms}ms")), Ok(Duration::from_millis(ms)));
+        }
+    }
 
     #[test]
     fn durations() {

@@ -446,6 +446,25 @@ fn display_path(path: &str) -> &str {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// mountinfo lines as hostile as a mount's path can make them: no panic.
+        #[test]
+        fn any_mountinfo_text_parses_or_is_skipped(text in "([0-9 :/a-z\\\\-]{0,60}\n){0,6}") {
+            let _ = parse_mountinfo(&text);
+        }
+
+        #[test]
+        fn arbitrary_mountinfo_bytes(text in ".{0,400}") {
+            let _ = parse_mountinfo(&text);
+        }
+
+        /// `\ooo` octal escapes of mountinfo: any text unescapes without panic.
+        #[test]
+        fn unescape_never_panics(text in "(\\\\[0-9]{0,4}|.){0,40}") {
+            let _ = unescape(&text);
+        }
+    }
+
     const PURE_V2: &str = "\
 22 1 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw
 25 21 0:23 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot

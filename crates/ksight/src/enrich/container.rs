@@ -200,6 +200,29 @@ fn is_pod_uid(uid: &str) -> bool {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Any cgroup path a delegated subtree can make: no panic, the path kept whole, and
+        /// a container id only from the runtime's own places.
+        #[test]
+        fn any_cgroup_path_parses(path in "(/[a-z0-9_:@.-]{0,70}){0,8}") {
+            let info = CgroupInfo::parse(7, &path);
+            proptest::prop_assert_eq!(info.path.as_deref(), Some(path.as_str()));
+            if info.container.is_some() {
+                let first = path.trim_start_matches('/').split(['/', ':']).next().unwrap_or("");
+                proptest::prop_assert!(
+                    ["system.slice", "machine.slice", "docker", "libpod_parent", "kubepods", "kubepods.slice"]
+                        .contains(&first) || first.starts_with("kubepods-"),
+                    "container from {}", path
+                );
+            }
+        }
+
+        #[test]
+        fn arbitrary_text_paths(path in ".{0,300}") {
+            let _ = CgroupInfo::parse(1, &path);
+        }
+    }
+
     const ID: &str = "9ec39b91f3d70e1beff50a308f77067065ea6be0d91a3378375056cd4422cf3d";
     const ID2: &str = "34dc0b5e626f2c5c4c5170e34b10e7654ce36f0fcd532739f4445baabea03376";
 

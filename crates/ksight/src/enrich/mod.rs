@@ -215,6 +215,16 @@ impl Enricher {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #[test]
+        fn label_lists_take_any_text(text in ".{0,80}") {
+            if let Ok(set) = text.parse::<LabelSet>() {
+                // What it prints parses back to the same set.
+                proptest::prop_assert_eq!(set.to_string().parse::<LabelSet>().ok(), Some(set));
+            }
+        }
+    }
+
     #[test]
     fn label_lists_parse() {
         let set: LabelSet = "cgroup,container".parse().unwrap();

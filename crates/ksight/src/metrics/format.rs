@@ -119,6 +119,27 @@ impl<'a> MediaRange<'a> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Any Accept header a client sends picks a format, and the same one every time.
+        #[test]
+        fn any_accept_header_picks_a_format(accept in ".{0,300}") {
+            let format = Format::from_accept(Some(&accept));
+            proptest::prop_assert_eq!(format, Format::from_accept(Some(&accept)));
+        }
+
+        #[test]
+        fn accept_lists_of_known_types_never_panic(
+            parts in proptest::collection::vec(
+                ("(text/plain|application/openmetrics-text|application/vnd.google.protobuf|\\*/\\*|[a-z]{1,8}/[a-z*]{1,8})",
+                 "(;q=[0-9.]{0,6}|;version=[0-9.]{1,6}|;proto=[a-zA-Z.]{0,40}|;encoding=[a-z]{0,12}|;[^,]{0,20})*"),
+                0..8,
+            )
+        ) {
+            let header: Vec<String> = parts.into_iter().map(|(t, p)| format!("{t}{p}")).collect();
+            let _ = Format::from_accept(Some(&header.join(", ")));
+        }
+    }
+
     /// What Prometheus 2.42.0 sends with `--enable-feature=native-histograms` (captured from
     /// the Debian package scraping a bare listener).
     const PROMETHEUS_2_42_NATIVE: &str = "application/vnd.google.protobuf;\

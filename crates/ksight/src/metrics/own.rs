@@ -205,7 +205,8 @@ struct Stat {
 
 /// /proc/self/stat: fields after the parenthesised comm (which may hold spaces).
 fn parse_stat(text: &str) -> Option<Stat> {
-    let rest = &text[text.rfind(')')? + 2..];
+    // The comm is the process's own choice (spaces, parentheses): its last `)` ends it.
+    let rest = text.get(text.rfind(')')? + 1..)?;
     let f: Vec<&str> = rest.split_whitespace().collect();
     // rest starts at field 3 (state): field n is f[n - 3].
     let field = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok());
@@ -228,6 +229,24 @@ fn boot_time() -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// /proc/self/stat with any comm (a process names itself): no panic, and the fields
+        /// after the comm's last `)` are read whatever the comm holds.
+        #[test]
+        fn any_comm_in_a_stat_line(comm in ".{0,16}") {
+            let line = format!("42 ({comm}) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 4 0 12345 1000000 250 18446744073709551615");
+            let s = parse_stat(&line);
+            proptest::prop_assert!(s.is_some());
+            let s = s.unwrap_or_else(|| unreachable!());
+            proptest::prop_assert_eq!((s.utime, s.stime, s.starttime), (7, 3, 12345));
+        }
+
+        #[test]
+        fn arbitrary_stat_text(text in ".{0,300}") {
+            let _ = parse_stat(&text);
+        }
+    }
 
     #[test]
     fn stat_with_spaces_in_comm() {

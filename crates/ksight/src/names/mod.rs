@@ -222,6 +222,27 @@ pub fn unescape(text: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// The one rule: every input round-trips, and nothing printable holds a control.
+        #[test]
+        fn outside_text_round_trips(raw in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let shown = printable(&raw);
+            proptest::prop_assert!(!shown.chars().any(char::is_control), "{:?}", shown);
+            proptest::prop_assert_eq!(unescape(&shown), Some(raw.clone()));
+            proptest::prop_assert_eq!(unescape(&lossless(&raw)), Some(raw));
+        }
+
+        #[test]
+        fn distinct_inputs_print_differently(
+            a in proptest::collection::vec(proptest::num::u8::ANY, 0..16),
+            b in proptest::collection::vec(proptest::num::u8::ANY, 0..16),
+        ) {
+            if a != b {
+                proptest::prop_assert_ne!(printable(&a), printable(&b));
+            }
+        }
+    }
+
     #[test]
     fn comm_labels() {
         assert_eq!(comm(b"bash\0\0\0"), "bash");

@@ -490,6 +490,33 @@ pub fn seconds(ns: u64) -> String {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Any bytes read from the ring buffer: a record or None, never a panic.
+        #[test]
+        fn arbitrary_ring_records(data in proptest::collection::vec(proptest::num::u8::ANY, 0..700)) {
+            let _ = decode(&data, &Clock::now());
+        }
+
+        /// Every kind byte with arbitrary payloads of every record size.
+        #[test]
+        fn records_of_every_kind(kind in 0u32..10, fill in proptest::num::u8::ANY, len in 0usize..700) {
+            let mut data = vec![fill; len];
+            if data.len() >= 4 {
+                // the kind is the header's first field read as u32 (abi.h)
+                let at = std::mem::offset_of!(ks_ev_hdr, kind);
+                if data.len() >= at + 4 {
+                    data[at..at + 4].copy_from_slice(&kind.to_ne_bytes());
+                }
+            }
+            if let Some(event) = decode(&data, &Clock::now()) {
+                let mut out = Vec::new();
+                proptest::prop_assert!(event.write_text(&mut out, "t", false).is_ok());
+                proptest::prop_assert!(serde_json::to_string(&event).is_ok());
+                proptest::prop_assert!(out.iter().all(|&b| b >= 0x20 || b == b'\n'));
+            }
+        }
+    }
+
     #[test]
     fn flags() {
         assert_eq!(open_flags(0), "O_RDONLY");

@@ -283,6 +283,17 @@ fn load_object(
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// The trace flags' own parsers: a value or one line of error, never a panic.
+        #[test]
+        fn flag_parsers_take_any_text(text in ".{0,80}") {
+            let _ = parse_event(&text);
+            let _ = parse_comm(&text);
+            let _ = parse_ring_size(&text);
+            let _ = parse_container(&text);
+        }
+    }
+
     #[test]
     fn events_parse_with_the_list_of_valid_ones() {
         assert_eq!(parse_event("exec"), Ok(Kind::Exec));
