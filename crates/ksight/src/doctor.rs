@@ -285,9 +285,11 @@ fn probe_map(map_type: libbpf_sys::bpf_map_type) -> Result<()> {
     }
 }
 
+/// The table; text that comes from elsewhere (paths, kernel messages) in the printable form.
 fn print_table(r: &Report) {
-    println!("kernel       {}", r.kernel);
-    println!("btf          {} {}", mark(r.btf.ok), r.btf.detail);
+    use crate::names::escape_controls as shown;
+    println!("kernel       {}", shown(&r.kernel));
+    println!("btf          {} {}", mark(r.btf.ok), shown(&r.btf.detail));
     println!("tracefs      {}", r.tracefs);
     println!(
         "privileges   {} euid {}, {}",
@@ -301,7 +303,7 @@ fn print_table(r: &Report) {
     );
     println!("\nHOOK / FEATURE  OK   DETAIL");
     for h in &r.hooks {
-        println!("{:<15} {:<4} {}", h.name, mark(h.ok), h.detail);
+        println!("{:<15} {:<4} {}", h.name, mark(h.ok), shown(&h.detail));
     }
     println!("\nCOLLECTOR    DEFAULT  HOOK        DETAIL");
     for c in &r.collectors {
@@ -310,7 +312,7 @@ fn print_table(r: &Report) {
             c.name,
             if c.default { "yes" } else { "no" },
             c.hook,
-            c.detail
+            shown(&c.detail)
         );
     }
     println!(
