@@ -98,14 +98,63 @@ struct State {
     comm_slots: MapHandle,
     free_slots: MapHandle,
     errors: MapHandle,
-    /// Counts already reported elsewhere, per slot and syscall.
-    baseline: Vec<u64>,
-    /// Folded counts per syscall, reported under the overflow comm.
-    folded: Vec<u64>,
+    ledger: Ledger,
     activity: HashMap<u32, (u64, Instant)>,
     quarantine: Vec<u32>,
+}
+
+/// What user space keeps per slot, apart from any map (so its arithmetic is tested alone):
+/// the kernel's counters only grow, and a slot reports what it counted past its baseline.
+struct Ledger {
+    /// Counts already reported elsewhere (or ended with a series), per slot and syscall.
+    baseline: Vec<u64>,
+    /// Counts per syscall reported under the overflow comm.
+    folded: Vec<u64>,
     /// Series ended by the TTL, since start.
     folded_series: u64,
+}
+
+impl Ledger {
+    fn new(slots: usize) -> Self {
+        Self {
+            baseline: vec![0; slots * NR],
+            folded: vec![0; NR],
+            folded_series: 0,
+        }
+    }
+
+    /// What `slot` counted per syscall past its baseline, given the kernel's sums.
+    fn since_baseline<'a>(&'a self, slot: u32, sums: &'a [u64]) -> impl Iterator<Item = u64> + 'a {
+        let range = slot as usize * NR..(slot as usize + 1) * NR;
+        sums[range.clone()]
+            .iter()
+            .zip(&self.baseline[range])
+            .map(|(sum, base)| sum.saturating_sub(*base))
+    }
+
+    /// Ends a slot's series: what it counted so far leaves with it (moved into the overflow,
+    /// it would show there as a burst that never happened).
+    fn end_series(&mut self, slot: u32, sums: &[u64]) {
+        let range = slot as usize * NR..(slot as usize + 1) * NR;
+        self.baseline[range.clone()].copy_from_slice(&sums[range]);
+        self.folded_series += 1;
+    }
+
+    /// Moves what a slot counted since its baseline into the overflow: increments that came
+    /// after its series ended (from per-CPU caches that still named it).
+    fn fold_slot(&mut self, slot: u32, sums: &[u64]) {
+        let range = slot as usize * NR..(slot as usize + 1) * NR;
+        let slot_sums = &sums[range.clone()];
+        for ((folded, base), sum) in self
+            .folded
+            .iter_mut()
+            .zip(&mut self.baseline[range])
+            .zip(slot_sums)
+        {
+            *folded += sum.saturating_sub(*base);
+            *base = *sum;
+        }
+    }
 }
 
 impl Builder for SyscallsBuilder {
@@ -125,18 +174,15 @@ impl Builder for SyscallsBuilder {
         for slot in 1..self.max_comms {
             free_slots.update(&[], &slot.to_ne_bytes(), MapFlags::ANY)?;
         }
-        let slots = self.max_comms as usize * NR;
         let state = State {
             counts: obj.map("sys_counts")?,
             comm_slots: obj.map("sys_comm_slots")?,
             errors: obj.map("sys_errors")?,
             free_slots,
             obj,
-            baseline: vec![0; slots],
-            folded: vec![0; NR],
+            ledger: Ledger::new(self.max_comms as usize),
             activity: HashMap::new(),
             quarantine: Vec::new(),
-            folded_series: 0,
         };
         Ok(Box::new(Syscalls {
             enricher: self.enricher.clone(),
@@ -158,14 +204,11 @@ impl Collector for Syscalls {
             Kind::Counter,
             "Syscalls completed, by syscall and process name (exit and exit_group when the thread ends).",
         );
-        let mut overflow = state.folded.clone();
+        let mut overflow = state.ledger.folded.clone();
         for slot in 0..self.max_comms {
             let owner = assigned.get(&slot);
             let extra = owner.map(|(_, cgroup)| super::enriched(vec![], &self.enricher, *cgroup));
-            let range = slot as usize * NR..(slot as usize + 1) * NR;
-            let counted = sums[range.clone()].iter().zip(&state.baseline[range]);
-            for (nr, (sum, base)) in counted.enumerate() {
-                let n = sum.saturating_sub(*base);
+            for (nr, n) in state.ledger.since_baseline(slot, &sums).enumerate() {
                 match (owner, &extra) {
                     (Some((comm, _)), Some(extra)) if n > 0 => {
                         calls.add(labels(nr, comm, extra), n)
@@ -189,7 +232,7 @@ impl Collector for Syscalls {
         let state = &mut self.state;
         let sums = bpf::percpu_array_sums(&state.counts)?;
         for slot in std::mem::take(&mut state.quarantine) {
-            state.fold_slot(slot, &sums);
+            state.ledger.fold_slot(slot, &sums);
             state
                 .free_slots
                 .update(&[], &slot.to_ne_bytes(), MapFlags::ANY)?;
@@ -203,7 +246,7 @@ impl Collector for Syscalls {
             } else if now.duration_since(*since) > ttl {
                 state.comm_slots.delete(&key)?;
                 state.obj.bump_epoch();
-                state.end_series(slot, &sums);
+                state.ledger.end_series(slot, &sums);
                 state.activity.remove(&slot);
                 state.quarantine.push(slot);
             }
@@ -216,7 +259,7 @@ impl Collector for Syscalls {
     }
 
     fn series_folded(&self) -> u64 {
-        self.state.folded_series
+        self.state.ledger.folded_series
     }
 }
 
@@ -243,30 +286,6 @@ impl State {
                 Some((slot, (comm, owner.cgroup)))
             })
             .collect())
-    }
-
-    /// Ends a slot's series: what it counted so far leaves with it (moved into the overflow,
-    /// it would show there as a burst that never happened).
-    fn end_series(&mut self, slot: u32, sums: &[u64]) {
-        let range = slot as usize * NR..(slot as usize + 1) * NR;
-        self.baseline[range.clone()].copy_from_slice(&sums[range]);
-        self.folded_series += 1;
-    }
-
-    /// Moves what a slot counted since its baseline into the overflow: increments that came
-    /// after its series ended (from per-CPU caches that still named it).
-    fn fold_slot(&mut self, slot: u32, sums: &[u64]) {
-        let range = slot as usize * NR..(slot as usize + 1) * NR;
-        let slot_sums = &sums[range.clone()];
-        for ((folded, base), sum) in self
-            .folded
-            .iter_mut()
-            .zip(&mut self.baseline[range])
-            .zip(slot_sums)
-        {
-            *folded += sum.saturating_sub(*base);
-            *base = *sum;
-        }
     }
 
     fn errors_family(&self) -> Result<Family> {
@@ -305,4 +324,37 @@ fn labels(nr: usize, comm: &str, extra: &Labels) -> Labels {
     let mut labels = vec![("syscall", syscall_name(nr)), ("comm", comm.to_string())];
     labels.extend(extra.iter().cloned());
     labels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kernel sums for 3 slots: `counts` of (slot, syscall, total).
+    fn sums(counts: &[(u32, usize, u64)]) -> Vec<u64> {
+        let mut sums = vec![0; 3 * NR];
+        for &(slot, nr, n) in counts {
+            sums[slot as usize * NR + nr] = n;
+        }
+        sums
+    }
+
+    #[test]
+    fn an_ended_series_takes_its_history_and_later_counts_go_to_the_overflow() {
+        let mut ledger = Ledger::new(3);
+        let before = sums(&[(1, 39, 1_000), (2, 0, 5)]);
+        assert_eq!(ledger.since_baseline(1, &before).nth(39), Some(1_000));
+        ledger.end_series(1, &before);
+        assert_eq!(ledger.folded_series, 1);
+        assert!(ledger.since_baseline(1, &before).all(|n| n == 0), "nothing left to report");
+        assert!(ledger.folded.iter().all(|&n| n == 0), "no history in the overflow");
+        // Stale per-CPU caches still counted 3 under the slot; the quarantine round folds them.
+        let later = sums(&[(1, 39, 1_003), (2, 0, 5)]);
+        ledger.fold_slot(1, &later);
+        assert_eq!(ledger.folded[39], 3);
+        assert_eq!(ledger.since_baseline(2, &later).next(), Some(5), "other slots untouched");
+        // The slot, handed to another comm, reports only what it counts from here.
+        let reused = sums(&[(1, 39, 1_010)]);
+        assert_eq!(ledger.since_baseline(1, &reused).nth(39), Some(7));
+    }
 }
