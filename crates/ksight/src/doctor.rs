@@ -45,6 +45,8 @@ struct Privileges {
     euid: u32,
     capabilities: Vec<&'static str>,
     can_load: bool,
+    /// What `setcap …+ep` must give a non-root ksight on this kernel.
+    minimal: Vec<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -133,6 +135,10 @@ fn build_report(btf: Option<&'static Path>, tracefs: privileges::Tracefs) -> Rep
             euid: unsafe { libc::geteuid() },
             capabilities: privileges::relevant_caps(caps),
             can_load,
+            minimal: privileges::minimal_caps(
+                crate::kernel::version(),
+                tracefs == privileges::Tracefs::Host,
+            ),
         },
         hooks,
         collectors: collectors_out,
@@ -300,6 +306,11 @@ fn print_table(r: &Report) {
         } else {
             r.privileges.capabilities.join(" ")
         }
+    );
+    println!(
+        "minimal      {} (setcap {}+ep, run as any user; dropped after attach)",
+        r.privileges.minimal.join(" "),
+        r.privileges.minimal.join(",")
     );
     println!("\nHOOK / FEATURE  OK   DETAIL");
     for h in &r.hooks {

@@ -10,6 +10,7 @@ mod enrich;
 mod faults;
 mod hooks;
 mod kernel;
+mod least_privilege;
 mod metrics;
 mod names;
 mod privileges;

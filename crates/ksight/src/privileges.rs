@@ -41,6 +41,21 @@ pub fn relevant_caps(caps: u64) -> Vec<&'static str> {
     .collect()
 }
 
+/// The smallest capability set that lets ksight load and attach here, as `setcap` spells it:
+/// CAP_BPF and CAP_PERFMON (5.8+); CAP_SYS_RESOURCE where map memory is still charged to
+/// RLIMIT_MEMLOCK (before 5.11); CAP_SYS_ADMIN where tracefs is not mounted (ksight mounts
+/// one in a mount namespace of its own).
+pub fn minimal_caps(kernel: (u32, u32), tracefs_mounted: bool) -> Vec<&'static str> {
+    let mut caps = vec!["cap_bpf", "cap_perfmon"];
+    if kernel < (5, 11) {
+        caps.push("cap_sys_resource");
+    }
+    if !tracefs_mounted {
+        caps.push("cap_sys_admin");
+    }
+    caps
+}
+
 pub fn can_load_tracing(caps: u64) -> bool {
     has_cap(caps, CAP_SYS_ADMIN) || (has_cap(caps, CAP_BPF) && has_cap(caps, CAP_PERFMON))
 }
@@ -146,6 +161,20 @@ pub fn ensure_tracefs() -> Tracefs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_minimal_set_follows_the_kernel() {
+        assert_eq!(minimal_caps((6, 1), true), ["cap_bpf", "cap_perfmon"]);
+        assert_eq!(
+            minimal_caps((5, 10), false),
+            [
+                "cap_bpf",
+                "cap_perfmon",
+                "cap_sys_resource",
+                "cap_sys_admin"
+            ]
+        );
+    }
 
     #[test]
     fn btf_magic() {

@@ -4,6 +4,8 @@
 #[macro_use]
 mod common;
 
+use std::os::unix::process::CommandExt;
+
 use common::*;
 
 const N: u64 = 1000;
@@ -513,4 +515,148 @@ fn bpf_stats_report_program_runs() {
         let labels = [("collector", "syscalls"), ("program", program)];
         assert_eq!(s.count("ksight_bpf_program_misses_total", &labels), 1);
     }
+}
+
+/// `CapEff`, `CapPrm`, `CapBnd` (hex) and `NoNewPrivs` of a process.
+fn privileges_of(pid: i32) -> (u64, u64, u64, u32, u32) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let hex = |name: &str| u64::from_str_radix(&field(name), 16).expect("hex caps");
+    let uid = field("Uid:")
+        .split_whitespace()
+        .nth(1)
+        .and_then(|u| u.parse().ok());
+    (
+        hex("CapEff:"),
+        hex("CapPrm:"),
+        hex("CapBnd:"),
+        field("NoNewPrivs:").parse().expect("NoNewPrivs"),
+        uid.expect("effective uid"),
+    )
+}
+
+#[test]
+fn after_attach_serve_keeps_no_capability_and_still_counts() {
+    require_root!();
+    let server = Server::start(&["--collectors", "syscalls,process"]);
+    let (eff, prm, bnd, nnp, _) = privileges_of(server.pid());
+    assert_eq!(
+        (eff, prm, bnd, nnp),
+        (0, 0, 0, 1),
+        "CapEff/CapPrm/CapBnd/NoNewPrivs"
+    );
+    let comm = unique_comm("nocap");
+    let before = server.scrape();
+    in_child(&comm, || {
+        for _ in 0..N {
+            // SAFETY: getppid cannot fail.
+            unsafe { libc::getppid() };
+        }
+    });
+    let after = server.scrape();
+    let getppid = [("comm", comm.as_str()), ("syscall", "getppid")];
+    assert_eq!(
+        after.sum("ksight_syscalls_total", &getppid)
+            - before.sum("ksight_syscalls_total", &getppid),
+        N as f64
+    );
+}
+
+#[test]
+fn capabilities_keep_and_user_are_honoured() {
+    require_root!();
+    let server = Server::start(&[
+        "--collectors",
+        "process",
+        "--capabilities.keep",
+        "cap_net_bind_service",
+        "--user",
+        "65534:65534",
+    ]);
+    let (eff, prm, bnd, nnp, uid) = privileges_of(server.pid());
+    let kept = 1 << 10; // CAP_NET_BIND_SERVICE
+    assert_eq!((eff, prm, bnd, nnp), (kept, kept, kept, 1));
+    assert_eq!(uid, 65534);
+    let comm = unique_comm("nobdy");
+    in_child(&comm, || {});
+    let exits = server
+        .scrape()
+        .sum("ksight_process_exits_total", &[("comm", comm.as_str())]);
+    assert_eq!(exits, 1.0);
+}
+
+#[test]
+fn a_copy_with_file_capabilities_serves_as_nobody() {
+    require_root!();
+    // A directory nobody can reach, with a copy of ksight given only what loading needs.
+    let dir = std::env::temp_dir().join(format!("ksight-filecaps-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let binary = dir.join("ksight");
+    std::fs::copy(KSIGHT, &binary).expect("copy ksight");
+    // CAP_SYS_RESOURCE (for the memlock limit of kernels before 5.11) where this process may
+    // grant it: exec fails for a file asking for more than the bounding set.
+    let (_, _, bounding, _, _) = privileges_of(std::process::id() as i32);
+    let file_caps = if bounding & (1 << 24) != 0 {
+        "cap_bpf,cap_perfmon,cap_sys_resource+ep"
+    } else {
+        "cap_bpf,cap_perfmon+ep"
+    };
+    let setcap = std::process::Command::new("setcap")
+        .arg(file_caps)
+        .arg(&binary)
+        .status()
+        .expect("setcap runs (Debian package libcap2-bin)");
+    assert!(setcap.success(), "setcap failed");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = std::process::Command::new(&binary)
+        .args([
+            "serve",
+            "--collectors",
+            "process",
+            "--web.listen-address",
+            &listen,
+            "--log",
+            "warn",
+        ])
+        .uid(65534)
+        .gid(65534)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn as nobody");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let answer = loop {
+        if let Ok(answer) = http_get(port, "/metrics", None) {
+            break answer;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("ksight as nobody exited ({status}); its stderr is above");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ksight as nobody never served"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let (eff, _, _, nnp, uid) = privileges_of(child.id() as i32);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        answer
+            .1
+            .contains("ksight_collector_up{collector=\"process\"} 1"),
+        "{}",
+        answer.1
+    );
+    assert_eq!((eff, nnp, uid), (0, 1, 65534));
 }

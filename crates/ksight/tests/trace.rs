@@ -668,6 +668,26 @@ fn listeners_on_one_port_in_two_network_namespaces_keep_their_own_accepts() {
 }
 
 #[test]
+fn after_attach_trace_keeps_no_capability_and_still_delivers() {
+    require_root!();
+    let name = unique_comm("trnocap");
+    let tracer = Tracer::start(&["exit", "--comm", &name]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", tracer.child.id()))
+        .expect("the tracer's status");
+    let field = |f: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(f))
+            .map(str::trim)
+    };
+    assert_eq!(field("CapEff:"), Some("0000000000000000"), "{status}");
+    assert_eq!(field("NoNewPrivs:"), Some("1"));
+    in_child(&name, || {});
+    let out = tracer.finish();
+    assert_eq!(out.of_type("exit").len(), 1, "{:?}", out.records);
+}
+
+#[test]
 fn flood_into_a_tiny_ring_buffer_counts_every_loss() {
     require_root!();
     let name = unique_comm("flood");

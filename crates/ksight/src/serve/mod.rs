@@ -59,6 +59,10 @@ pub struct ServeArgs {
     #[arg(long = "series-ttl", default_value = "10m", value_parser = crate::units::parse_duration, value_name = "DURATION")]
     pub series_ttl: Duration,
 
+    /// --capabilities.keep and --user: what is kept after attaching (by default nothing).
+    #[command(flatten)]
+    pub privileges: crate::least_privilege::DropArgs,
+
     /// At most this many scrapes wait for the collectors; more get 503 at once.
     #[arg(long = "web.max-requests", default_value_t = 40, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -154,6 +158,8 @@ pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     }
     let listener = listener.ok_or_else(|| anyhow!("no listener"))?;
     raise_open_files();
+    // Before any thread exists: threads started from here inherit the reduced sets.
+    crate::least_privilege::drop_after_attach(&args.privileges)?;
     let (tx, rx) = mpsc::channel::<ScrapeRequest>();
     let scrapes = Scrapes {
         attachments,

@@ -70,6 +70,10 @@ pub struct TraceArgs {
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub top: usize,
 
+    /// --capabilities.keep and --user: what is kept after attaching (by default nothing).
+    #[command(flatten)]
+    pub privileges: crate::least_privilege::DropArgs,
+
     /// Colours: auto (only on a terminal), always, never.
     #[arg(long, default_value = "auto", value_parser = ["auto", "always", "never"], value_name = "WHEN")]
     pub color: String,
