@@ -115,11 +115,48 @@ impl<'a> MediaRange<'a> {
     }
 }
 
+/// Whether a scraper sending `accept_encoding` takes gzip: `gzip` or `*` with a q above 0,
+/// unless gzip itself is refused (`gzip;q=0`).
+pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
+    let mut wildcard = false;
+    for item in accept_encoding.unwrap_or_default().split(',') {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .filter_map(|q| q.trim().parse::<f64>().ok())
+            .next_back()
+            .unwrap_or(1.0);
+        match coding.as_str() {
+            "gzip" | "x-gzip" => return q > 0.0,
+            "*" => wildcard = q > 0.0,
+            _ => {}
+        }
+    }
+    wildcard
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[test]
+    fn gzip_when_the_scraper_takes_it() {
+        assert!(accepts_gzip(Some("gzip")));
+        assert!(accepts_gzip(Some("identity, gzip;q=0.5"))); // what Prometheus sends
+        assert!(accepts_gzip(Some("br, *")));
+        assert!(!accepts_gzip(Some("gzip;q=0")));
+        assert!(!accepts_gzip(Some("gzip;q=0, *")));
+        assert!(!accepts_gzip(Some("identity")));
+        assert!(!accepts_gzip(None));
+    }
+
     proptest::proptest! {
+        #[test]
+        fn any_accept_encoding(text in ".{0,120}") {
+            let _ = accepts_gzip(Some(&text));
+        }
+
         /// Any Accept header a client sends picks a format, and the same one every time.
         #[test]
         fn any_accept_header_picks_a_format(accept in ".{0,300}") {

@@ -46,6 +46,28 @@ pub struct WebLimits {
     pub write_timeout: Duration,
 }
 
+/// The paths served (flags of `serve`).
+#[derive(Clone, Debug)]
+pub struct Routes {
+    pub telemetry_path: String,
+}
+
+/// `--web.telemetry-path`: an absolute path other than `/` (the landing page).
+pub fn parse_telemetry_path(text: &str) -> Result<String, String> {
+    let ok = text.starts_with('/')
+        && text.len() > 1
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
+    if ok {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "invalid telemetry path {text:?} (an absolute path such as /metrics, not /)"
+        ))
+    }
+}
+
 /// How long a scrape may wait for the collector thread before it gets 503.
 const SCRAPE_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -59,43 +81,72 @@ struct AppState {
 /// Serves until SIGINT/SIGTERM (Ok) or until the collector thread ends (`worker_gone`
 /// fires: Err), whichever comes first.
 pub fn serve(
-    listener: std::net::TcpListener,
+    listeners: Vec<std::net::TcpListener>,
+    routes: Routes,
     tx: mpsc::Sender<ScrapeRequest>,
     limits: WebLimits,
     worker_gone: oneshot::Receiver<()>,
 ) -> Result<()> {
-    listener.set_nonblocking(true)?;
+    for listener in &listeners {
+        listener.set_nonblocking(true)?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let listener = TcpListener::from_std(listener)?;
-        info!(address = %listener.local_addr()?, "serving /metrics");
+        let mut bound = Vec::new();
+        for listener in listeners {
+            let listener = TcpListener::from_std(listener)?;
+            info!(address = %listener.local_addr()?, path = routes.telemetry_path, "serving");
+            bound.push(listener);
+        }
         let state = AppState {
             tx,
             waiting: Arc::new(AtomicUsize::new(0)),
             max_requests: limits.max_requests,
         };
+        let landing_page = landing(&routes.telemetry_path);
         let app = Router::new()
-            .route("/", get(landing))
-            .route("/metrics", get(metrics))
+            .route("/", get(move || std::future::ready(landing_page.clone())))
+            .route(&routes.telemetry_path, get(metrics))
             .with_state(state);
         tokio::select! {
-            result = serve_connections(listener, app, limits) => result,
+            result = serve_connections(bound, app, limits) => result,
             () = shutdown_signal() => Ok(()),
             _ = worker_gone => anyhow::bail!("the collector thread stopped"),
         }
     })
 }
 
-/// Accepts forever, serving each connection under `limits`.
+/// Accepts on every listener forever, serving each connection under `limits` (one count of
+/// connections for all of them).
 pub async fn serve_connections(
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     app: Router,
     limits: WebLimits,
 ) -> Result<()> {
     let connections = Arc::new(Connections::default());
+    let mut loops = tokio::task::JoinSet::new();
+    for listener in listeners {
+        loops.spawn(accept_loop(
+            listener,
+            app.clone(),
+            limits,
+            connections.clone(),
+        ));
+    }
+    // The loops never end; if every one did (no listener), there is nothing to serve.
+    while loops.join_next().await.is_some() {}
+    anyhow::bail!("no listener left")
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    app: Router,
+    limits: WebLimits,
+    connections: Arc<Connections>,
+) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -322,13 +373,19 @@ async fn shutdown_signal() {
     info!("signal received, detaching");
 }
 
-async fn landing() -> Html<&'static str> {
-    Html(concat!(
-        "<!doctype html><html><head><title>ksight</title></head><body><h1>ksight</h1>",
-        "<p>Linux kernel metrics with eBPF.</p><p><a href=\"/metrics\">Metrics</a></p>",
-        "<p>version ",
-        env!("CARGO_PKG_VERSION"),
-        "</p></body></html>\n"
+/// The landing page, linking the telemetry path (checked to need no HTML escaping: no
+/// quote, angle bracket or ampersand can be in it... except `&`, escaped here).
+fn landing(telemetry_path: &str) -> Html<String> {
+    let href = telemetry_path
+        .replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    Html(format!(
+        "<!doctype html><html><head><title>ksight</title></head><body><h1>ksight</h1>\
+         <p>Linux kernel metrics with eBPF.</p><p><a href=\"{href}\">Metrics</a></p>\
+         <p>version {}</p></body></html>\n",
+        env!("CARGO_PKG_VERSION")
     ))
 }
 
@@ -351,16 +408,41 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         )
             .into_response();
     }
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let format = Format::from_accept(accept);
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &header::HeaderValue| v.to_str().ok())
+    };
+    let format = Format::from_accept(text(header::ACCEPT));
+    let gzip = crate::metrics::format::accepts_gzip(text(header::ACCEPT_ENCODING));
     let (reply_tx, reply_rx) = oneshot::channel();
-    if state.tx.send((format, reply_tx)).is_err() {
+    let request = ScrapeRequest {
+        format,
+        gzip,
+        reply: reply_tx,
+    };
+    if state.tx.send(request).is_err() {
         return (StatusCode::SERVICE_UNAVAILABLE, "collectors stopped\n").into_response();
     }
     let reply = tokio::time::timeout(SCRAPE_DEADLINE, reply_rx).await;
     drop(waiting);
     match reply {
-        Ok(Ok(body)) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
+        Ok(Ok(body)) => {
+            let mut response =
+                ([(header::CONTENT_TYPE, format.content_type())], body.bytes).into_response();
+            if body.gzip {
+                let headers = response.headers_mut();
+                headers.insert(
+                    header::CONTENT_ENCODING,
+                    header::HeaderValue::from_static("gzip"),
+                );
+                headers.insert(
+                    header::VARY,
+                    header::HeaderValue::from_static("Accept-Encoding"),
+                );
+            }
+            response
+        }
         Ok(Err(_)) => (StatusCode::INTERNAL_SERVER_ERROR, "scrape failed\n").into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "scrape timed out\n").into_response(),
     }

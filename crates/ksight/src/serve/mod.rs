@@ -5,15 +5,15 @@
 //! with one line and a non-zero status, so a supervisor restarts it.
 
 mod http;
+mod listen;
 mod worker;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use tokio::sync::oneshot;
 use tracing::info;
@@ -27,13 +27,28 @@ use worker::{ScrapeRequest, Scrapes, Worker};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on for HTTP (host:port, or :port for every interface).
+    /// Address to listen on for HTTP: HOST:PORT, [V6]:PORT, or :PORT for every interface
+    /// (IPv6 and IPv4). Repeat it to listen on several.
     #[arg(
         long = "web.listen-address",
         default_value = ":9712",
-        value_name = "ADDR"
+        value_name = "ADDR",
+        action = clap::ArgAction::Append
     )]
-    pub listen: String,
+    pub listen: Vec<String>,
+
+    /// Listen on the sockets systemd passes (socket activation) instead of addresses.
+    #[arg(long = "web.systemd-socket")]
+    pub systemd_socket: bool,
+
+    /// The path of the metrics.
+    #[arg(long = "web.telemetry-path", default_value = "/metrics", value_name = "PATH",
+          value_parser = http::parse_telemetry_path)]
+    pub telemetry_path: String,
+
+    /// Leave out ksight's own process_* metrics.
+    #[arg(long = "web.disable-exporter-metrics")]
+    pub disable_exporter_metrics: bool,
 
     /// Comma-separated collectors to run (default: every default collector).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
@@ -108,7 +123,11 @@ pub struct ServeArgs {
 
 pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     let selected = args.selection.resolve(args.collectors.as_deref())?;
-    let addr = parse_listen(&args.listen)?;
+    let addresses = args
+        .listen
+        .iter()
+        .map(|a| listen::Address::parse(a))
+        .collect::<Result<Vec<_>>>()?;
     privileges::require_bpf_privileges()?;
     let (enricher, cgroup_mode) = Enricher::new(args.labels);
     let enricher: SharedEnricher = Arc::new(Mutex::new(enricher));
@@ -117,13 +136,13 @@ pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
         ..load_config(btf, args.include_self)?
     };
     // Bind before loading anything: a taken port fails fast and loads nothing.
-    let listener = if args.check {
-        None
-    } else {
-        Some(
-            std::net::TcpListener::bind(addr)
-                .with_context(|| format!("cannot listen on {}", args.listen))?,
-        )
+    let listeners = match (args.check, args.systemd_socket) {
+        (true, _) => Vec::new(),
+        (false, true) => listen::systemd_sockets()?,
+        (false, false) => addresses
+            .iter()
+            .map(|a| a.bind())
+            .collect::<Result<Vec<_>>>()?,
     };
     let _stats = if args.bpf_stats {
         Some(enable_bpf_stats()?)
@@ -156,7 +175,6 @@ pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     if running.is_empty() {
         bail!("no collector could attach");
     }
-    let listener = listener.ok_or_else(|| anyhow!("no listener"))?;
     raise_open_files();
     // Before any thread exists: threads started from here inherit the reduced sets.
     crate::least_privilege::drop_after_attach(&args.privileges)?;
@@ -165,6 +183,7 @@ pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
         attachments,
         enricher,
         bpf_stats: args.bpf_stats,
+        exporter_metrics: !args.disable_exporter_metrics,
     };
     let worker = Worker::new(running, scrapes, args.fold_interval);
     let (gone_tx, gone_rx) = oneshot::channel();
@@ -181,7 +200,10 @@ pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
         read_header_timeout: args.read_header_timeout,
         write_timeout: args.write_timeout,
     };
-    let served = http::serve(listener, tx, web, gone_rx);
+    let routes = http::Routes {
+        telemetry_path: args.telemetry_path.clone(),
+    };
+    let served = http::serve(listeners, routes, tx, web, gone_rx);
     let joined = worker.join();
     if let Err(err) = served {
         let why = match &joined {
@@ -237,17 +259,6 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     text.unwrap_or_else(|| "it panicked".into())
 }
 
-/// `:9712` listens on every interface; `host:port` and `[v6]:port` as usual.
-pub fn parse_listen(text: &str) -> Result<SocketAddr> {
-    let full = if text.starts_with(':') {
-        format!("0.0.0.0{text}")
-    } else {
-        text.to_string()
-    };
-    full.parse()
-        .map_err(|_| anyhow!("invalid --web.listen-address {text:?} (use :PORT or HOST:PORT)"))
-}
-
 fn load_config(btf: Option<&'static Path>, include_self: bool) -> Result<LoadConfig> {
     privileges::resolve_btf(btf)?;
     Ok(LoadConfig {
@@ -291,16 +302,4 @@ fn enable_bpf_stats() -> Result<std::os::fd::OwnedFd> {
     }
     // SAFETY: fd was just returned by the kernel and is owned by nobody else.
     Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn listen_addresses() {
-        assert_eq!(parse_listen(":9712").ok(), "0.0.0.0:9712".parse().ok());
-        assert_eq!(parse_listen("127.0.0.1:1").ok(), "127.0.0.1:1".parse().ok());
-        assert!(parse_listen("nope").is_err());
-    }
 }

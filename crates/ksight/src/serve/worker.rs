@@ -21,14 +21,27 @@ use crate::metrics::model::{Family, Kind, Value};
 use crate::metrics::own;
 use crate::table::StepFailed;
 
-/// A scrape: the format wanted, and where to send the encoded body.
-pub type ScrapeRequest = (Format, oneshot::Sender<Vec<u8>>);
+/// A scrape: the format wanted, whether gzip, and where to send the encoded body.
+pub struct ScrapeRequest {
+    pub format: Format,
+    pub gzip: bool,
+    pub reply: oneshot::Sender<Body>,
+}
+
+/// An encoded exposition, and whether it is gzipped.
+#[derive(Clone)]
+pub struct Body {
+    pub bytes: Vec<u8>,
+    pub gzip: bool,
+}
 
 /// What every scrape needs besides the collectors.
 pub struct Scrapes {
     pub attachments: Vec<Attachment>,
     pub enricher: SharedEnricher,
     pub bpf_stats: bool,
+    /// ksight's own process_* metrics (off with --web.disable-exporter-metrics).
+    pub exporter_metrics: bool,
 }
 
 /// One running collector's record for the self-metrics.
@@ -92,18 +105,19 @@ impl Worker {
             enricher.new_scrape();
         }
         let families = self.sweep();
-        let mut bodies: Vec<(Format, Vec<u8>)> = Vec::new();
-        for (format, reply) in waiting {
-            let body = match bodies.iter().find(|(f, _)| *f == format) {
+        let mut bodies: Vec<((Format, bool), Body)> = Vec::new();
+        for request in waiting {
+            let wanted = (request.format, request.gzip);
+            let body = match bodies.iter().find(|(w, _)| *w == wanted) {
                 Some((_, body)) => body.clone(),
                 None => {
-                    let body = encode(&families, format);
-                    bodies.push((format, body.clone()));
+                    let body = body_of(&families, request.format, request.gzip);
+                    bodies.push((wanted, body.clone()));
                     body
                 }
             };
             // The client may have gone (timeout): nothing to do then.
-            let _ = reply.send(body);
+            let _ = request.reply.send(body);
         }
     }
 
@@ -132,7 +146,9 @@ impl Worker {
         own::object_families(&objects, &mut families);
         own::bpf_programs(&objects, self.scrapes.bpf_stats, &mut families);
         families.extend(self.health_families());
-        families.extend(own::process_families());
+        if self.scrapes.exporter_metrics {
+            families.extend(own::process_families());
+        }
         families.push(
             Family::new(
                 "ksight_scrape_duration_seconds",
@@ -210,6 +226,24 @@ impl Worker {
         )
         .with(vec![], Value::Float(self.upkeep_seconds));
         vec![success, duration, failures, last_ok, folded, upkeep]
+    }
+}
+
+/// The exposition in `format`, gzipped when asked (encoded once per sweep, shared).
+fn body_of(families: &[Family], format: Format, gzip: bool) -> Body {
+    let bytes = encode(families, format);
+    if !gzip {
+        return Body { bytes, gzip };
+    }
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    // Writing into a Vec does not fail; should it, the plain body goes out, marked as such.
+    match encoder.write_all(&bytes).and_then(|()| encoder.finish()) {
+        Ok(compressed) => Body {
+            bytes: compressed,
+            gzip: true,
+        },
+        Err(_) => Body { bytes, gzip: false },
     }
 }
 

@@ -58,6 +58,8 @@ pub fn free_port() -> u16 {
 pub struct Server {
     pub child: Child,
     pub port: u16,
+    /// The telemetry path (`--web.telemetry-path` when the test gives one).
+    pub path: String,
 }
 
 impl Server {
@@ -91,7 +93,12 @@ impl Server {
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn ksight");
-        let mut server = Server { child, port };
+        let path = extra
+            .iter()
+            .position(|a| *a == "--web.telemetry-path")
+            .and_then(|i| extra.get(i + 1))
+            .map_or("/metrics".to_string(), |p| p.to_string());
+        let mut server = Server { child, port, path };
         server.wait_ready();
         server
     }
@@ -99,7 +106,7 @@ impl Server {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if http_get(self.port, "/metrics", None).is_ok() {
+            if http_get(self.port, &self.path, None).is_ok() {
                 return;
             }
             // A server that already exited will never answer: say so now (its stderr,
@@ -116,7 +123,7 @@ impl Server {
     }
 
     pub fn scrape(&self) -> Samples {
-        let body = http_get(self.port, "/metrics", None).expect("scrape /metrics");
+        let body = http_get(self.port, &self.path, None).expect("scrape /metrics");
         Samples::parse(&body.1)
     }
 
