@@ -11,7 +11,7 @@ use crate::trace::TraceArgs;
 #[derive(Parser, Debug)]
 #[command(
     name = "ksight",
-    version,
+    version = crate::VERSION,
     about = "Linux kernel metrics with eBPF: one binary, exact counts, every kernel"
 )]
 pub struct Cli {
@@ -19,12 +19,35 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub btf: Option<PathBuf>,
 
-    /// Log level filter (error, warn, info, debug; or a tracing filter).
-    #[arg(long, global = true, default_value = "info", env = "KSIGHT_LOG")]
+    /// Log level filter (error, warn, info, debug; or a tracing filter). `--log` is the old
+    /// spelling.
+    #[arg(
+        long = "log.level",
+        alias = "log",
+        global = true,
+        default_value = "info",
+        env = "KSIGHT_LOG",
+        value_name = "LEVEL"
+    )]
     pub log: String,
+
+    /// Log lines as logfmt (as exporter-toolkit) or JSON, on stderr.
+    #[arg(
+        long = "log.format",
+        global = true,
+        default_value = "logfmt",
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Logfmt,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]

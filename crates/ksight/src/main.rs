@@ -22,6 +22,18 @@ mod units;
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// `ksight --version`: version, git revision and the rustc that built it (build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("KSIGHT_GIT_REVISION"),
+    ", rustc ",
+    env!("KSIGHT_RUSTC_VERSION"),
+    ")"
+);
 
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
@@ -40,7 +52,7 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_logging(&cli.log);
+    init_logging(&cli.log, cli.log_format);
     let tracefs = privileges::ensure_tracefs();
     tracing::debug!(tracefs = tracefs.describe());
     // Every BPF object loaded from here to exit may need the path (collectors live on their
@@ -60,13 +72,28 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(filter: &str) {
+fn init_logging(filter: &str, format: cli::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        cli::LogFormat::Logfmt => registry
+            .with(
+                tracing_logfmt::builder()
+                    .with_span_name(false)
+                    .with_span_path(false)
+                    .layer()
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
+        cli::LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
+    }
     // libbpf's own messages go to debug logs; its warnings would repeat our one-line errors.
     libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, |level, msg| {
         let msg = msg.trim_end();

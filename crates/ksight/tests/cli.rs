@@ -112,6 +112,41 @@ fn zero_negative_or_absurd_durations_and_capacities_exit_2() {
 }
 
 #[test]
+fn version_names_the_revision_and_rustc() {
+    let out = ksight(&["--version"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    let line = text.trim();
+    assert!(
+        line.starts_with(&format!("ksight {} (revision ", env!("CARGO_PKG_VERSION")))
+            && line.contains(", rustc 1."),
+        "{line}"
+    );
+}
+
+#[test]
+fn logs_as_logfmt_by_default_or_json() {
+    require_root!();
+    let logfmt = ksight(&["doctor"]);
+    let first = String::from_utf8_lossy(&logfmt.stderr);
+    let first = first.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("ts=") && first.contains(" level=info ") && first.contains("message="),
+        "{first}"
+    );
+    let json = ksight(&["doctor", "--log.format", "json"]);
+    let stderr = String::from_utf8_lossy(&json.stderr);
+    for line in stderr.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(stderr.lines().count() > 0);
+}
+
+#[test]
 fn unknown_collector_lists_the_valid_ones() {
     let out = ksight(&["serve", "--collectors", "syscalls,bogus"]);
     assert_clear_failure(

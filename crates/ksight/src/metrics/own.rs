@@ -14,11 +14,13 @@ pub fn build_info() -> Family {
     Family::new(
         "ksight_build_info",
         Kind::Gauge,
-        "ksight's version; always 1.",
+        "ksight's version, git revision, the rustc that built it and the architecture; always 1.",
     )
     .with(
         vec![
             ("version", env!("CARGO_PKG_VERSION").into()),
+            ("revision", env!("KSIGHT_GIT_REVISION").into()),
+            ("rustc_version", env!("KSIGHT_RUSTC_VERSION").into()),
             ("arch", std::env::consts::ARCH.into()),
         ],
         Value::Int(1),
