@@ -67,9 +67,30 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("ksight: error: {err:#}");
-            ExitCode::FAILURE
+            if err.downcast_ref::<BadInput>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// Bad input found after argument parsing (a web config file, say): exit 2, like a bad flag.
+#[derive(Debug)]
+pub struct BadInput(String);
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
+/// Marks `err` as bad input (exit 2).
+pub fn bad_input(err: anyhow::Error) -> anyhow::Error {
+    BadInput(format!("{err:#}")).into()
 }
 
 fn init_logging(filter: &str, format: cli::LogFormat) {

@@ -879,11 +879,13 @@ fn cgroup_filter_keeps_processes_of_one_cgroup() {
 fn container_filter_finds_the_containers_cgroup() {
     require_root!();
     let name = unique_comm("ctr");
-    // A docker-style scope with a made-up id unique to this run.
+    // A container's cgroup where docker's cgroupfs driver puts it (only such places name a
+    // container), with a made-up id unique to this run.
     let id = format!("{:0>64x}", (std::process::id() as u64) << 20 | 0xc0ffee);
-    let dir = cgroup_root().join(format!("docker-{id}.scope"));
+    let dir = cgroup_root().join(format!("docker/{id}"));
     const N: usize = 3;
     let out = opens_in_cgroup(&name, &dir, &["--container", &id[..12]], N);
+    let _ = std::fs::remove_dir(cgroup_root().join("docker")); // left if docker uses it
     assert_eq!(out.of_type("open").len(), N, "{:?}", out.records);
 }
 

@@ -34,6 +34,7 @@ use tokio::sync::{oneshot, Notify};
 use tower::ServiceExt;
 use tracing::{info, warn};
 
+use super::web_config::{Authenticator, Watched, WebConfig};
 use super::worker::ScrapeRequest;
 use crate::metrics::encode::Format;
 
@@ -83,6 +84,7 @@ struct AppState {
 pub fn serve(
     listeners: Vec<std::net::TcpListener>,
     routes: Routes,
+    web: WebState,
     tx: mpsc::Sender<ScrapeRequest>,
     limits: WebLimits,
     worker_gone: oneshot::Receiver<()>,
@@ -112,41 +114,60 @@ pub fn serve(
             .route(&routes.telemetry_path, get(metrics))
             .with_state(state);
         tokio::select! {
-            result = serve_connections(bound, app, limits) => result,
+            result = serve_connections(bound, app, limits, web) => result,
             () = shutdown_signal() => Ok(()),
             _ = worker_gone => anyhow::bail!("the collector thread stopped"),
         }
     })
 }
 
+/// What every connection of every listener shares.
+struct Shared {
+    app: Router,
+    limits: WebLimits,
+    connections: Connections,
+    web: WebState,
+}
+
+/// The web config (TLS, users, headers), if any, and the basic-auth checks against it.
+pub struct WebState {
+    pub file: Option<Watched>,
+    pub auth: Authenticator,
+}
+
+impl WebState {
+    fn config(&self) -> Arc<WebConfig> {
+        match &self.file {
+            Some(file) => file.current(),
+            None => Arc::new(WebConfig::plain()),
+        }
+    }
+}
+
 /// Accepts on every listener forever, serving each connection under `limits` (one count of
-/// connections for all of them).
-pub async fn serve_connections(
+/// connections for all of them) and the web config.
+async fn serve_connections(
     listeners: Vec<TcpListener>,
     app: Router,
     limits: WebLimits,
+    web: WebState,
 ) -> Result<()> {
-    let connections = Arc::new(Connections::default());
+    let shared = Arc::new(Shared {
+        app,
+        limits,
+        connections: Connections::default(),
+        web,
+    });
     let mut loops = tokio::task::JoinSet::new();
     for listener in listeners {
-        loops.spawn(accept_loop(
-            listener,
-            app.clone(),
-            limits,
-            connections.clone(),
-        ));
+        loops.spawn(accept_loop(listener, shared.clone()));
     }
     // The loops never end; if every one did (no listener), there is nothing to serve.
     while loops.join_next().await.is_some() {}
     anyhow::bail!("no listener left")
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    app: Router,
-    limits: WebLimits,
-    connections: Arc<Connections>,
-) {
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -157,45 +178,77 @@ async fn accept_loop(
                 continue;
             }
         };
-        if !connections.make_room(limits.max_connections) {
+        if !shared.connections.make_room(shared.limits.max_connections) {
             continue; // every connection is busy: this one is refused (dropped)
         }
-        let (id, close) = connections.register();
-        tokio::spawn(serve_one(
-            stream,
-            app.clone(),
-            limits,
-            connections.clone(),
-            id,
-            close,
-        ));
+        let (id, close) = shared.connections.register();
+        tokio::spawn(serve_one(stream, shared.clone(), id, close));
     }
 }
 
-async fn serve_one(
-    stream: TcpStream,
-    app: Router,
-    limits: WebLimits,
-    connections: Arc<Connections>,
+/// One connection: TLS first when the web config has it (the handshake bounded by the
+/// header-read timeout), then HTTP/1.1.
+async fn serve_one(stream: TcpStream, shared: Arc<Shared>, id: u64, close: Arc<Notify>) {
+    let limits = shared.limits;
+    let config = shared.web.config();
+    let io = WriteTimeout::new(stream, limits.write_timeout);
+    match config.tls.clone() {
+        None => serve_http(io, &shared, config, id, close).await,
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            let handshake = tokio::time::timeout(limits.read_header_timeout, acceptor.accept(io));
+            if let Ok(Ok(stream)) = handshake.await {
+                serve_http(stream, &shared, config, id, close).await;
+            }
+        }
+    }
+    shared.connections.remove(id);
+}
+
+async fn serve_http<I>(
+    io: I,
+    shared: &Arc<Shared>,
+    config: Arc<WebConfig>,
     id: u64,
     close: Arc<Notify>,
-) {
-    let busy = connections.clone();
-    let service = hyper::service::service_fn(move |request| {
-        let (app, busy) = (app.clone(), busy.clone());
-        async move {
-            busy.set_busy(id, true);
-            let response = app.oneshot(request).await;
-            busy.set_busy(id, false);
-            response
-        }
-    });
-    let io = TokioIo::new(WriteTimeout::new(stream, limits.write_timeout));
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = shared.limits;
+    let for_requests = shared.clone();
+    let service =
+        hyper::service::service_fn(move |request: axum::http::Request<hyper::body::Incoming>| {
+            let (shared, config) = (for_requests.clone(), config.clone());
+            async move {
+                shared.connections.set_busy(id, true);
+                let authorization = request
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let mut response = if shared
+                    .web
+                    .auth
+                    .allows(&config, authorization.as_deref())
+                    .await
+                {
+                    shared.app.clone().oneshot(request).await.into_response()
+                } else {
+                    let challenge = [(header::WWW_AUTHENTICATE, "Basic realm=\"ksight\"")];
+                    (StatusCode::UNAUTHORIZED, challenge, "Unauthorized\n").into_response()
+                };
+                for (name, value) in &config.headers {
+                    response.headers_mut().insert(name.clone(), value.clone());
+                }
+                shared.connections.set_busy(id, false);
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.read_header_timeout)
         .keep_alive(true)
-        .serve_connection(io, service);
+        .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}
@@ -205,7 +258,6 @@ async fn serve_one(
             let _ = tokio::time::timeout(limits.write_timeout, conn).await;
         }
     }
-    connections.remove(id);
 }
 
 /// The open connections: busy (a request in progress) or idle since when.

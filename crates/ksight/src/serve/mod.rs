@@ -6,6 +6,7 @@
 
 mod http;
 mod listen;
+mod web_config;
 mod worker;
 
 use std::path::Path;
@@ -36,6 +37,11 @@ pub struct ServeArgs {
         action = clap::ArgAction::Append
     )]
     pub listen: Vec<String>,
+
+    /// TLS, basic auth and response headers, in exporter-toolkit's web config format; read
+    /// again when it changes.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config: Option<std::path::PathBuf>,
 
     /// Listen on the sockets systemd passes (socket activation) instead of addresses.
     #[arg(long = "web.systemd-socket")]
@@ -128,6 +134,15 @@ pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
         .iter()
         .map(|a| listen::Address::parse(a))
         .collect::<Result<Vec<_>>>()?;
+    let web = http::WebState {
+        file: args
+            .web_config
+            .clone()
+            .map(web_config::Watched::new)
+            .transpose()
+            .map_err(crate::bad_input)?,
+        auth: Default::default(),
+    };
     privileges::require_bpf_privileges()?;
     let (enricher, cgroup_mode) = Enricher::new(args.labels);
     let enricher: SharedEnricher = Arc::new(Mutex::new(enricher));
@@ -194,7 +209,7 @@ pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
             let _gone = Gone(Some(gone_tx));
             worker.run(rx)
         })?;
-    let web = WebLimits {
+    let limits_web = WebLimits {
         max_requests: args.max_requests as usize,
         max_connections: args.max_connections as usize,
         read_header_timeout: args.read_header_timeout,
@@ -203,7 +218,7 @@ pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     let routes = http::Routes {
         telemetry_path: args.telemetry_path.clone(),
     };
-    let served = http::serve(listeners, routes, tx, web, gone_rx);
+    let served = http::serve(listeners, routes, web, tx, limits_web, gone_rx);
     let joined = worker.join();
     if let Err(err) = served {
         let why = match &joined {

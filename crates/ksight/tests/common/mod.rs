@@ -50,9 +50,19 @@ pub fn unique_comm(tag: &str) -> String {
     name[..name.len().min(15)].to_string()
 }
 
+/// A port free now and never handed out before in this test process: the kernel may give
+/// the same ephemeral port to two tests running side by side once the first released it.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = listener.local_addr().expect("local addr").port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 pub struct Server {
@@ -77,22 +87,25 @@ impl Server {
         Server::start_with(binary, extra, &[])
     }
 
-    /// Starts `binary` with `extra` arguments and `env` added to its environment.
+    /// Starts `binary` with `extra` arguments and `env` added to its environment. It listens
+    /// on a port the kernel picks (`127.0.0.1:0`), read from its "serving" log line: a port
+    /// chosen beforehand could be taken by any other socket in between.
     pub fn start_with(
         binary: impl AsRef<std::ffi::OsStr>,
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut args = vec!["serve", "--web.listen-address", &listen, "--log", "warn"];
+        let mut args = vec!["serve", "--web.listen-address", "127.0.0.1:0"];
+        args.extend_from_slice(&["--log", "warn,ksight::serve::http=info"]);
         args.extend_from_slice(extra);
-        let child = Command::new(binary)
+        let mut child = Command::new(binary)
             .args(&args)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn ksight");
+        let port = serving_port(&mut child);
         let path = extra
             .iter()
             .position(|a| *a == "--web.telemetry-path")
@@ -138,6 +151,34 @@ impl Drop for Server {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
     }
+}
+
+/// The port of the first "serving" line ksight logs; its stderr is passed on to ours
+/// meanwhile and afterwards (0 if it exits first: wait_ready then says so).
+fn serving_port(child: &mut Child) -> u16 {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("message=serving") {
+                let port = line
+                    .split_whitespace()
+                    .find_map(|f| f.strip_prefix("address="))
+                    .and_then(|a| a.rsplit_once(':'))
+                    .and_then(|(_, p)| p.parse::<u16>().ok());
+                if let Some(port) = port {
+                    let _ = tx.send(port);
+                }
+            } else {
+                eprintln!("{line}");
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60)).unwrap_or(0)
 }
 
 /// GET over HTTP/1.0; returns (headers, body).
