@@ -10,6 +10,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::prometheus::*;
 use common::*;
 
 /// One GET over HTTP/1.0 to `addr`: (status line and headers, raw body).
@@ -189,4 +190,269 @@ fn bad_endpoint_flags_exit_2() {
         assert!(stderr.contains(expect), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and localhost, and a client certificate, made
+/// with openssl in a directory of their own (removed on drop).
+struct Pki {
+    dir: std::path::PathBuf,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir =
+            std::env::temp_dir().join(format!("ksight-pki-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).expect("pki dir");
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("openssl runs");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run(&[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=ksight test CA",
+            ],
+        ]
+        .concat());
+        for (name, usage, san) in [
+            (
+                "server",
+                "serverAuth",
+                "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+            ),
+            ("client", "clientAuth", ""),
+        ] {
+            let ext = format!("{name}.ext");
+            std::fs::write(dir.join(&ext), format!("{san}extendedKeyUsage={usage}\n"))
+                .expect("ext");
+            let (key, csr, pem) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+            );
+            run(&[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    &key,
+                    "-out",
+                    &csr,
+                    "-subj",
+                    &format!("/CN={name}"),
+                ],
+            ]
+            .concat());
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ]);
+        }
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_string_lossy().into_owned()
+    }
+
+    /// Writes web.yml: TLS with this server certificate, `client_auth`, and alice's password.
+    fn web_config(&self, client_auth: &str, password: &str) -> String {
+        let hash = bcrypt::hash(password, 4).expect("bcrypt");
+        let path = self.path("web.yml");
+        let client = match client_auth {
+            "NoClientCert" => String::new(),
+            other => format!(
+                "  client_auth_type: {other}\n  client_ca_file: {}\n",
+                self.path("ca.pem")
+            ),
+        };
+        let text = format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n{client}\
+             basic_auth_users:\n  alice: {hash}\n\
+             http_server_config:\n  headers:\n    X-Frame-Options: deny\n",
+            self.path("server.pem"),
+            self.path("server.key"),
+        );
+        std::fs::write(&path, text).expect("web.yml");
+        path
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// curl's HTTP status for `url` with `args` (000 when there was no HTTP answer).
+fn curl(url: &str, args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %header{x-frame-options}",
+            "--max-time",
+            "10",
+        ])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn tls_and_basic_auth_for_curl_and_prometheus_and_edits_take_effect() {
+    require_root!();
+    let pki = Pki::new();
+    let web = pki.web_config("NoClientCert", "secret");
+    let server = Server::spawn(
+        KSIGHT,
+        &["--collectors", "process", "--web.config.file", &web],
+        &[],
+    );
+    let url = format!("https://127.0.0.1:{}/metrics", server.port);
+    let ca = pki.path("ca.pem");
+    assert_eq!(
+        curl(&url, &["--cacert", &ca, "-u", "alice:secret"]),
+        "200 deny"
+    );
+    assert_eq!(
+        curl(&url, &["--cacert", &ca, "-u", "alice:wrong"]),
+        "401 deny"
+    );
+    assert_eq!(curl(&url, &["--cacert", &ca]), "401 deny", "no credentials");
+    let plain = format!("http://127.0.0.1:{}/metrics", server.port);
+    assert!(
+        curl(&plain, &["-u", "alice:secret"]).starts_with("000"),
+        "plain HTTP answered"
+    );
+    // Prometheus' own TLS and basic auth.
+    let job = format!(
+        "    scheme: https\n    tls_config:\n      ca_file: {ca}\n    basic_auth:\n      username: alice\n      password: secret\n"
+    );
+    let prometheus = Prometheus::start_scraping(server.port, &job, &[]);
+    prometheus.query_until("ksight_collector_up{collector=\"process\"}", |v| v == 1.0);
+    // A new password takes effect for the next connection, without a restart.
+    std::thread::sleep(Duration::from_millis(20));
+    pki.web_config("NoClientCert", "rotated");
+    assert_eq!(
+        curl(&url, &["--cacert", &ca, "-u", "alice:rotated"]),
+        "200 deny"
+    );
+    assert_eq!(
+        curl(&url, &["--cacert", &ca, "-u", "alice:secret"]),
+        "401 deny"
+    );
+}
+
+#[test]
+fn a_required_client_certificate_is_required() {
+    require_root!();
+    let pki = Pki::new();
+    let web = pki.web_config("RequireAndVerifyClientCert", "secret");
+    let server = Server::spawn(
+        KSIGHT,
+        &["--collectors", "process", "--web.config.file", &web],
+        &[],
+    );
+    let url = format!("https://127.0.0.1:{}/metrics", server.port);
+    let (ca, cert, key) = (
+        pki.path("ca.pem"),
+        pki.path("client.pem"),
+        pki.path("client.key"),
+    );
+    let with_cert = [
+        "--cacert",
+        &ca,
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "-u",
+        "alice:secret",
+    ];
+    assert_eq!(curl(&url, &with_cert), "200 deny");
+    assert!(
+        curl(&url, &["--cacert", &ca, "-u", "alice:secret"]).starts_with("000"),
+        "served without a client certificate"
+    );
+}
+
+#[test]
+fn a_bad_web_config_is_one_line_and_exit_2() {
+    let dir = std::env::temp_dir().join(format!("ksight-badweb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    for (text, expect) in [
+        (
+            "tls_server_config:\n  cert_file: /nonexistent/c.pem\n  key_file: k\n",
+            "cert_file",
+        ),
+        (
+            "tls_server_config:\n  cert_file: c\n  key_file: k\n  min_version: TLS10\n",
+            "TLS10",
+        ),
+        (
+            "basic_auth_users:\n  alice: plaintext\n",
+            "not a bcrypt hash",
+        ),
+        ("colour: blue\n", "unknown field"),
+    ] {
+        let path = dir.join("web.yml");
+        std::fs::write(&path, text).expect("write");
+        let out = Command::new(KSIGHT)
+            .args(["serve", "--web.config.file"])
+            .arg(&path)
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("ksight")).collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        assert!(lines[0].contains(expect), "{text:?}: {stderr}");
+    }
+    let missing = Command::new(KSIGHT)
+        .args(["serve", "--web.config.file", "/nonexistent/web.yml"])
+        .output()
+        .expect("run");
+    assert_eq!(missing.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
 }

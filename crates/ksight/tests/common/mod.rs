@@ -95,6 +95,18 @@ impl Server {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
+        let mut server = Server::spawn(binary, extra, env);
+        server.wait_ready();
+        server
+    }
+
+    /// Starts it and returns once it listens (its port known), without a plain-HTTP check:
+    /// for servers that speak TLS.
+    pub fn spawn(
+        binary: impl AsRef<std::ffi::OsStr>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut args = vec!["serve", "--web.listen-address", "127.0.0.1:0"];
         args.extend_from_slice(&["--log", "warn,ksight::serve::http=info"]);
         args.extend_from_slice(extra);
@@ -111,9 +123,7 @@ impl Server {
             .position(|a| *a == "--web.telemetry-path")
             .and_then(|i| extra.get(i + 1))
             .map_or("/metrics".to_string(), |p| p.to_string());
-        let mut server = Server { child, port, path };
-        server.wait_ready();
-        server
+        Server { child, port, path }
     }
 
     fn wait_ready(&mut self) {

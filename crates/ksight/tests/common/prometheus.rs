@@ -21,6 +21,12 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub fn start(target_port: u16, flags: &[&str]) -> Prometheus {
+        Prometheus::start_scraping(target_port, "", flags)
+    }
+
+    /// Scraping with `job_extra` added to the job (YAML lines indented by four spaces: a
+    /// scheme, tls_config, basic_auth).
+    pub fn start_scraping(target_port: u16, job_extra: &str, flags: &[&str]) -> Prometheus {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("ksight-prom-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -28,7 +34,7 @@ impl Prometheus {
         std::fs::write(
             &config,
             format!(
-                "global:\n  scrape_interval: {SCRAPE}\n  scrape_timeout: {SCRAPE}\nscrape_configs:\n  - job_name: ksight\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n",
+                "global:\n  scrape_interval: {SCRAPE}\n  scrape_timeout: {SCRAPE}\nscrape_configs:\n  - job_name: ksight\n{job_extra}    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n",
             ),
         )
         .expect("write config");
