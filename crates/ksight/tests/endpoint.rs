@@ -454,5 +454,22 @@ fn a_bad_web_config_is_one_line_and_exit_2() {
         .output()
         .expect("run");
     assert_eq!(missing.status.code(), Some(2));
+    // The server certificate with the client's key.
+    let pki = Pki::new();
+    let path = dir.join("wrong-key.yml");
+    let text = format!(
+        "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
+        pki.path("server.pem"),
+        pki.path("client.key")
+    );
+    std::fs::write(&path, text).expect("write");
+    let out = Command::new(KSIGHT)
+        .args(["serve", "--web.config.file"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("do not go together"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
