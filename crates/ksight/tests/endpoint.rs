@@ -417,6 +417,20 @@ fn a_required_client_certificate_is_required() {
     );
 }
 
+/// `serve --web.config.file PATH` exits 2 with one line that says `expect`.
+fn assert_refused(path: &std::path::Path, expect: &str) {
+    let out = Command::new(KSIGHT)
+        .args(["serve", "--web.config.file"])
+        .arg(path)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{}: {stderr}", path.display());
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("ksight")).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains(expect), "{}: {stderr}", path.display());
+}
+
 #[test]
 fn a_bad_web_config_is_one_line_and_exit_2() {
     let dir = std::env::temp_dir().join(format!("ksight-badweb-{}", std::process::id()));
@@ -438,16 +452,7 @@ fn a_bad_web_config_is_one_line_and_exit_2() {
     ] {
         let path = dir.join("web.yml");
         std::fs::write(&path, text).expect("write");
-        let out = Command::new(KSIGHT)
-            .args(["serve", "--web.config.file"])
-            .arg(&path)
-            .output()
-            .expect("run");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{text:?}: {stderr}");
-        let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("ksight")).collect();
-        assert_eq!(lines.len(), 1, "{stderr}");
-        assert!(lines[0].contains(expect), "{text:?}: {stderr}");
+        assert_refused(&path, expect);
     }
     let missing = Command::new(KSIGHT)
         .args(["serve", "--web.config.file", "/nonexistent/web.yml"])
@@ -463,13 +468,6 @@ fn a_bad_web_config_is_one_line_and_exit_2() {
         pki.path("client.key")
     );
     std::fs::write(&path, text).expect("write");
-    let out = Command::new(KSIGHT)
-        .args(["serve", "--web.config.file"])
-        .arg(&path)
-        .output()
-        .expect("run");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("do not go together"), "{stderr}");
+    assert_refused(&path, "do not go together");
     let _ = std::fs::remove_dir_all(&dir);
 }

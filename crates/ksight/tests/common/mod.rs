@@ -191,6 +191,30 @@ fn serving_port(child: &mut Child) -> u16 {
     rx.recv_timeout(Duration::from_secs(60)).unwrap_or(0)
 }
 
+/// Fails the test unless `promtool check metrics` finds `body` clean.
+pub fn assert_promtool_clean(body: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (Debian package prometheus)");
+    // Written from another thread: a child that answers before reading all its input must
+    // not fill its output pipes while we block on its stdin.
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = body.to_string();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().expect("promtool's output");
+    let _ = writer.join();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// GET over HTTP/1.0; returns (headers, body).
 pub fn http_get(port: u16, path: &str, accept: Option<&str>) -> std::io::Result<(String, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
