@@ -372,6 +372,23 @@ pub fn percpu_value<T: plain::Plain + Default + Copy>(map: &MapHandle, key: u32)
         .collect()
 }
 
+/// Whether a map of this object can be read now (bpf() with the current capabilities).
+pub fn can_read_maps(obj: &LoadedObject) -> bool {
+    let Some((_, map)) = obj.maps().into_iter().next() else {
+        return true;
+    };
+    let mut key = vec![0u8; map.key_size().max(4) as usize];
+    // SAFETY: get_next_key from the start (NULL) into a buffer of the map's key size.
+    let rc = unsafe {
+        libbpf_sys::bpf_map_get_next_key(
+            map.as_fd().as_raw_fd(),
+            std::ptr::null(),
+            key.as_mut_ptr().cast(),
+        )
+    };
+    rc == 0 || rc == -libc::ENOENT
+}
+
 /// Entries in a hash map now, in one pass however busy the map is. Walking it key by key
 /// (get_next_key) starts over whenever the key in hand was deleted meanwhile, which on a map
 /// the kernel deletes from all the time (sockets, wakeups, requests in flight) may never end.

@@ -81,23 +81,48 @@ fn user_by_name(name: &str) -> Result<User, String> {
     Ok(User { uid, gid })
 }
 
-/// Keeps `args.keep` only, switches user if asked, and sets no-new-privileges.
-pub fn drop_after_attach(args: &DropArgs) -> Result<()> {
-    let keep: CapsHashSet = args.keep.iter().flatten().copied().collect();
+/// Keeps `args.keep` only, switches user if asked, and sets no-new-privileges. `reads_maps`
+/// checks that a map can still be read: kernels that check capabilities on every bpf() call
+/// (5.10 with unprivileged BPF disabled) need CAP_BPF kept for that, which is then kept and
+/// said once in the log.
+pub fn drop_after_attach(args: &DropArgs, reads_maps: impl Fn() -> bool) -> Result<()> {
+    let mut keep: CapsHashSet = args.keep.iter().flatten().copied().collect();
     let permitted = caps::read(None, CapSet::Permitted).context("reading capabilities")?;
     if let Some(missing) = keep.iter().find(|c| !permitted.contains(c)) {
         bail!("--capabilities.keep {missing}: ksight does not have it to keep");
     }
+    if let Some(user) = args.user {
+        switch_user(user)?;
+        // setuid cleared the effective set; the permitted one survived (KEEPCAPS).
+        caps::set(None, CapSet::Effective, &permitted).context("restoring capabilities")?;
+    }
+    caps::set(None, CapSet::Effective, &keep).context("setting effective capabilities")?;
+    if !reads_maps() {
+        let needed = [Capability::CAP_BPF, Capability::CAP_SYS_ADMIN]
+            .into_iter()
+            .filter(|c| permitted.contains(c))
+            .find(|c| {
+                let mut with = keep.clone();
+                with.insert(*c);
+                caps::set(None, CapSet::Effective, &with).is_ok() && reads_maps()
+            })
+            .ok_or_else(|| anyhow!("after dropping capabilities this kernel refuses map reads"))?;
+        tracing::info!(
+            capability = %needed,
+            "kept: this kernel checks capabilities on every bpf() call, map reads included"
+        );
+        keep.insert(needed);
+    }
     // The bounding set caps what any exec could ever get back; emptying it needs SETPCAP,
     // which a non-root ksight with file capabilities lacks: no-new-privileges covers it then.
     if permitted.contains(&Capability::CAP_SETPCAP) {
+        let mut with_setpcap = keep.clone();
+        with_setpcap.insert(Capability::CAP_SETPCAP);
+        caps::set(None, CapSet::Effective, &with_setpcap).context("raising CAP_SETPCAP")?;
         for cap in caps::all().difference(&keep) {
             // A capability this kernel does not know is not in the set anyway.
             let _ = caps::drop(None, CapSet::Bounding, *cap);
         }
-    }
-    if let Some(user) = args.user {
-        switch_user(user)?;
     }
     let _ = caps::clear(None, CapSet::Ambient); // kernels before 4.3 have no ambient set
     caps::clear(None, CapSet::Inheritable).context("clearing inheritable capabilities")?;

@@ -192,7 +192,10 @@ pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     }
     raise_open_files();
     // Before any thread exists: threads started from here inherit the reduced sets.
-    crate::least_privilege::drop_after_attach(&args.privileges)?;
+    let probe = running.first().map(|r| r.collector.object().clone());
+    crate::least_privilege::drop_after_attach(&args.privileges, || {
+        probe.as_deref().is_none_or(crate::bpf::can_read_maps)
+    })?;
     let (tx, rx) = mpsc::channel::<ScrapeRequest>();
     let scrapes = Scrapes {
         attachments,

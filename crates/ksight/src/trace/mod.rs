@@ -181,7 +181,7 @@ pub fn run(args: TraceArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
         cgroups::install(&obj, ids)?;
     }
     debug!(hook = %hook, events = ?kinds, "attached");
-    crate::least_privilege::drop_after_attach(&args.privileges)?;
+    crate::least_privilege::drop_after_attach(&args.privileges, || bpf::can_read_maps(&obj))?;
     install_stop_handler();
     if kinds == [Kind::Syscalls] {
         top::run(&obj, &args, hook)

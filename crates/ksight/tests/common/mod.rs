@@ -191,6 +191,19 @@ fn serving_port(child: &mut Child) -> u16 {
     rx.recv_timeout(Duration::from_secs(60)).unwrap_or(0)
 }
 
+/// Whether `effective` is what ksight should keep after attach besides `kept`: nothing more,
+/// except CAP_BPF on kernels that check capabilities on every bpf() call (5.10 with
+/// unprivileged BPF disabled; from 6.1 map reads through an fd need none).
+pub fn kept_after_attach(effective: u64, kept: u64) -> bool {
+    const CAP_BPF: u64 = 1 << 39;
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
+    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    effective == kept || (version < (6, 1) && effective == kept | CAP_BPF)
+}
+
 /// Fails the test unless `promtool check metrics` finds `body` clean.
 pub fn assert_promtool_clean(body: &str) {
     let mut child = Command::new("promtool")
