@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod prometheus;
+pub mod tracer;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
