@@ -11,6 +11,7 @@ use libbpf_rs::RingBufferBuilder;
 use serde_json::json;
 
 use super::event::{self, Clock};
+use super::readline::Probes;
 use super::TraceArgs;
 use super::{stopping, Kind};
 use crate::bpf::{percpu_array_sums, LoadedObject};
@@ -22,8 +23,12 @@ const POLL: Duration = Duration::from_millis(20);
 
 const KINDS: usize = Kind::ALL.len();
 
-struct Sink {
+struct Sink<'a> {
     out: BufWriter<Stdout>,
+    /// The kinds asked for: others (exec records feeding `probes`) are counted, not printed.
+    shown: Vec<Kind>,
+    /// readline's uprobes, told about every exec.
+    probes: Option<Probes<'a>>,
     json: bool,
     color: bool,
     clock: Clock,
@@ -37,12 +42,20 @@ struct Sink {
     second_text: String,
 }
 
-impl Sink {
+impl Sink<'_> {
     fn record(&mut self, data: &[u8]) -> i32 {
         let Some(kind) = event::kind_of(data) else {
             return 0;
         };
         self.delivered[kind.index() as usize] += 1;
+        if let (Kind::Exec, Some(probes)) = (kind, self.probes.as_mut()) {
+            if let Some(pid) = event::pid_of(data) {
+                probes.on_exec(pid);
+            }
+        }
+        if !self.shown.contains(&kind) {
+            return 0;
+        }
         if self.closed || self.limit.is_some_and(|n| self.printed >= n) {
             return 0;
         }
@@ -101,9 +114,24 @@ fn use_color(args: &TraceArgs) -> bool {
     }
 }
 
-pub fn run(obj: &LoadedObject, args: &TraceArgs, kinds: &[Kind], hook: Hook) -> Result<ExitCode> {
+pub fn run(
+    obj: &LoadedObject,
+    args: &TraceArgs,
+    shown: &[Kind],
+    hook: Hook,
+    probes: Option<Probes<'_>>,
+) -> Result<ExitCode> {
+    // readline's exec records are lost like any other: their losses are reported too.
+    let mut kinds = shown.to_vec();
+    if probes.is_some() && !kinds.contains(&Kind::Exec) {
+        kinds.push(Kind::Exec);
+        kinds.sort();
+    }
+    let kinds = &kinds[..];
     let sink = RefCell::new(Sink {
         out: BufWriter::with_capacity(1 << 16, std::io::stdout()),
+        shown: shown.to_vec(),
+        probes,
         json: args.json,
         color: use_color(args),
         clock: Clock::now(),
@@ -119,7 +147,7 @@ pub fn run(obj: &LoadedObject, args: &TraceArgs, kinds: &[Kind], hook: Hook) -> 
     let mut builder = RingBufferBuilder::new();
     builder.add(&events, |data: &[u8]| sink.borrow_mut().record(data))?;
     let ring = builder.build()?;
-    start_line(&mut sink.borrow_mut(), args, kinds, hook);
+    start_line(&mut sink.borrow_mut(), args, shown, hook);
     let deadline = args.duration.map(|d| Instant::now() + d);
     let mut lost = Losses::default();
     let mut next_upkeep = Instant::now();
@@ -142,6 +170,9 @@ pub fn run(obj: &LoadedObject, args: &TraceArgs, kinds: &[Kind], hook: Hook) -> 
         }
         lost.report(&lost_map, kinds, &mut sink.borrow_mut(), false)?;
         sink.borrow_mut().flush();
+        if let Some(probes) = sink.borrow_mut().probes.as_mut() {
+            probes.tick();
+        }
         if Instant::now() >= next_upkeep {
             crate::dead_groups::forget_old(obj, "trace_dead")?;
             next_upkeep = Instant::now() + Duration::from_secs(1);
