@@ -265,7 +265,6 @@ fn ensure_bpffs() -> Result<()> {
 }
 
 /// Whether a BPF filesystem is mounted at /sys/fs/bpf (for doctor).
-#[allow(dead_code)] // doctor uses it (next step)
 pub fn bpffs_mounted() -> bool {
     is_bpffs(Path::new(BPFFS))
 }

@@ -192,7 +192,8 @@ pub fn run(args: TraceArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     debug!(hook = %hook, events = ?kinds, "attached");
     let probes = kinds
         .contains(&Kind::Readline)
-        .then(|| readline::Probes::start(&obj));
+        .then(|| readline::Probes::start(&obj))
+        .transpose()?;
     let privileges = kept_privileges(&args, &kinds);
     crate::least_privilege::drop_after_attach(&privileges, || bpf::can_read_maps(&obj))?;
     install_stop_handler();

@@ -18,6 +18,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use anyhow::{bail, Result};
 use libbpf_rs::Link;
 use tracing::{debug, info, warn};
 
@@ -45,6 +46,8 @@ const HOST_LIBRARY_DIRS: &[&str] = &[
 
 pub struct Probes<'a> {
     obj: &'a LoadedObject,
+    /// The first attach that failed, for the error when nothing could be probed at start.
+    first_failure: Option<String>,
     /// Files looked at: probed, or without a readline() of their own.
     seen: HashSet<FileId>,
     links: Vec<Link>,
@@ -54,10 +57,11 @@ pub struct Probes<'a> {
 
 impl<'a> Probes<'a> {
     /// Probes the host's bash and libreadline, and every file that defines readline() in
-    /// any running process.
-    pub fn start(obj: &'a LoadedObject) -> Probes<'a> {
+    /// any running process; fails when such files exist and none could be probed.
+    pub fn start(obj: &'a LoadedObject) -> Result<Probes<'a>> {
         let mut probes = Probes {
             obj,
+            first_failure: None,
             seen: HashSet::new(),
             links: Vec::new(),
             rescans: Vec::new(),
@@ -68,8 +72,14 @@ impl<'a> Probes<'a> {
         for pid in all_pids() {
             probes.scan_process(pid);
         }
+        if let (true, Some(why)) = (probes.links.is_empty(), &probes.first_failure) {
+            bail!("could not probe readline in any file: {why}");
+        }
+        if probes.links.is_empty() {
+            warn!("no file defines readline() yet: waiting for a process that execs one");
+        }
         info!(files = probes.links.len() / 2, "readline probes attached");
-        probes
+        Ok(probes)
     }
 
     /// A process just exec'd: its binary now, its libraries a little later.
@@ -134,7 +144,11 @@ impl<'a> Probes<'a> {
                 debug!(file = %shown, offset, "readline probed");
                 self.links.extend(links);
             }
-            Err(err) => warn!(file = %shown, "could not probe readline: {err:#}"),
+            Err(err) => {
+                warn!(file = %shown, "could not probe readline: {err:#}");
+                let why = format!("{shown}: {err:#}");
+                self.first_failure.get_or_insert(why);
+            }
         }
     }
 }
