@@ -84,8 +84,9 @@ impl PinDir {
         Ok(PinDir { path, _lock: lock })
     }
 
-    /// Pins every map of each object under COLLECTOR/MAP (internal maps such as .rodata are
-    /// left out: they hold settings, not data). An object shared by several collectors is
+    /// Pins every map of each object under COLLECTOR/MAP. Internal maps (`.rodata.cfg`,
+    /// `process.rodata`, `OBJ.bss`: the only names with a '.', which no C identifier has) are
+    /// left out: they hold settings, not data. An object shared by several collectors is
     /// pinned once, under the collector that loaded it.
     pub fn pin_all(&self, objects: &[(&str, &Arc<LoadedObject>)]) -> Result<usize> {
         let mut done: Vec<&Arc<LoadedObject>> = Vec::new();
@@ -98,7 +99,7 @@ impl PinDir {
             let dir = self.path.join(collector);
             make_dir(&dir)?;
             for (map, handle) in obj.maps() {
-                if map.starts_with('.') {
+                if map.contains('.') {
                     continue;
                 }
                 pin_fd(handle.as_fd().as_raw_fd(), &dir.join(&map))?;

@@ -22,8 +22,9 @@ fn pin_dir(name: &str) -> PathBuf {
     Path::new("/sys/fs/bpf/ksight").join(name)
 }
 
+/// Every default collector: each object's maps get pinned, internal ones left out.
 fn serve_pinned(name: &str) -> Server {
-    Server::start(&["--collectors", "syscalls", "--pin", name])
+    Server::start(&["--pin", name])
 }
 
 fn errors_pin(name: &str) -> PathBuf {
@@ -110,6 +111,19 @@ fn a_clean_exit_leaves_nothing_pinned() {
     let name = unique_name("clean");
     let mut server = serve_pinned(&name);
     assert!(errors_pin(&name).exists(), "sys_errors is not pinned");
+    for collector in ["process", "tcp", "sched", "block", "memory", "signals"] {
+        let dir = pin_dir(&name).join(collector);
+        let maps: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!maps.is_empty(), "nothing pinned for {collector}");
+        assert!(
+            maps.iter().all(|m| !m.contains('.')),
+            "internal maps pinned for {collector}: {maps:?}"
+        );
+    }
+    assert!(pin_dir(&name).join("process/proc_a").exists());
     // SAFETY: signalling our own child.
     unsafe { libc::kill(server.pid(), libc::SIGTERM) };
     let status = server.child.wait().expect("wait");
