@@ -282,7 +282,14 @@ fn summary(s: &mut Sink, kinds: &[Kind], lost: &Losses, skipped: u64) {
     for k in kinds {
         let i = k.index() as usize;
         let (d, l) = (s.delivered[i], lost.seen[i]);
-        parts.push(format!("{} {d} delivered, {l} lost", k.name()));
+        if s.shown.contains(k) {
+            parts.push(format!("{} {d} delivered, {l} lost", k.name()));
+        } else {
+            parts.push(format!(
+                "{} {d} read to find binaries to probe (not printed), {l} lost",
+                k.name()
+            ));
+        }
         per_kind.insert(
             k.name().to_string(),
             json!({"delivered": d, "lost": l, "generated": d + l}),
