@@ -237,7 +237,8 @@ impl NamespacedBash {
         }
     }
 
-    /// Waits until `tracer` has a uprobe on this bash's binary (bpftool perf lists it).
+    /// Waits until `tracer` has both its uprobe and its uretprobe on this bash's binary
+    /// (bpftool perf lists them; they are attached one after the other).
     fn wait_probed_by(&self, tracer: &Tracer) {
         let wanted = format!("/proc/{}/root{}", self.term.pid(), self.path);
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -247,10 +248,16 @@ impl NamespacedBash {
                 .output()
                 .expect("bpftool runs (Debian package bpftool)");
             let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-            let probed = list.as_array().is_some_and(|l| {
-                l.iter()
-                    .any(|p| p["pid"] == tracer.child.id() && p["filename"] == wanted.as_str())
-            });
+            let has = |kind: &str| {
+                list.as_array().is_some_and(|l| {
+                    l.iter().any(|p| {
+                        p["pid"] == tracer.child.id()
+                            && p["filename"] == wanted.as_str()
+                            && p["fd_type"] == kind
+                    })
+                })
+            };
+            let probed = has("uprobe") && has("uretprobe");
             if probed {
                 return;
             }
@@ -301,4 +308,25 @@ fn lines_of_a_bash_in_another_mount_namespace_started_after_the_tracer() {
         finished.of_type("exec").is_empty(),
         "exec records printed though only readline was asked for"
     );
+}
+
+/// The subject filters of the other events apply in the kernel: a tracer filtered on the
+/// shell's name reports exactly its lines, one filtered on another name or user none.
+#[test]
+fn filters_keep_exactly_the_matching_lines() {
+    require_root!();
+    let matching = Tracer::start(&["readline", "--comm", "bash", "--uid", "0"]);
+    let other_comm = Tracer::start(&["readline", "--comm", "knosuchcomm"]);
+    let other_uid = Tracer::start(&["readline", "--uid", "65534"]);
+    let mut term = Terminal::spawn(bash(), &["--norc", "--noprofile", "-i"]);
+    let pid = term.pid();
+    let (typed, expected) = session(&unique_comm("filt"));
+    term.type_session(&typed);
+    let records = |t: Tracer| {
+        let finished = t.finish();
+        lines_of(&finished.of_type("readline"), pid)
+    };
+    assert_eq!(records(matching), expected);
+    assert_eq!(records(other_comm), []);
+    assert_eq!(records(other_uid), []);
 }

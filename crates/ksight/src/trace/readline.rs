@@ -130,14 +130,15 @@ impl<'a> Probes<'a> {
             return;
         };
         let shown = crate::names::printable(shown.as_bytes());
+        // The uretprobe first: it alone makes the records (the entry only adds wait_ns).
         let attached = self
             .obj
-            .attach_uprobe("readline_entry", false, path, offset)
-            .and_then(|entry| {
-                let ret = self
+            .attach_uprobe("readline_return", true, path, offset)
+            .and_then(|ret| {
+                let entry = self
                     .obj
-                    .attach_uprobe("readline_return", true, path, offset)?;
-                Ok([entry, ret])
+                    .attach_uprobe("readline_entry", false, path, offset)?;
+                Ok([ret, entry])
             });
         match attached {
             Ok(links) => {
