@@ -31,6 +31,11 @@ struct Terminal {
 
 impl Terminal {
     fn spawn(program: &str, args: &[&str]) -> Terminal {
+        Terminal::spawn_in(program, args, None)
+    }
+
+    /// Spawns it in the cgroup whose `cgroup.procs` is given, if any.
+    fn spawn_in(program: &str, args: &[&str], procs: Option<std::ffi::CString>) -> Terminal {
         let (mut master, mut slave) = (0, 0);
         let size = libc::winsize {
             ws_row: 24,
@@ -59,12 +64,15 @@ impl Terminal {
             .stdin(slave.try_clone().expect("dup"))
             .stdout(slave.try_clone().expect("dup"))
             .stderr(slave);
-        // SAFETY: setsid and TIOCSCTTY are async-signal-safe syscalls: the terminal on stdin
-        // becomes the child's controlling terminal, as a login would make it.
+        // SAFETY: setsid, TIOCSCTTY and the cgroup write are async-signal-safe syscalls: the
+        // terminal on stdin becomes the child's controlling terminal, as a login would make it.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 libc::setsid();
                 libc::ioctl(0, libc::TIOCSCTTY, 0);
+                if let Some(procs) = &procs {
+                    join_cgroup(procs);
+                }
                 Ok(())
             });
         }
@@ -184,7 +192,15 @@ fn lines_of_a_bash_started_after_the_tracer() {
     let (typed, expected) = session(&unique_comm("host"));
     term.type_session(&typed);
     let finished = tracer.finish();
-    assert_eq!(lines_of(&finished.of_type("readline"), pid), expected);
+    let records = finished.of_type("readline");
+    assert_eq!(lines_of(&records, pid), expected);
+    assert!(
+        records
+            .iter()
+            .filter(|r| r["pid"] == pid)
+            .all(|r| r["container"].is_null()),
+        "a host shell in a container: {records:?}"
+    );
     let (_, lost, _) = finished.summary("readline");
     assert_eq!(lost, 0);
 }
@@ -329,4 +345,32 @@ fn filters_keep_exactly_the_matching_lines() {
     assert_eq!(records(matching), expected);
     assert_eq!(records(other_comm), []);
     assert_eq!(records(other_uid), []);
+}
+
+/// A shell in a container's cgroup (where docker's cgroupfs driver puts one, with a made-up
+/// id): its records name the container, and `--container` keeps exactly its lines.
+#[test]
+fn lines_typed_in_a_container_name_it() {
+    require_root!();
+    let id = format!("{:0>64x}", (std::process::id() as u64) << 20 | 0xbad5ee);
+    let cgroup = TestCgroup::new(&format!("docker/{id}"));
+    let all = Tracer::start(&["readline"]);
+    let of_container = Tracer::start(&["readline", "--container", &id[..12]]);
+    let mut term = Terminal::spawn_in(
+        bash(),
+        &["--norc", "--noprofile", "-i"],
+        Some(cgroup.procs_path()),
+    );
+    let pid = term.pid();
+    let (typed, expected) = session(&unique_comm("ctr"));
+    term.type_session(&typed);
+    let all = all.finish();
+    let records = all.of_type("readline");
+    assert_eq!(lines_of(&records, pid), expected);
+    for r in records.iter().filter(|r| r["pid"] == pid) {
+        assert_eq!(r["container"], id.as_str(), "{r}");
+    }
+    let of_container = of_container.finish();
+    assert_eq!(lines_of(&of_container.of_type("readline"), pid), expected);
+    assert_eq!(of_container.of_type("readline").len(), expected.len());
 }

@@ -99,6 +99,9 @@ pub enum Event {
         unreadable: bool,
         /// Time spent in readline() (the prompt waiting); None when its entry was not seen.
         wait_ns: Option<u64>,
+        /// The 64-hex id of the container whose cgroup the process is in (set by the
+        /// reader from `cgroup_id`); None outside containers.
+        container: Option<String>,
     },
 }
 
@@ -311,6 +314,7 @@ fn readline(e: &ks_ev_readline, clock: &Clock) -> Event {
         truncated: e.truncated != 0,
         unreadable: e.unreadable != 0,
         wait_ns: (e.wait_ns > 0).then_some(e.wait_ns),
+        container: None,
     }
 }
 

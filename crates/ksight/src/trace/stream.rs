@@ -10,11 +10,12 @@ use anyhow::Result;
 use libbpf_rs::RingBufferBuilder;
 use serde_json::json;
 
-use super::event::{self, Clock};
+use super::event::{self, Clock, Event};
 use super::readline::Probes;
 use super::TraceArgs;
 use super::{stopping, Kind};
 use crate::bpf::{percpu_array_sums, LoadedObject};
+use crate::enrich::cgroup::{Hierarchy, Resolver};
 use crate::hooks::Hook;
 
 /// How long a poll waits when no wakeup comes: the kernel wakes the reader only once a
@@ -29,6 +30,8 @@ struct Sink<'a> {
     shown: Vec<Kind>,
     /// readline's uprobes, told about every exec.
     probes: Option<Probes<'a>>,
+    /// cgroup id → container, for readline records (which say which container typed it).
+    containers: Option<Resolver>,
     json: bool,
     color: bool,
     clock: Clock,
@@ -59,9 +62,20 @@ impl Sink<'_> {
         if self.closed || self.limit.is_some_and(|n| self.printed >= n) {
             return 0;
         }
-        let Some(ev) = event::decode(data, &self.clock) else {
+        let Some(mut ev) = event::decode(data, &self.clock) else {
             return 0;
         };
+        if let (
+            Event::Readline {
+                common, container, ..
+            },
+            Some(resolver),
+        ) = (&mut ev, self.containers.as_mut())
+        {
+            if common.cgroup_id != 0 {
+                *container = resolver.info(common.cgroup_id).container;
+            }
+        }
         let written = if self.json {
             serde_json::to_writer(&mut self.out, &ev)
                 .map_err(std::io::Error::from)
@@ -131,6 +145,10 @@ pub fn run(
     let sink = RefCell::new(Sink {
         out: BufWriter::with_capacity(1 << 16, std::io::stdout()),
         shown: shown.to_vec(),
+        containers: probes
+            .is_some()
+            .then(|| Hierarchy::detect().ok().flatten().map(Resolver::new))
+            .flatten(),
         probes,
         json: args.json,
         color: use_color(args),

@@ -185,6 +185,7 @@ pub fn check_schema(r: &Value) {
             has("truncated", b);
             has("unreadable", b);
             has("wait_ns", opt_n);
+            has("container", opt_s);
         }
         "lost" => {
             has("event", s);
