@@ -33,6 +33,8 @@ pub struct LoadSpec<'a> {
     /// Initial contents of data sections other than `.rodata.cfg` (e.g. `.rodata.trace`),
     /// written before load so the verifier sees them as constants.
     pub sections: &'a [(&'a str, &'a [u8])],
+    /// Maps not to create: they belong to programs of another candidate.
+    pub skip_maps: &'a [&'a str],
 }
 
 /// A loaded, attached object. Dropping it detaches and unloads everything.
@@ -61,6 +63,9 @@ pub fn load(spec: &LoadSpec<'_>, config: LoadConfig) -> Result<LoadedObject> {
         let name = map.name().to_string_lossy().into_owned();
         if let Some((_, n)) = spec.max_entries.iter().find(|(m, _)| *m == name) {
             map.set_max_entries(*n)?;
+        }
+        if spec.skip_maps.contains(&name.as_str()) {
+            map.set_autocreate(false)?;
         }
         if name == ".rodata.cfg" {
             write_config(&mut map, config)?;

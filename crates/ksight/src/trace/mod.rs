@@ -268,6 +268,7 @@ fn load_object(
             max_entries: &[("trace_events".to_string(), ring_size)],
             broken_target: broken_target("trace", hook),
             sections: &sections,
+            skip_maps: &[],
         };
         match bpf::load(&spec, load) {
             Ok(obj) => return Ok((obj, hook)),
