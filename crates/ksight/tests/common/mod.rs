@@ -4,6 +4,7 @@
 
 pub mod prometheus;
 pub mod tracer;
+pub mod workloads;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
