@@ -1,0 +1,132 @@
+//! What ships beside the binary (deploy/): the alert rules pass promtool's checks and unit
+//! tests, the Grafana dashboard is the one scripts/gen-dashboard.py makes from README.md's
+//! metric table, and every query of every panel returns data from a real Prometheus that
+//! scraped ksight during a workload this test makes. Host only: Prometheus, promtool and
+//! python3 are not in the kernel matrix's guests.
+
+#[macro_use]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::prometheus::*;
+use common::workloads::*;
+use common::*;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn run_ok(command: &mut Command) -> String {
+    let out = command.output().expect("the command runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{command:?} failed: {text}");
+    text
+}
+
+#[test]
+fn alert_rules_pass_promtool_check_and_their_unit_tests() {
+    let rules = repo().join("deploy/prometheus");
+    let checked = run_ok(
+        Command::new("promtool")
+            .args(["check", "rules"])
+            .arg(rules.join("alerts.yml")),
+    );
+    assert!(checked.contains("SUCCESS: 6 rules found"), "{checked}");
+    run_ok(
+        Command::new("promtool")
+            .args(["test", "rules"])
+            .arg(rules.join("alerts_test.yml")),
+    );
+}
+
+fn dashboard() -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(repo().join("deploy/grafana/ksight.json")).expect("dashboard");
+    serde_json::from_str(&text).expect("the dashboard is JSON")
+}
+
+/// Every expression of every panel, with Grafana's variables given values Prometheus takes.
+fn panel_queries() -> Vec<(String, String)> {
+    let board = dashboard();
+    let panels = board["panels"].as_array().expect("panels");
+    let mut queries = Vec::new();
+    for panel in panels {
+        let title = panel["title"].as_str().expect("title").to_string();
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            let expr = expr
+                .replace("$__rate_interval", "1m")
+                .replace("$instance", ".*");
+            queries.push((title.clone(), expr));
+        }
+    }
+    queries
+}
+
+#[test]
+fn the_dashboard_is_generated_from_the_readme_metric_table() {
+    let generated = run_ok(Command::new("python3").arg(repo().join("scripts/gen-dashboard.py")));
+    let committed =
+        std::fs::read_to_string(repo().join("deploy/grafana/ksight.json")).expect("dashboard");
+    assert!(
+        generated == committed,
+        "deploy/grafana/ksight.json is stale: python3 scripts/gen-dashboard.py > deploy/grafana/ksight.json"
+    );
+    // The generator's reading of the table: a row naming several families (`a` / `_b`)
+    // gives a panel each.
+    let titles: Vec<String> = panel_queries().into_iter().map(|(t, _)| t).collect();
+    for family in [
+        "ksight_syscalls_total",
+        "ksight_map_capacity",
+        "ksight_oom_kills_total",
+    ] {
+        assert!(titles.iter().any(|t| t == family), "no panel for {family}");
+    }
+}
+
+#[test]
+fn every_dashboard_query_returns_data_from_a_real_prometheus() {
+    require_root!();
+    let server = Server::start(&["--collector.page_faults", "--bpf-stats"]);
+    let prometheus = Prometheus::start(server.port, &[]);
+    generate_every_family();
+    // Two scrapes after the workload, so every rate has two samples in its minute.
+    prometheus.query_until("count_over_time(ksight_oom_kills_total[1m])", |n| n >= 2.0);
+    let mut empty = Vec::new();
+    for (title, expr) in panel_queries() {
+        match prometheus.query(&expr) {
+            Ok(samples) if !samples.is_empty() => {}
+            answer => empty.push(format!("{title}: {expr}: {answer:?}")),
+        }
+    }
+    assert!(
+        empty.is_empty(),
+        "queries with no data:\n{}",
+        empty.join("\n")
+    );
+}
+
+/// One of everything ksight counts: processes that start, exit and are killed, a failed open,
+/// TCP connections, a ping-pong, direct reads from a loop device, an OOM kill.
+fn generate_every_family() {
+    for _ in 0..3 {
+        run_ok(&mut Command::new("true"));
+    }
+    let victim = spawn_named(&unique_comm("dash"), || {});
+    // SAFETY: killing our own child.
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    wait(victim);
+    let _ = std::fs::File::open("/nonexistent-ksight/dashboard");
+    connect_loop(std::net::Ipv4Addr::LOCALHOST.into(), 5, 100, 100);
+    ping_pong(200);
+    let dev = LoopDevice::new(16 * 4096);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    direct_reads(Path::new(&dev.device), 16);
+    oom_killed_in_a_cgroup(&unique_comm("dashoom"));
+}
