@@ -130,3 +130,44 @@ fn generate_every_family() {
     direct_reads(Path::new(&dev.device), 16);
     oom_killed_in_a_cgroup(&unique_comm("dashoom"));
 }
+
+/// `systemd-analyze verify` passes on both units and `security --offline=true` rates the
+/// service at most 4.0 ("OK"). (Socket activation with the unit's own command line:
+/// endpoint.rs.)
+#[test]
+fn systemd_units_verify_and_are_rated_ok() {
+    let dir = std::env::temp_dir().join(format!("ksight-units-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for unit in ["ksight.service", "ksight.socket"] {
+        let text = std::fs::read_to_string(repo().join("deploy/systemd").join(unit)).expect("unit");
+        // verify checks that the binary exists: the one this test was built with.
+        let text = text.replace("/usr/local/bin/ksight", KSIGHT);
+        std::fs::write(dir.join(unit), text).expect("write unit");
+    }
+    let verified = run_ok(
+        Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(dir.join("ksight.socket"))
+            .arg(dir.join("ksight.service")),
+    );
+    assert!(
+        verified.trim().is_empty(),
+        "systemd-analyze verify: {verified}"
+    );
+    let rated = run_ok(
+        Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(dir.join("ksight.service")),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let level: f64 = rated
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for ksight.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in: {rated}"));
+    assert!(level <= 4.0, "exposure {level}: {rated}");
+}
