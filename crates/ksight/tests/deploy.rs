@@ -171,3 +171,35 @@ fn systemd_units_verify_and_are_rated_ok() {
         .unwrap_or_else(|| panic!("no exposure level in: {rated}"));
     assert!(level <= 4.0, "exposure {level}: {rated}");
 }
+
+/// The release binary (scripts/release; scripts/test passes its path) runs `doctor` and
+/// `serve --check` in an empty root: only the binary, with /proc, /sys and /dev mounted.
+#[test]
+fn the_static_binary_runs_in_an_empty_root() {
+    require_root!();
+    let Ok(binary) = std::env::var("KSIGHT_STATIC_BINARY") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "KSIGHT_STATIC_BINARY unset in CI: scripts/test builds it with scripts/release"
+        );
+        eprintln!("SKIPPED: KSIGHT_STATIC_BINARY unset (scripts/release builds the binary)");
+        return;
+    };
+    let root = std::env::temp_dir().join(format!("ksight-empty-root-{}", std::process::id()));
+    std::fs::create_dir_all(&root).expect("empty root");
+    let doctor = chroot::run(&root, &binary, &[], &["doctor", "--json"]);
+    let check = chroot::run(&root, &binary, &[], &["serve", "--check"]);
+    let _ = std::fs::remove_dir_all(&root);
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    assert!(doctor.status.success(), "doctor: {}", text(&doctor));
+    let report: serde_json::Value = serde_json::from_slice(&doctor.stdout).expect("doctor JSON");
+    assert_eq!(report["btf"]["ok"], true, "{}", text(&doctor));
+    assert!(check.status.success(), "serve --check: {}", text(&check));
+    assert!(text(&check).contains("syscalls"), "{}", text(&check));
+}

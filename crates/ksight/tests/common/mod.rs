@@ -2,6 +2,7 @@
 //! port, scrapes parsed into samples, and workloads run in forked children with unique comms.
 #![allow(dead_code)]
 
+pub mod chroot;
 pub mod prometheus;
 pub mod tracer;
 pub mod workloads;
