@@ -203,3 +203,18 @@ fn the_static_binary_runs_in_an_empty_root() {
     assert!(check.status.success(), "serve --check: {}", text(&check));
     assert!(text(&check).contains("syscalls"), "{}", text(&check));
 }
+
+/// The DaemonSet, Service and Namespace against the Kubernetes API schemas (strict), the
+/// ServiceMonitor and PodMonitor against the Prometheus Operator's CRD schemas.
+#[test]
+fn kubernetes_manifests_pass_the_api_and_operator_schemas() {
+    let out = run_ok(&mut Command::new(repo().join("scripts/validate-manifests")));
+    for valid in [
+        "passed for resource daemonset/ksight",
+        "passed for resource service/ksight",
+        "ServiceMonitor ksight: valid",
+        "PodMonitor ksight: valid",
+    ] {
+        assert!(out.contains(valid), "{valid}: {out}");
+    }
+}
