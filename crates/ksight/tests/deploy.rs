@@ -218,3 +218,30 @@ fn kubernetes_manifests_pass_the_api_and_operator_schemas() {
         assert!(out.contains(valid), "{valid}: {out}");
     }
 }
+
+/// The licence notices shipped with the binary name every crate it links, with text, and the
+/// C libraries linked in (the generator fails on a crate without a licence file).
+#[test]
+fn licence_notices_cover_every_linked_crate_and_library() {
+    let notices = run_ok(Command::new("python3").arg(repo().join("scripts/gen-licenses.py")));
+    let lock = std::fs::read_to_string(repo().join("Cargo.lock")).expect("Cargo.lock");
+    for name in ["tokio", "libbpf-rs", "libbpf-sys", "rustls", "axum", "clap"] {
+        let version = lock
+            .split("[[package]]")
+            .find(|p| p.contains(&format!("name = \"{name}\"\n")))
+            .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = \"")))
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("{name} in Cargo.lock"));
+        assert!(
+            notices.contains(&format!("## {name} {version}\n")),
+            "{name} {version}"
+        );
+    }
+    for library in ["## libbpf (vendored", "## libelf", "## zlib", "## glibc"] {
+        assert!(notices.contains(library), "{library}");
+    }
+    assert!(
+        !notices.contains("## libbpf-cargo"),
+        "a build dependency is not shipped"
+    );
+}
