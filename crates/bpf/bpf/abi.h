@@ -24,6 +24,7 @@ enum ks_sizes {
 	KS_TCP_STATES = 16,
 	KS_PATH_LEN = 256, /* trace: file names and paths, NUL-terminated, truncated beyond */
 	KS_ARGS_LEN = 256, /* trace: argv bytes read from the new image (NUL-separated) */
+	KS_LINE_LEN = 512, /* trace readline: a line's bytes with its NUL, marked truncated beyond */
 };
 
 /* Marks a task whose events are not counted (ksight itself): kernel-side only. */
@@ -177,7 +178,8 @@ enum ks_ev_kind {
 	KS_EV_SIGNAL = 4,
 	KS_EV_TCP = 5,
 	KS_EV_SYSCALLS = 6, /* counted in maps, not streamed: its loss is a full map */
-	KS_EV_KINDS = 7,
+	KS_EV_READLINE = 7, /* uprobes on readline() of bash and libreadline */
+	KS_EV_KINDS = 8,
 };
 
 /* ks_trace_config.flags: which filters are set. */
@@ -280,6 +282,17 @@ struct ks_ev_tcp {
 	__u8 failed;       /* connect that never got established */
 	__s32 oldstate;    /* TCP_* */
 	__s32 newstate;
+};
+
+/* A line readline() returned (uretprobe); h is the reading process. */
+struct ks_ev_readline {
+	struct ks_ev_hdr h;
+	__u64 wait_ns;  /* since readline() was called (uprobe); 0 when its entry was not seen */
+	__u32 len;      /* bytes in line before its NUL */
+	__u8 truncated; /* the line had more than KS_LINE_LEN - 1 bytes: line holds the first ones */
+	__u8 unreadable; /* the returned pointer could not be read: line is empty */
+	__u16 pad;
+	char line[KS_LINE_LEN];
 };
 
 /* ksight trace syscalls: counts per (process, syscall), two maps used in turns. */

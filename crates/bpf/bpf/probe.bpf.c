@@ -5,6 +5,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include "abi.h"
 
 SEC("tp/raw_syscalls/sys_enter")
 int probe_tp(void *ctx)
@@ -48,9 +49,28 @@ int BPF_KPROBE(probe_kprobe)
 	return 0;
 }
 
+/* The uprobe probe fires for real: runs in ksight's own process of a uprobe and a uretprobe
+ * on one of its functions ([0]: entry, [1]: return), read back by doctor. */
+const volatile struct ks_config ks_config SEC(".rodata.cfg") = {};
+__u64 probe_uprobe_runs[2] = {};
+
+static __always_inline void count_own_run(int which)
+{
+	if ((bpf_get_current_pid_tgid() >> 32) == ks_config.self_tgid)
+		__sync_fetch_and_add(&probe_uprobe_runs[which], 1);
+}
+
 SEC("uprobe")
 int BPF_KPROBE(probe_uprobe)
 {
+	count_own_run(0);
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(probe_uretprobe)
+{
+	count_own_run(1);
 	return 0;
 }
 

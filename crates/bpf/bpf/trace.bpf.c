@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /*
- * ksight trace: one record per event into a ring buffer, for exec, open, fork, exit, signal
- * and tcp; per-process syscall counts for `trace syscalls`.
+ * ksight trace: one record per event into a ring buffer, for exec, open, fork, exit, signal,
+ * tcp and readline; per-process syscall counts for `trace syscalls`.
  *
  * Every program checks the filters of .rodata.trace (constants: the verifier drops the
  * branches of filters that are not set) BEFORE reserving ring-buffer space, so filtered-out
@@ -608,3 +608,62 @@ static __always_inline int on_tcp_state(struct sock *sk, int oldstate, int newst
 
 KS_TP_BTF_AND_RAW(tcp_state, inet_sock_set_state, on_tcp_state(sk, oldstate, newstate),
 		  struct sock *sk, int oldstate, int newstate)
+
+/* ---- readline (uprobes) -------------------------------------------------------------- */
+
+/* When each thread entered readline(): an LRU, since a thread that leaves readline() by
+ * longjmp (bash on SIGINT) or dies inside it never returns to delete its entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32); /* tid */
+	__type(value, __u64);
+} trace_readline_start SEC(".maps");
+
+/* Attached by user space to each binary or library that defines readline(). */
+SEC("uprobe")
+int BPF_KPROBE(readline_entry)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 now = bpf_ktime_get_ns();
+
+	bpf_map_update_elem(&trace_readline_start, &tid, &now, BPF_ANY);
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(readline_return, const char *line)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 *entered = bpf_map_lookup_elem(&trace_readline_start, &tid);
+	__u64 started = entered ? *entered : 0;
+	struct ks_ev_hdr h = {};
+	struct ks_ev_readline *e;
+	char last = 0;
+	long copied;
+
+	if (entered)
+		bpf_map_delete_elem(&trace_readline_start, &tid);
+	/* NULL: end of input (Ctrl-D), no line */
+	if (!line || filter_on(KS_TF_FAILED) || !current_subject(&h, KS_EV_READLINE))
+		return 0;
+	e = reserve(sizeof(*e), KS_EV_READLINE);
+	if (!e)
+		return 0;
+	e->h = h;
+	e->wait_ns = started && started <= h.ts_ns ? h.ts_ns - started : 0;
+	e->pad = 0;
+	e->truncated = 0;
+	copied = bpf_probe_read_user_str(e->line, KS_LINE_LEN, line);
+	e->unreadable = copied <= 0;
+	e->len = copied > 0 ? copied - 1 : 0;
+	if (copied <= 0)
+		e->line[0] = 0;
+	/* A full buffer ends with the NUL the helper put there: the line went on if the byte it
+	 * replaced was not the line's own end. */
+	if (copied == KS_LINE_LEN &&
+	    !bpf_probe_read_user(&last, 1, line + KS_LINE_LEN - 1) && last)
+		e->truncated = 1;
+	submit(e);
+	return 0;
+}

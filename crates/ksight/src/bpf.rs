@@ -82,7 +82,7 @@ pub fn load(spec: &LoadSpec<'_>, config: LoadConfig) -> Result<LoadedObject> {
         ctl,
     };
     for prog in loaded.obj.progs_mut() {
-        if spec.programs.iter().any(|p| prog.name() == *p) {
+        if spec.programs.iter().any(|p| prog.name() == *p) && !targets_at_run_time(&prog) {
             let link = prog.attach().map_err(|e| {
                 anyhow!(
                     "attaching {}: {}",
@@ -94,6 +94,12 @@ pub fn load(spec: &LoadSpec<'_>, config: LoadConfig) -> Result<LoadedObject> {
         }
     }
     Ok(loaded)
+}
+
+/// A bare `uprobe`/`uretprobe` section names no binary: its owner attaches it to the files
+/// it finds (`LoadedObject::attach_uprobe`), not load.
+fn targets_at_run_time(prog: &libbpf_rs::ProgramMut<'_>) -> bool {
+    matches!(prog.section().to_str(), Some("uprobe" | "uretprobe"))
 }
 
 fn open_object(spec: &LoadSpec<'_>, config: LoadConfig) -> Result<OpenObject> {
@@ -161,6 +167,45 @@ pub fn kernel_reason(err: &libbpf_rs::Error) -> String {
 }
 
 impl LoadedObject {
+    /// Attaches `program` (a bare uprobe or uretprobe section) at byte `offset` of the file
+    /// at `path`, for every process that maps it; detached when the link is dropped.
+    pub fn attach_uprobe(
+        &self,
+        program: &str,
+        retprobe: bool,
+        path: &std::path::Path,
+        offset: u64,
+    ) -> Result<Link> {
+        let prog = self
+            .obj
+            .progs()
+            .find(|p| p.name() == program)
+            .ok_or_else(|| anyhow!("object has no program {program}"))?;
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| anyhow!("{} holds a NUL", path.display()))?;
+        let opts = libbpf_sys::bpf_uprobe_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_uprobe_opts>() as libbpf_sys::size_t,
+            retprobe,
+            ..Default::default()
+        };
+        // SAFETY: prog belongs to this loaded object; path and opts live across the call;
+        // libbpf returns a new link or NULL with errno set.
+        let link = unsafe {
+            libbpf_sys::bpf_program__attach_uprobe_opts(
+                prog.as_libbpf_object().as_ptr(),
+                -1,
+                c_path.as_ptr(),
+                offset as libbpf_sys::size_t,
+                &opts,
+            )
+        };
+        let Some(link) = std::ptr::NonNull::new(link) else {
+            bail!("{}", std::io::Error::last_os_error());
+        };
+        // SAFETY: a link libbpf just created, owned by nobody else.
+        Ok(unsafe { Link::from_ptr(link) })
+    }
+
     pub fn map(&self, name: &str) -> Result<MapHandle> {
         let map = self
             .obj

@@ -59,4 +59,6 @@ pub enum Command {
     /// Print kernel events as they happen: exec, open, fork, exit, signal, tcp; or a
     /// periodic top of syscalls per process.
     Trace(TraceArgs),
+    /// Remove the pins `serve --pin NAME` left behind (after a SIGKILL, say).
+    Unpin(crate::pins::UnpinArgs),
 }

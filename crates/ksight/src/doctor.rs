@@ -28,6 +28,8 @@ struct Report {
     kernel: String,
     btf: Check,
     tracefs: String,
+    /// A BPF filesystem at /sys/fs/bpf, for `serve --pin`.
+    bpffs: Check,
     privileges: Privileges,
     hooks: Vec<Feature>,
     collectors: Vec<CollectorReport>,
@@ -108,6 +110,10 @@ fn build_report(btf: Option<&'static Path>, tracefs: privileges::Tracefs) -> Rep
     let mut collectors_out = Vec::new();
     if can_load && btf_check.ok {
         for hook in Hook::ALL {
+            if hook == Hook::Uprobe {
+                hooks.push(probe_uprobe(config));
+                continue;
+            }
             let result = probe_hook(hook, config).map_err(|e| anyhow!("{e:#}{}", hint(hook)));
             hooks.push(feature(hook.as_str(), result));
         }
@@ -130,6 +136,7 @@ fn build_report(btf: Option<&'static Path>, tracefs: privileges::Tracefs) -> Rep
         ok: can_load && btf_check.ok && defaults_ok && !collectors_out.is_empty(),
         btf: btf_check,
         tracefs: tracefs.describe().into(),
+        bpffs: bpffs_check(),
         privileges: Privileges {
             // SAFETY: geteuid cannot fail.
             euid: unsafe { libc::geteuid() },
@@ -153,6 +160,10 @@ fn hint(hook: Hook) -> String {
             " (this kernel has no kprobes: no kprobe PMU in /sys/bus/event_source/devices, no kprobe_events)".into()
         }
         Hook::Fentry => " (the kernel refused a BPF trampoline program; fentry/fexit/LSM are unavailable here)".into(),
+        Hook::Uprobe if !exists("/sys/bus/event_source/devices/uprobe") && !exists("/sys/kernel/tracing/uprobe_events") => {
+            " (this kernel has no uprobes: no uprobe PMU in /sys/bus/event_source/devices, no uprobe_events)".into()
+        }
+        Hook::Uprobe => " (EACCES/EPERM: the kernel refused the uprobe perf event; it wants CAP_SYS_ADMIN (CAP_PERFMON alone is refused on 6.18), or lockdown/perf_event_paranoid forbid it)".into(),
         _ => String::new(),
     }
 }
@@ -201,6 +212,128 @@ fn probe_collectors(config: LoadConfig) -> Vec<CollectorReport> {
         .collect()
 }
 
+fn bpffs_check() -> Check {
+    let dir = crate::pins::BPFFS;
+    if crate::pins::bpffs_mounted() {
+        Check {
+            ok: true,
+            detail: format!("mounted at {dir} (serve --pin)"),
+        }
+    } else {
+        Check {
+            ok: false,
+            detail: format!(
+                "not mounted at {dir}: serve --pin mounts one there (as bpftool does), unless ksight runs in a mount namespace of its own"
+            ),
+        }
+    }
+}
+
+/// Calls to the uprobe target while probed.
+const UPROBE_CALLS: u64 = 3;
+
+/// What the uprobe probe attaches to: a function of ksight's own binary.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn ksight_uprobe_target(x: u64) -> u64 {
+    std::hint::black_box(x).wrapping_add(1)
+}
+
+/// A uprobe and a uretprobe on `ksight_uprobe_target`, which is then called: both must fire
+/// for each call (counted in the kernel for this process only).
+fn probe_uprobe(config: LoadConfig) -> Feature {
+    let result = fire_uprobes(config);
+    let (ok, detail) = match result {
+        Ok([entry, ret]) if entry == UPROBE_CALLS && ret == UPROBE_CALLS => (
+            true,
+            format!("works (a uprobe and a uretprobe on ksight's own code fired for {UPROBE_CALLS} of {UPROBE_CALLS} calls)"),
+        ),
+        Ok([entry, ret]) => (
+            false,
+            format!("attached, but of {UPROBE_CALLS} calls the uprobe saw {entry} and the uretprobe {ret}"),
+        ),
+        Err(e) => {
+            let refused = [libc::EACCES, libc::EPERM]
+                .map(|n| std::io::Error::from_raw_os_error(n).to_string())
+                .iter()
+                .any(|why| format!("{e:#}").contains(why.as_str()));
+            let exists = |p: &str| Path::new(p).exists();
+            let no_uprobes = !exists("/sys/bus/event_source/devices/uprobe")
+                && !exists("/sys/kernel/tracing/uprobe_events");
+            let why = if refused || no_uprobes {
+                hint(Hook::Uprobe)
+            } else {
+                String::new()
+            };
+            (false, format!("{e:#}{why}"))
+        }
+    };
+    Feature {
+        name: Hook::Uprobe.as_str().into(),
+        ok,
+        detail,
+    }
+}
+
+fn fire_uprobes(config: LoadConfig) -> Result<[u64; 2]> {
+    let spec = crate::bpf::LoadSpec {
+        name: "probe",
+        bytes: ksight_bpf::objects::PROBE,
+        programs: &["probe_uprobe", "probe_uretprobe"],
+        max_entries: &[],
+        broken_target: None,
+        sections: &[],
+    };
+    let obj = crate::bpf::load(&spec, config).map_err(|e| anyhow!("load: {e:#}"))?;
+    let (path, offset) = own_file_offset(ksight_uprobe_target as *const () as usize)?;
+    let attach = |program, ret| {
+        obj.attach_uprobe(program, ret, &path, offset)
+            .map_err(|e| anyhow!("attach {program}: {e:#}"))
+    };
+    let _links = [
+        attach("probe_uprobe", false)?,
+        attach("probe_uretprobe", true)?,
+    ];
+    for i in 0..UPROBE_CALLS {
+        std::hint::black_box(ksight_uprobe_target(i));
+    }
+    // libbpf names it OBJECT.bss (custom sections keep their own names)
+    let (_, bss) = obj
+        .maps()
+        .into_iter()
+        .find(|(name, _)| name.ends_with(".bss"))
+        .ok_or_else(|| anyhow!("the probe object has no .bss"))?;
+    let value = libbpf_rs::MapCore::lookup(&bss, &0u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY)?
+        .ok_or_else(|| anyhow!("the probe's counters cannot be read"))?;
+    let count = |i: usize| {
+        value
+            .get(i * 8..i * 8 + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_ne_bytes)
+    };
+    Ok([count(0), count(1)])
+}
+
+/// The file and file offset of code at `address` in this process, from /proc/self/maps
+/// (no symbol table needed: release builds may be stripped).
+fn own_file_offset(address: usize) -> Result<(std::path::PathBuf, u64)> {
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    maps.lines()
+        .find_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (start, end) = fields.next()?.split_once('-')?;
+            let (start, end) = (
+                usize::from_str_radix(start, 16).ok()?,
+                usize::from_str_radix(end, 16).ok()?,
+            );
+            let offset = u64::from_str_radix(fields.nth(1)?, 16).ok()?;
+            let path = fields.nth(2)?;
+            ((start..end).contains(&address) && path.starts_with('/'))
+                .then(|| (path.into(), offset + (address - start) as u64))
+        })
+        .ok_or_else(|| anyhow!("ksight's own code is not in a file mapping"))
+}
+
 /// Loads the probe object with only the program for `hook`, and attaches it for real.
 fn probe_hook(hook: Hook, config: LoadConfig) -> Result<()> {
     let program = match hook {
@@ -229,11 +362,6 @@ fn probe_hook(hook: Hook, config: LoadConfig) -> Result<()> {
         .find(|p| p.name() == program)
         .ok_or_else(|| anyhow!("no program {program}"))?;
     let _link: Link = match hook {
-        Hook::Uprobe => {
-            // Offset 0 of our own binary: enough to prove uprobes attach.
-            let exe = std::env::current_exe()?;
-            prog.attach_uprobe(false, -1, &exe, 0)
-        }
         Hook::PerfEvent => {
             let fd = open_cpu_clock_event()?;
             let link = prog.attach_perf_event(fd);
@@ -297,6 +425,7 @@ fn print_table(r: &Report) {
     println!("kernel       {}", shown(&r.kernel));
     println!("btf          {} {}", mark(r.btf.ok), shown(&r.btf.detail));
     println!("tracefs      {}", r.tracefs);
+    println!("bpffs        {} {}", mark(r.bpffs.ok), r.bpffs.detail);
     println!(
         "privileges   {} euid {}, {}",
         mark(r.privileges.can_load),

@@ -13,6 +13,7 @@ mod kernel;
 mod least_privilege;
 mod metrics;
 mod names;
+mod pins;
 mod privileges;
 mod serve;
 mod table;
@@ -62,6 +63,7 @@ fn main() -> ExitCode {
         cli::Command::Serve(args) => serve::run(args, btf),
         cli::Command::Doctor(args) => doctor::run(args, btf, tracefs),
         cli::Command::Trace(args) => trace::run(args, btf),
+        cli::Command::Unpin(args) => pins::unpin(args),
     };
     match result {
         Ok(code) => code,

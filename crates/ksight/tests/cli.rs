@@ -263,6 +263,40 @@ fn doctor_reports_hooks_as_json() {
     );
 }
 
+/// The uprobe row fires a uprobe and a uretprobe for real; where the kernel refuses them
+/// (without CAP_SYS_ADMIN, 6.18 refuses the uprobe perf event) it says why.
+#[test]
+fn doctor_fires_uprobes_or_says_why() {
+    require_root!();
+    let uprobe_row = |out: &Output| {
+        let report: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("doctor --json is JSON");
+        let row = report["hooks"]
+            .as_array()
+            .and_then(|h| h.iter().find(|h| h["name"] == "uprobe").cloned())
+            .expect("an uprobe row");
+        assert!(report["bpffs"]["ok"].is_boolean(), "{report}");
+        (
+            row["ok"] == true,
+            row["detail"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let (ok, detail) = uprobe_row(&ksight(&["doctor", "--json"]));
+    assert!(ok, "uprobes do not work as root: {detail}");
+    assert!(detail.contains("fired for 3 of 3 calls"), "{detail}");
+    let out = Command::new("capsh")
+        .args(["--drop=cap_sys_admin", "--", "-c"])
+        .arg(format!("{KSIGHT} doctor --json"))
+        .output()
+        .expect("capsh runs (Debian package libcap2-bin)");
+    let (ok, detail) = uprobe_row(&out);
+    assert!(
+        (ok && detail.contains("fired for 3 of 3 calls"))
+            || (!ok && detail.contains("CAP_SYS_ADMIN")),
+        "{detail}"
+    );
+}
+
 #[test]
 fn check_prints_the_hook_table() {
     require_root!();

@@ -730,7 +730,7 @@ fn assert_one_line_failure(args: &[&str], expect: &str) {
 fn unknown_event_lists_the_valid_ones() {
     assert_one_line_failure(
         &["trace", "exec,bogus"],
-        "unknown event \"bogus\" (valid: exec, open, fork, exit, signal, tcp, syscalls)",
+        "unknown event \"bogus\" (valid: exec, open, fork, exit, signal, tcp, readline, syscalls)",
     );
     assert_one_line_failure(&["trace"], "name the events to trace (valid: exec, open,");
 }

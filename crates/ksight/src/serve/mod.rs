@@ -125,6 +125,11 @@ pub struct ServeArgs {
         hide_default_value = true
     )]
     pub labels: LabelSet,
+
+    /// Pin the maps under /sys/fs/bpf/ksight/NAME/COLLECTOR/MAP for bpftool; removed on a
+    /// clean exit (`ksight unpin NAME` after a SIGKILL).
+    #[arg(long, value_parser = crate::pins::parse_name, value_name = "NAME")]
+    pub pin: Option<String>,
 }
 
 pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
@@ -143,7 +148,18 @@ pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
             .map_err(crate::bad_input)?,
         auth: Default::default(),
     };
+    if args.pin.is_some() && args.privileges.user.is_some() {
+        return Err(crate::bad_input(anyhow!(
+            "--pin and --user cannot go together: the pins under {} are root's",
+            crate::pins::BPFFS
+        )));
+    }
     privileges::require_bpf_privileges()?;
+    // Before loading anything: a NAME held by a running ksight fails fast.
+    let pins = match (&args.pin, args.check) {
+        (Some(name), false) => Some(crate::pins::PinDir::acquire(name)?),
+        _ => None,
+    };
     let (enricher, cgroup_mode) = Enricher::new(args.labels);
     let enricher: SharedEnricher = Arc::new(Mutex::new(enricher));
     let config = LoadConfig {
@@ -191,6 +207,14 @@ pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
         bail!("no collector could attach");
     }
     raise_open_files();
+    // Pinned before the capability drop: creating pins may need what is dropped.
+    if let Some(pins) = &pins {
+        let objects: Vec<_> = running
+            .iter()
+            .map(|r| (r.name, r.collector.object()))
+            .collect();
+        pins.pin_all(&objects)?;
+    }
     // Before any thread exists: threads started from here inherit the reduced sets.
     let probe = running.first().map(|r| r.collector.object().clone());
     crate::least_privilege::drop_after_attach(&args.privileges, || {

@@ -8,15 +8,16 @@ use super::{parse_comm, parse_container, parse_event, parse_ring_size, Kind};
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Events: exec, open, fork, exit, signal, tcp (several: exec,open,tcp); \
-or syscalls alone (a top per --interval).\n\
+    after_help = "Events: exec, open, fork, exit, signal, tcp, readline (several: exec,open,tcp); \
+or syscalls alone (a top per --interval). readline: every line bash or libreadline \
+reads, in any mount namespace (uprobes).\n\
 Filters are applied in the kernel before an event takes ring-buffer space. They match the \
 process doing the action (for exec the new image; for fork the parent; for signal the \
 sender; for tcp the socket's owner: the connecting or the listening process).\n\
 JSON schema: see README.md, section `ksight trace`."
 )]
 pub struct TraceArgs {
-    /// Comma-separated events: exec, open, fork, exit, signal, tcp; or syscalls.
+    /// Comma-separated events: exec, open, fork, exit, signal, tcp, readline; or syscalls.
     #[arg(value_name = "EVENTS", value_parser = parse_event, value_delimiter = ',')]
     pub events: Vec<Kind>,
 

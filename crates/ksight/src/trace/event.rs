@@ -6,8 +6,8 @@ use std::io::{self, Write};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ksight_bpf::abi::{
-    ks_af, ks_ev_exec, ks_ev_exit, ks_ev_fork, ks_ev_hdr, ks_ev_open, ks_ev_signal, ks_ev_tcp,
-    ks_sizes, ks_tcp_what,
+    ks_af, ks_ev_exec, ks_ev_exit, ks_ev_fork, ks_ev_hdr, ks_ev_open, ks_ev_readline, ks_ev_signal,
+    ks_ev_tcp, ks_sizes, ks_tcp_what,
 };
 use serde::Serialize;
 
@@ -88,6 +88,21 @@ pub enum Event {
         newstate: Cow<'static, str>,
         duration_ns: Option<u64>,
     },
+    Readline {
+        #[serde(flatten)]
+        common: Common,
+        /// The line without its newline, `lossless` (JSON escapes control characters).
+        line: String,
+        /// Longer than the kernel copies (KS_LINE_LEN - 1 bytes): `line` is its start.
+        truncated: bool,
+        /// The returned line could not be read from the process's memory.
+        unreadable: bool,
+        /// Time spent in readline() (the prompt waiting); None when its entry was not seen.
+        wait_ns: Option<u64>,
+        /// The 64-hex id of the container whose cgroup the process is in (set by the
+        /// reader from `cgroup_id`); None outside containers.
+        container: Option<String>,
+    },
 }
 
 /// Maps the kernel's CLOCK_MONOTONIC stamps to wall-clock time.
@@ -138,6 +153,11 @@ pub fn kind_of(data: &[u8]) -> Option<Kind> {
     Kind::from_index(h.kind)
 }
 
+/// The process of a record, from its header.
+pub fn pid_of(data: &[u8]) -> Option<u32> {
+    read::<ks_ev_hdr>(data).map(|h| h.pid)
+}
+
 /// Decodes a record; None for a short or unknown one.
 pub fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
     match kind_of(data)? {
@@ -147,6 +167,7 @@ pub fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
         Kind::Exit => read::<ks_ev_exit>(data).map(|e| exit(&e, clock)),
         Kind::Signal => read::<ks_ev_signal>(data).map(|e| signal(&e, clock)),
         Kind::Tcp => read::<ks_ev_tcp>(data).map(|e| tcp(&e, clock)),
+        Kind::Readline => read::<ks_ev_readline>(data).map(|e| readline(&e, clock)),
         Kind::Syscalls => None,
     }
 }
@@ -285,6 +306,18 @@ fn tcp(e: &ks_ev_tcp, clock: &Clock) -> Event {
     }
 }
 
+fn readline(e: &ks_ev_readline, clock: &Clock) -> Event {
+    let len = (e.len as usize).min(e.line.len());
+    Event::Readline {
+        common: common(&e.h, clock),
+        line: names::lossless(&names::c_bytes(&e.line)[..len]),
+        truncated: e.truncated != 0,
+        unreadable: e.unreadable != 0,
+        wait_ns: (e.wait_ns > 0).then_some(e.wait_ns),
+        container: None,
+    }
+}
+
 /// O_* flags (x86_64 values) as `O_RDONLY|O_CLOEXEC`.
 pub fn open_flags(flags: u64) -> String {
     const NAMES: [(u64, &str); 14] = [
@@ -335,7 +368,8 @@ impl Event {
             | Event::Fork { common, .. }
             | Event::Exit { common, .. }
             | Event::Signal { common, .. }
-            | Event::Tcp { common, .. } => common,
+            | Event::Tcp { common, .. }
+            | Event::Readline { common, .. } => common,
         }
     }
 
@@ -347,6 +381,7 @@ impl Event {
             Event::Exit { .. } => "exit",
             Event::Signal { .. } => "signal",
             Event::Tcp { .. } => "tcp",
+            Event::Readline { .. } => "readline",
         }
     }
 
@@ -359,6 +394,7 @@ impl Event {
             } => signal.is_some() || exit_code.is_some_and(|c| c != 0),
             Event::Signal { result, .. } => !matches!(*result, "delivered" | "lose_info"),
             Event::Tcp { failed, .. } => *failed,
+            Event::Readline { unreadable, .. } => *unreadable,
             Event::Fork { .. } => false,
         }
     }
@@ -389,6 +425,15 @@ impl Event {
             Event::Tcp { event, failed, .. } => {
                 format!("{event}{}", if *failed { " failed" } else { "" })
             }
+            Event::Readline {
+                unreadable,
+                truncated,
+                ..
+            } => match (unreadable, truncated) {
+                (true, _) => "unreadable".into(),
+                (false, true) => "truncated".into(),
+                _ => String::new(),
+            },
         }
     }
 
@@ -437,6 +482,9 @@ impl Event {
                 let took = duration_ns.map_or(String::new(), |d| format!(" {}", seconds(d)));
                 format!("{l} -> {r} {oldstate}->{newstate}{took}")
             }
+            Event::Readline {
+                line, truncated, ..
+            } => format!("{line}{}", if *truncated { " ..." } else { "" }),
         }
     }
 

@@ -1,5 +1,5 @@
-//! `ksight trace`: kernel events as they happen (exec, open, fork, exit, signal, tcp), or a
-//! periodic top of syscalls per process.
+//! `ksight trace`: kernel events as they happen (exec, open, fork, exit, signal, tcp), lines
+//! read by bash/readline (uprobes), or a periodic top of syscalls per process.
 //!
 //! One object (trace.bpf.c) with only the programs of the requested events loaded; filters
 //! are constants of its `.rodata.trace`, checked in the kernel before ring-buffer space is
@@ -9,7 +9,9 @@
 
 mod args;
 mod cgroups;
+mod elf;
 mod event;
+mod readline;
 mod stream;
 mod top;
 
@@ -38,10 +40,11 @@ pub enum Kind {
     Signal,
     Tcp,
     Syscalls,
+    Readline,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Exec,
         Kind::Open,
         Kind::Fork,
@@ -49,6 +52,7 @@ impl Kind {
         Kind::Signal,
         Kind::Tcp,
         Kind::Syscalls,
+        Kind::Readline,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +64,7 @@ impl Kind {
             Kind::Signal => "signal",
             Kind::Tcp => "tcp",
             Kind::Syscalls => "syscalls",
+            Kind::Readline => "readline",
         }
     }
 
@@ -73,6 +78,7 @@ impl Kind {
             Kind::Signal => ks_ev_kind::KS_EV_SIGNAL,
             Kind::Tcp => ks_ev_kind::KS_EV_TCP,
             Kind::Syscalls => ks_ev_kind::KS_EV_SYSCALLS,
+            Kind::Readline => ks_ev_kind::KS_EV_READLINE,
         };
         k.0
     }
@@ -97,11 +103,14 @@ impl Kind {
             (Kind::Signal, false) => &["signal_raw"],
             (Kind::Tcp, true) => &["tcp_state_btf"],
             (Kind::Tcp, false) => &["tcp_state_raw"],
+            // uprobes attached by readline.rs; exec records tell it about new processes
+            (Kind::Readline, true) => &["readline_entry", "readline_return", "exec_btf"],
+            (Kind::Readline, false) => &["readline_entry", "readline_return", "exec_raw"],
         }
     }
 }
 
-const VALID_EVENTS: &str = "exec, open, fork, exit, signal, tcp, syscalls";
+const VALID_EVENTS: &str = "exec, open, fork, exit, signal, tcp, readline, syscalls";
 
 pub fn parse_event(text: &str) -> Result<Kind, String> {
     let text = text.trim();
@@ -181,13 +190,51 @@ pub fn run(args: TraceArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
         cgroups::install(&obj, ids)?;
     }
     debug!(hook = %hook, events = ?kinds, "attached");
-    crate::least_privilege::drop_after_attach(&args.privileges, || bpf::can_read_maps(&obj))?;
+    let probes = kinds
+        .contains(&Kind::Readline)
+        .then(|| readline::Probes::start(&obj))
+        .transpose()?;
+    let privileges = kept_privileges(&args, &kinds);
+    crate::least_privilege::drop_after_attach(&privileges, || bpf::can_read_maps(&obj))?;
     install_stop_handler();
     if kinds == [Kind::Syscalls] {
         top::run(&obj, &args, hook)
     } else {
-        stream::run(&obj, &args, &kinds, hook)
+        stream::run(&obj, &args, &kinds, hook, probes)
     }
+}
+
+/// What to keep after attaching: `--capabilities.keep`, and for readline what attaching to
+/// binaries that start later needs, among those ksight has: a uprobe perf event (6.18 refuses
+/// one with CAP_PERFMON alone: EACCES unless CAP_SYS_ADMIN is kept too, measured), the BPF
+/// link, and reading other processes' files through /proc/PID/root.
+fn kept_privileges(args: &TraceArgs, kinds: &[Kind]) -> crate::least_privilege::DropArgs {
+    use caps::Capability::*;
+    let mut privileges = args.privileges.clone();
+    if !kinds.contains(&Kind::Readline) {
+        return privileges;
+    }
+    let permitted = caps::read(None, caps::CapSet::Permitted).unwrap_or_default();
+    let needed = [
+        CAP_PERFMON,
+        CAP_SYS_ADMIN,
+        CAP_BPF,
+        CAP_SYS_PTRACE,
+        CAP_DAC_READ_SEARCH,
+    ];
+    let added: Vec<_> = needed
+        .into_iter()
+        .filter(|c| permitted.contains(c) && !privileges.keep.contains(&Some(*c)))
+        .collect();
+    if !added.is_empty() {
+        let names: Vec<String> = added.iter().map(|c| c.to_string()).collect();
+        tracing::info!(
+            capabilities = names.join(","),
+            "kept to probe readline in binaries that start later"
+        );
+    }
+    privileges.keep.extend(added.into_iter().map(Some));
+    privileges
 }
 
 /// The requested kinds, deduplicated; `syscalls` (a periodic table) only alone.
@@ -199,7 +246,7 @@ fn selection(events: &[Kind]) -> Result<Vec<Kind>> {
     kinds.sort();
     kinds.dedup();
     if kinds.contains(&Kind::Syscalls) && kinds.len() > 1 {
-        bail!("syscalls is a periodic table and cannot be combined with other events (valid together: exec, open, fork, exit, signal, tcp)");
+        bail!("syscalls is a periodic table and cannot be combined with other events (valid together: exec, open, fork, exit, signal, tcp, readline)");
     }
     Ok(kinds)
 }
@@ -300,7 +347,7 @@ mod tests {
     fn events_parse_with_the_list_of_valid_ones() {
         assert_eq!(parse_event("exec"), Ok(Kind::Exec));
         let err = parse_event("bogus").unwrap_err();
-        assert!(err.contains("exec, open, fork, exit, signal, tcp, syscalls"));
+        assert!(err.contains("exec, open, fork, exit, signal, tcp, readline, syscalls"));
         assert!(selection(&[Kind::Syscalls, Kind::Exec]).is_err());
         assert_eq!(
             selection(&[Kind::Open, Kind::Exec, Kind::Open]).ok(),

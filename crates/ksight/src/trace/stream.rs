@@ -10,10 +10,12 @@ use anyhow::Result;
 use libbpf_rs::RingBufferBuilder;
 use serde_json::json;
 
-use super::event::{self, Clock};
+use super::event::{self, Clock, Event};
+use super::readline::Probes;
 use super::TraceArgs;
 use super::{stopping, Kind};
 use crate::bpf::{percpu_array_sums, LoadedObject};
+use crate::enrich::cgroup::{Hierarchy, Resolver};
 use crate::hooks::Hook;
 
 /// How long a poll waits when no wakeup comes: the kernel wakes the reader only once a
@@ -22,8 +24,14 @@ const POLL: Duration = Duration::from_millis(20);
 
 const KINDS: usize = Kind::ALL.len();
 
-struct Sink {
+struct Sink<'a> {
     out: BufWriter<Stdout>,
+    /// The kinds asked for: others (exec records feeding `probes`) are counted, not printed.
+    shown: Vec<Kind>,
+    /// readline's uprobes, told about every exec.
+    probes: Option<Probes<'a>>,
+    /// cgroup id → container, for readline records (which say which container typed it).
+    containers: Option<Resolver>,
     json: bool,
     color: bool,
     clock: Clock,
@@ -37,18 +45,37 @@ struct Sink {
     second_text: String,
 }
 
-impl Sink {
+impl Sink<'_> {
     fn record(&mut self, data: &[u8]) -> i32 {
         let Some(kind) = event::kind_of(data) else {
             return 0;
         };
         self.delivered[kind.index() as usize] += 1;
+        if let (Kind::Exec, Some(probes)) = (kind, self.probes.as_mut()) {
+            if let Some(pid) = event::pid_of(data) {
+                probes.on_exec(pid);
+            }
+        }
+        if !self.shown.contains(&kind) {
+            return 0;
+        }
         if self.closed || self.limit.is_some_and(|n| self.printed >= n) {
             return 0;
         }
-        let Some(ev) = event::decode(data, &self.clock) else {
+        let Some(mut ev) = event::decode(data, &self.clock) else {
             return 0;
         };
+        if let (
+            Event::Readline {
+                common, container, ..
+            },
+            Some(resolver),
+        ) = (&mut ev, self.containers.as_mut())
+        {
+            if common.cgroup_id != 0 {
+                *container = resolver.info(common.cgroup_id).container;
+            }
+        }
         let written = if self.json {
             serde_json::to_writer(&mut self.out, &ev)
                 .map_err(std::io::Error::from)
@@ -101,9 +128,28 @@ fn use_color(args: &TraceArgs) -> bool {
     }
 }
 
-pub fn run(obj: &LoadedObject, args: &TraceArgs, kinds: &[Kind], hook: Hook) -> Result<ExitCode> {
+pub fn run(
+    obj: &LoadedObject,
+    args: &TraceArgs,
+    shown: &[Kind],
+    hook: Hook,
+    probes: Option<Probes<'_>>,
+) -> Result<ExitCode> {
+    // readline's exec records are lost like any other: their losses are reported too.
+    let mut kinds = shown.to_vec();
+    if probes.is_some() && !kinds.contains(&Kind::Exec) {
+        kinds.push(Kind::Exec);
+        kinds.sort();
+    }
+    let kinds = &kinds[..];
     let sink = RefCell::new(Sink {
         out: BufWriter::with_capacity(1 << 16, std::io::stdout()),
+        shown: shown.to_vec(),
+        containers: probes
+            .is_some()
+            .then(|| Hierarchy::detect().ok().flatten().map(Resolver::new))
+            .flatten(),
+        probes,
         json: args.json,
         color: use_color(args),
         clock: Clock::now(),
@@ -119,7 +165,7 @@ pub fn run(obj: &LoadedObject, args: &TraceArgs, kinds: &[Kind], hook: Hook) -> 
     let mut builder = RingBufferBuilder::new();
     builder.add(&events, |data: &[u8]| sink.borrow_mut().record(data))?;
     let ring = builder.build()?;
-    start_line(&mut sink.borrow_mut(), args, kinds, hook);
+    start_line(&mut sink.borrow_mut(), args, shown, hook);
     let deadline = args.duration.map(|d| Instant::now() + d);
     let mut lost = Losses::default();
     let mut next_upkeep = Instant::now();
@@ -142,6 +188,9 @@ pub fn run(obj: &LoadedObject, args: &TraceArgs, kinds: &[Kind], hook: Hook) -> 
         }
         lost.report(&lost_map, kinds, &mut sink.borrow_mut(), false)?;
         sink.borrow_mut().flush();
+        if let Some(probes) = sink.borrow_mut().probes.as_mut() {
+            probes.tick();
+        }
         if Instant::now() >= next_upkeep {
             crate::dead_groups::forget_old(obj, "trace_dead")?;
             next_upkeep = Instant::now() + Duration::from_secs(1);
@@ -251,7 +300,14 @@ fn summary(s: &mut Sink, kinds: &[Kind], lost: &Losses, skipped: u64) {
     for k in kinds {
         let i = k.index() as usize;
         let (d, l) = (s.delivered[i], lost.seen[i]);
-        parts.push(format!("{} {d} delivered, {l} lost", k.name()));
+        if s.shown.contains(k) {
+            parts.push(format!("{} {d} delivered, {l} lost", k.name()));
+        } else {
+            parts.push(format!(
+                "{} {d} read to find binaries to probe (not printed), {l} lost",
+                k.name()
+            ));
+        }
         per_kind.insert(
             k.name().to_string(),
             json!({"delivered": d, "lost": l, "generated": d + l}),

@@ -125,7 +125,10 @@ pub fn check_schema(r: &Value) {
     let opt_s: fn(&Value) -> bool = |v| v.is_null() || v.is_string();
     let opt_n: fn(&Value) -> bool = |v| v.is_null() || v.is_u64() || v.is_i64();
     has("time_ns", num);
-    if matches!(t, "exec" | "open" | "fork" | "exit" | "signal" | "tcp") {
+    if matches!(
+        t,
+        "exec" | "open" | "fork" | "exit" | "signal" | "tcp" | "readline"
+    ) {
         for f in ["pid", "tid", "uid", "cgroup_id"] {
             has(f, num);
         }
@@ -176,6 +179,13 @@ pub fn check_schema(r: &Value) {
             }
             has("failed", b);
             has("duration_ns", opt_n);
+        }
+        "readline" => {
+            has("line", s);
+            has("truncated", b);
+            has("unreadable", b);
+            has("wait_ns", opt_n);
+            has("container", opt_s);
         }
         "lost" => {
             has("event", s);

@@ -1,0 +1,150 @@
+//! Where a function starts in an ELF file, as uprobes want it: the file offset of a symbol
+//! the file defines. libbpf's own lookup also takes a symbol the file only imports (an
+//! undefined `readline` in a program linked to libreadline), and would probe offset 0.
+//!
+//! 64-bit little-endian ELF only (the machines ksight builds for); only the headers, the
+//! symbol tables and their string tables are read.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+const SHT_SYMTAB: u32 = 2;
+const SHT_DYNSYM: u32 = 11;
+const STT_FUNC: u8 = 2;
+const PT_LOAD: u32 = 1;
+const PF_X: u32 = 1;
+/// A symbol table larger than this is not read (no real one comes near).
+const MAX_TABLE: u64 = 256 << 20;
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+fn read_at(file: &File, offset: u64, len: u64) -> Option<Vec<u8>> {
+    if len > MAX_TABLE {
+        return None;
+    }
+    let mut buf = vec![0; len as usize];
+    file.read_exact_at(&mut buf, offset).ok()?;
+    Some(buf)
+}
+
+struct Section {
+    kind: u32,
+    offset: u64,
+    size: u64,
+    link: u32,
+    entsize: u64,
+}
+
+/// The file offset of function `name` defined in the ELF file, or None (not ELF64 LE, not
+/// defined there, or unreadable).
+pub fn function_offset(file: &File, name: &str) -> Option<u64> {
+    let header = read_at(file, 0, 64)?;
+    if header.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let sections = sections(file, &header)?;
+    let address = [SHT_SYMTAB, SHT_DYNSYM].iter().find_map(|&kind| {
+        sections
+            .iter()
+            .filter(|s| s.kind == kind)
+            .find_map(|table| defined_function(file, table, &sections, name))
+    })?;
+    address_to_offset(file, &header, address)
+}
+
+fn sections(file: &File, header: &[u8]) -> Option<Vec<Section>> {
+    let (offset, size, count) = (
+        u64_at(header, 0x28)?,
+        u16_at(header, 0x3a)? as u64,
+        u16_at(header, 0x3c)? as u64,
+    );
+    if size < 64 {
+        return None;
+    }
+    let table = read_at(file, offset, size * count)?;
+    (0..count as usize)
+        .map(|i| {
+            let s = &table[i * size as usize..];
+            Some(Section {
+                kind: u32_at(s, 4)?,
+                offset: u64_at(s, 0x18)?,
+                size: u64_at(s, 0x20)?,
+                link: u32_at(s, 0x28)?,
+                entsize: u64_at(s, 0x38)?,
+            })
+        })
+        .collect()
+}
+
+/// The address of `name` in symbol table `table` if it is a function defined in this file.
+fn defined_function(file: &File, table: &Section, all: &[Section], name: &str) -> Option<u64> {
+    if table.entsize < 24 {
+        return None;
+    }
+    let strings = all.get(table.link as usize)?;
+    let symbols = read_at(file, table.offset, table.size)?;
+    let names = read_at(file, strings.offset, strings.size)?;
+    symbols
+        .chunks_exact(table.entsize as usize)
+        .find_map(|sym| {
+            let name_at = u32_at(sym, 0)? as usize;
+            let info = *sym.get(4)?;
+            let section = u16_at(sym, 6)?;
+            let value = u64_at(sym, 8)?;
+            let defined = section != 0 && value != 0 && info & 0xf == STT_FUNC;
+            let sym_name = names.get(name_at..)?.split(|&b| b == 0).next()?;
+            (defined && sym_name == name.as_bytes()).then_some(value)
+        })
+}
+
+/// The file offset of a virtual address, through the executable PT_LOAD segment holding it.
+fn address_to_offset(file: &File, header: &[u8], address: u64) -> Option<u64> {
+    let (offset, size, count) = (
+        u64_at(header, 0x20)?,
+        u16_at(header, 0x36)? as u64,
+        u16_at(header, 0x38)? as u64,
+    );
+    if size < 56 {
+        return None;
+    }
+    let table = read_at(file, offset, size * count)?;
+    table.chunks_exact(size as usize).find_map(|ph| {
+        let (kind, flags) = (u32_at(ph, 0)?, u32_at(ph, 4)?);
+        let (file_offset, vaddr, filesz) = (u64_at(ph, 8)?, u64_at(ph, 0x10)?, u64_at(ph, 0x20)?);
+        let inside = (vaddr..vaddr.saturating_add(filesz)).contains(&address);
+        (kind == PT_LOAD && flags & PF_X != 0 && inside).then(|| address - vaddr + file_offset)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_defined_function_and_not_an_imported_one() {
+        let exe = File::open("/proc/self/exe").expect("own binary");
+        // the test binary defines main, and only imports malloc from libc
+        let main = function_offset(&exe, "main").expect("main is defined");
+        assert!(main > 0);
+        assert_eq!(function_offset(&exe, "malloc"), None);
+        assert_eq!(function_offset(&exe, "ksight_no_such_function"), None);
+    }
+
+    #[test]
+    fn not_elf() {
+        let file = File::open("/proc/self/status").expect("a text file");
+        assert_eq!(function_offset(&file, "main"), None);
+        let file = File::open("Cargo.toml").expect("a text file");
+        assert_eq!(function_offset(&file, "main"), None);
+    }
+}

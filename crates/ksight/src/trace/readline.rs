@@ -1,0 +1,292 @@
+//! `trace readline`: a uprobe and a uretprobe on readline() in every file that defines it
+//! (bash carries readline inside itself on Debian; other programs map libreadline.so).
+//!
+//! A uprobe belongs to a file (an inode), so one attachment covers every process that maps
+//! it, started before or after. Files are found per process, through the process's own view
+//! of the filesystem (`/proc/PID/root/PATH`), so a container's bash, which exists only in its
+//! mount namespace, is found too: every process at start, and each process that execs
+//! afterwards (the exec records of trace.bpf.c, not printed unless asked for). A file is
+//! known by the device and inode /proc/PID/maps shows (the real file under overlayfs), so
+//! one file is probed once however many paths lead to it.
+//!
+//! The one gap: a readline() call already running when its file gets probed is not seen on
+//! return, so the first line read by the first process of a file never seen before (found
+//! at its exec) is missed.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use libbpf_rs::Link;
+use tracing::{debug, info, warn};
+
+use super::elf;
+use crate::bpf::LoadedObject;
+
+/// A file as the kernel knows it: device (major, minor) and inode.
+type FileId = (u32, u32, u64);
+
+/// Libraries are mapped by the dynamic loader after exec: a process is looked at again
+/// this long after its exec.
+const RESCAN_AFTER: Duration = Duration::from_millis(200);
+
+/// Where a host without any bash or readline process running yet keeps them.
+const HOST_BINARIES: &[&str] = &["/bin/bash", "/usr/bin/bash", "/usr/local/bin/bash"];
+const HOST_LIBRARY_DIRS: &[&str] = &[
+    "/lib",
+    "/lib64",
+    "/usr/lib",
+    "/usr/lib64",
+    "/usr/local/lib",
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+];
+
+pub struct Probes<'a> {
+    obj: &'a LoadedObject,
+    /// The first attach that failed, for the error when nothing could be probed at start.
+    first_failure: Option<String>,
+    /// Files looked at: probed, or without a readline() of their own.
+    seen: HashSet<FileId>,
+    links: Vec<Link>,
+    /// Processes to look at again (their libraries), and when.
+    rescans: Vec<(u32, Instant)>,
+}
+
+impl<'a> Probes<'a> {
+    /// Probes the host's bash and libreadline, and every file that defines readline() in
+    /// any running process; fails when such files exist and none could be probed.
+    pub fn start(obj: &'a LoadedObject) -> Result<Probes<'a>> {
+        let mut probes = Probes {
+            obj,
+            first_failure: None,
+            seen: HashSet::new(),
+            links: Vec::new(),
+            rescans: Vec::new(),
+        };
+        for path in host_candidates() {
+            probes.consider_host_file(&path);
+        }
+        for pid in all_pids() {
+            probes.scan_process(pid);
+        }
+        if let (true, Some(why)) = (probes.links.is_empty(), &probes.first_failure) {
+            bail!("could not probe readline in any file: {why}");
+        }
+        if probes.links.is_empty() {
+            warn!("no file defines readline() yet: waiting for a process that execs one");
+        }
+        info!(files = probes.links.len() / 2, "readline probes attached");
+        Ok(probes)
+    }
+
+    /// A process just exec'd: its binary now, its libraries a little later.
+    pub fn on_exec(&mut self, pid: u32) {
+        self.scan_process(pid);
+        self.rescans.push((pid, Instant::now() + RESCAN_AFTER));
+    }
+
+    /// Looks again at the processes whose time has come.
+    pub fn tick(&mut self) {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = self.rescans.iter().partition(|(_, t)| *t <= now);
+        self.rescans = later;
+        for (pid, _) in due {
+            self.scan_process(pid);
+        }
+    }
+
+    fn scan_process(&mut self, pid: u32) {
+        // A process that is gone has nothing to probe.
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            return;
+        };
+        for (id, path) in maps.lines().filter_map(executable_mapping) {
+            if self.seen.insert(id) {
+                let through_its_root = Path::new(&format!("/proc/{pid}/root")).join(&path[1..]);
+                self.consider(&through_its_root, &path);
+            }
+        }
+    }
+
+    fn consider_host_file(&mut self, path: &Path) {
+        let Some(id) = mapped_identity(path) else {
+            return;
+        };
+        if self.seen.insert(id) {
+            let shown = path.to_string_lossy().into_owned();
+            self.consider(path, &shown);
+        }
+    }
+
+    /// Probes the file at `path` if it defines readline(); `shown` is its path for logs.
+    fn consider(&mut self, path: &Path, shown: &str) {
+        let Some(offset) = File::open(path)
+            .ok()
+            .and_then(|f| elf::function_offset(&f, "readline"))
+        else {
+            return;
+        };
+        let shown = crate::names::printable(shown.as_bytes());
+        // The uretprobe first: it alone makes the records (the entry only adds wait_ns).
+        let attached = self
+            .obj
+            .attach_uprobe("readline_return", true, path, offset)
+            .and_then(|ret| {
+                let entry = self
+                    .obj
+                    .attach_uprobe("readline_entry", false, path, offset)?;
+                Ok([ret, entry])
+            });
+        match attached {
+            Ok(links) => {
+                debug!(file = %shown, offset, "readline probed");
+                self.links.extend(links);
+            }
+            Err(err) => {
+                warn!(file = %shown, "could not probe readline: {err:#}");
+                let why = format!("{shown}: {err:#}");
+                self.first_failure.get_or_insert(why);
+            }
+        }
+    }
+}
+
+/// The file identity and path of an executable file mapping of a /proc/PID/maps line
+/// (`start-end perms offset major:minor inode path`); None for anything else.
+fn executable_mapping(line: &str) -> Option<(FileId, String)> {
+    let mut fields = line.splitn(6, ' ');
+    let (_, perms, _, dev, inode) = (
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+    );
+    let path = fields.next()?.trim_start();
+    if perms.as_bytes().get(2) != Some(&b'x') || !path.starts_with('/') {
+        return None;
+    }
+    // A file deleted since (an upgraded binary) has no path to probe it by.
+    if path.ends_with(" (deleted)") {
+        return None;
+    }
+    let (major, minor) = dev.split_once(':')?;
+    let id = (
+        u32::from_str_radix(major, 16).ok()?,
+        u32::from_str_radix(minor, 16).ok()?,
+        inode.parse().ok()?,
+    );
+    (id.2 != 0).then(|| (id, path.to_string()))
+}
+
+/// The identity /proc/self/maps gives `path` once mapped: under overlayfs that is the real
+/// file's, as in every other process's maps (stat would give the overlay's).
+fn mapped_identity(path: &Path) -> Option<FileId> {
+    use std::os::fd::AsRawFd;
+    let file = File::open(path).ok()?;
+    if file.metadata().ok()?.len() == 0 {
+        return None;
+    }
+    // SAFETY: a private read-only mapping of one page of a file we hold open, unmapped below.
+    let at = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if at == libc::MAP_FAILED {
+        return None;
+    }
+    let start = format!("{:x}-", at as usize);
+    let id = std::fs::read_to_string("/proc/self/maps")
+        .ok()
+        .and_then(|maps| {
+            let line = maps.lines().find(|l| l.starts_with(&start))?;
+            let mut fields = line.split_whitespace().skip(3);
+            let (major, minor) = fields.next()?.split_once(':')?;
+            Some((
+                u32::from_str_radix(major, 16).ok()?,
+                u32::from_str_radix(minor, 16).ok()?,
+                fields.next()?.parse().ok()?,
+            ))
+        });
+    // SAFETY: unmapping the page mapped above.
+    unsafe { libc::munmap(at, 4096) };
+    id
+}
+
+/// bash and libreadline where the host keeps them.
+fn host_candidates() -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = HOST_BINARIES.iter().map(PathBuf::from).collect();
+    for dir in HOST_LIBRARY_DIRS {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        out.extend(
+            entries
+                .flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with("libreadline.so")
+                })
+                .map(|e| e.path()),
+        );
+    }
+    out
+}
+
+fn all_pids() -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_lines() {
+        let line = "55d0c-55d0d r-xp 00020000 fd:01 1835021                    /usr/bin/bash";
+        assert_eq!(
+            executable_mapping(line),
+            Some(((0xfd, 1, 1835021), "/usr/bin/bash".to_string()))
+        );
+        let spaced = "1-2 r-xp 0 08:02 7 /tmp/a b";
+        assert_eq!(
+            executable_mapping(spaced).map(|(_, p)| p),
+            Some("/tmp/a b".into())
+        );
+        for skipped in [
+            "1-2 r--p 0 fd:01 7 /usr/bin/bash",
+            "1-2 r-xp 0 00:00 0 [vdso]",
+            "1-2 r-xp 0 fd:01 7 /usr/bin/bash (deleted)",
+            "1-2 rw-p 0 00:00 0",
+        ] {
+            assert_eq!(executable_mapping(skipped), None, "{skipped}");
+        }
+    }
+
+    #[test]
+    fn own_binary_is_identified_as_maps_shows_it() {
+        let exe = std::fs::read_link("/proc/self/exe").expect("own path");
+        let id = mapped_identity(&exe).expect("identity");
+        let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
+        assert!(maps
+            .lines()
+            .filter_map(executable_mapping)
+            .any(|(i, _)| i == id));
+    }
+}
