@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::doctor::DoctorArgs;
+use crate::profile::ProfileArgs;
 use crate::serve::ServeArgs;
 use crate::trace::TraceArgs;
 
@@ -59,4 +60,6 @@ pub enum Command {
     /// Print kernel events as they happen: exec, open, fork, exit, signal, tcp; or a
     /// periodic top of syscalls per process.
     Trace(TraceArgs),
+    /// Sample on-CPU stacks (kernel and user) and write a profile: folded, SVG or pprof.
+    Profile(ProfileArgs),
 }

@@ -14,6 +14,7 @@ mod least_privilege;
 mod metrics;
 mod names;
 mod privileges;
+mod profile;
 mod serve;
 mod table;
 mod trace;
@@ -62,6 +63,7 @@ fn main() -> ExitCode {
         cli::Command::Serve(args) => serve::run(args, btf),
         cli::Command::Doctor(args) => doctor::run(args, btf, tracefs),
         cli::Command::Trace(args) => trace::run(args, btf),
+        cli::Command::Profile(args) => profile::run(args, btf),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,104 @@
+//! Reading the kernel side: the counts, the stacks, and what became of every run.
+
+use std::collections::HashMap;
+
+use anyhow::{anyhow, Result};
+use ksight_bpf::abi::{ks_prof_key, ks_prof_stack, ks_prof_stat};
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use crate::bpf::{percpu_array_sums, LoadedObject};
+
+/// The names of `enum ks_prof_stat`, in its order (the summary's keys).
+pub const STAT_NAMES: [&str; ks_prof_stat::KS_PROF_NR_STATS.0 as usize] = [
+    "stored",
+    "idle",
+    "filtered",
+    "lost_map_full",
+    "lost_update_failed",
+    "user_stack_collision",
+    "user_stack_map_full",
+    "kernel_stack_collision",
+    "kernel_stack_map_full",
+    "stack_error_other",
+];
+
+/// prof_stats summed over CPUs, indexed by `enum ks_prof_stat`.
+pub struct Stats(pub Vec<u64>);
+
+impl Stats {
+    pub fn read(obj: &LoadedObject) -> Result<Stats> {
+        Ok(Stats(percpu_array_sums(&obj.map("prof_stats")?)?))
+    }
+
+    pub fn get(&self, stat: ks_prof_stat) -> u64 {
+        self.0.get(stat.0 as usize).copied().unwrap_or(0)
+    }
+
+    /// Samples that matched the filters and could not be kept.
+    pub fn lost(&self) -> u64 {
+        self.get(ks_prof_stat::KS_PROF_LOST_FULL) + self.get(ks_prof_stat::KS_PROF_LOST_FAILED)
+    }
+}
+
+/// Every (key, count) of prof_counts.
+pub fn counts(obj: &LoadedObject) -> Result<Vec<(ks_prof_key, u64)>> {
+    let map = obj.map("prof_counts")?;
+    let mut out = Vec::new();
+    for raw in map.keys() {
+        let Some(value) = map.lookup(&raw, MapFlags::ANY)? else {
+            continue;
+        };
+        let mut key = ks_prof_key::default();
+        plain::copy_from_bytes(&mut key, &raw).map_err(|e| anyhow!("bad counts key: {e:?}"))?;
+        let count = value
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_ne_bytes)
+            .ok_or_else(|| anyhow!("bad counts value"))?;
+        out.push((key, count));
+    }
+    Ok(out)
+}
+
+/// The processes of prof_counts now (to remember their mappings while they live).
+pub fn pids(map: &MapHandle) -> Vec<u32> {
+    let mut pids: Vec<u32> = map
+        .keys()
+        .filter_map(|raw| {
+            let mut key = ks_prof_key::default();
+            plain::copy_from_bytes(&mut key, &raw).ok()?;
+            Some(key.pid)
+        })
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// The stacks the counts refer to, by id: return addresses, innermost first.
+pub fn stacks(obj: &LoadedObject, counts: &[(ks_prof_key, u64)]) -> Result<HashMap<i32, Vec<u64>>> {
+    let map = obj.map("prof_stacks")?;
+    let mut out = HashMap::new();
+    let ids = counts
+        .iter()
+        .flat_map(|(k, _)| [k.user_stack, k.kernel_stack])
+        .filter(|id| *id >= 0);
+    for id in ids {
+        if out.contains_key(&id) {
+            continue;
+        }
+        let Some(raw) = map.lookup(&id.to_ne_bytes(), MapFlags::ANY)? else {
+            continue;
+        };
+        let mut stack = ks_prof_stack::default();
+        plain::copy_from_bytes(&mut stack, &raw).map_err(|e| anyhow!("bad stack: {e:?}"))?;
+        let ips: Vec<u64> = stack
+            .ips
+            .iter()
+            .copied()
+            .take_while(|ip| *ip != 0)
+            .collect();
+        out.insert(id, ips);
+    }
+    Ok(out)
+}
