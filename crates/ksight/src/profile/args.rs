@@ -23,7 +23,7 @@ pub struct ProfileArgs {
     pub frequency: u64,
 
     /// Stop after this long (e.g. 10s, 5m); by default at Ctrl-C.
-    #[arg(short = 'd', long, value_parser = crate::units::parse_duration, value_name = "DURATION")]
+    #[arg(short = 'd', long, value_parser = parse_profile_duration, value_name = "DURATION")]
     pub duration: Option<Duration>,
 
     /// Only this process (thread-group id).
@@ -75,6 +75,14 @@ pub fn parse_frequency(text: &str) -> Result<u64, String> {
     }
 }
 
+/// A duration (units.rs) that is not zero: an empty profile is a mistake.
+fn parse_profile_duration(text: &str) -> Result<Duration, String> {
+    match crate::units::parse_duration(text)? {
+        d if d.is_zero() => Err(format!("{text:?}: a profile lasts longer than 0")),
+        d => Ok(d),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +95,7 @@ mod tests {
         assert!(parse_frequency("1000").is_err());
         assert!(parse_frequency("-1").is_err());
         assert!(parse_frequency("fast").is_err());
+        assert!(parse_profile_duration("0s").is_err());
+        assert_eq!(parse_profile_duration("2s"), Ok(Duration::from_secs(2)));
     }
 }
