@@ -6,15 +6,14 @@
 #[macro_use]
 mod common;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use common::profile::{profile, Run};
 use common::*;
 
-/// How long each profile samples; the workloads run longer.
-const PROFILE_S: &str = "3";
+/// How long the workloads run: longer than a profile (common::profile::PROFILE_S).
 const WORKLOAD_S: &str = "5";
 
 /// Builds tests/workloads/`source` with gcc into a fresh directory as `name` (its comm).
@@ -43,61 +42,6 @@ fn spawn(program: &Path, args: &[&str]) -> Child {
         .stdout(Stdio::null())
         .spawn()
         .expect("start the workload")
-}
-
-/// What `ksight profile` wrote and the key=value pairs of its summary line.
-struct Run {
-    stdout: Vec<u8>,
-    summary: HashMap<String, u64>,
-}
-
-impl Run {
-    fn get(&self, key: &str) -> u64 {
-        *self
-            .summary
-            .get(key)
-            .unwrap_or_else(|| panic!("summary has {key}"))
-    }
-
-    fn folded(&self) -> Vec<(Vec<String>, u64)> {
-        folded_lines(&String::from_utf8_lossy(&self.stdout))
-    }
-}
-
-fn profile(args: &[&str]) -> Run {
-    let out = Command::new(KSIGHT)
-        .args(["profile", "-d", PROFILE_S])
-        .args(args)
-        .output()
-        .expect("run ksight profile");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "ksight profile {args:?}: {stderr}");
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("ksight profile: samples="))
-        .unwrap_or_else(|| panic!("no summary line in {stderr}"));
-    let summary = line
-        .split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .filter_map(|(k, v)| Some((k.to_string(), v.parse::<u64>().ok()?)))
-        .collect();
-    Run {
-        stdout: out.stdout,
-        summary,
-    }
-}
-
-/// Folded lines as (frames, count); every line must parse.
-fn folded_lines(text: &str) -> Vec<(Vec<String>, u64)> {
-    text.lines()
-        .map(|line| {
-            let (stack, count) = line
-                .rsplit_once(' ')
-                .expect("a folded line ends with a count");
-            let count = count.parse().expect("the count is a number");
-            (stack.split(';').map(str::to_string).collect(), count)
-        })
-        .collect()
 }
 
 /// Profiles `program` (run by `start`) filtered on its comm.

@@ -2,6 +2,7 @@
 //! port, scrapes parsed into samples, and workloads run in forked children with unique comms.
 #![allow(dead_code)]
 
+pub mod profile;
 pub mod prometheus;
 
 use std::collections::HashMap;
