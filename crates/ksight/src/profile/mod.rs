@@ -59,11 +59,14 @@ pub fn run(args: ProfileArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
         cgroups::install_into(&obj, "prof_cgroups", ids)?;
     }
     trace::install_stop_handler();
+    // Every binary a sampled process maps stays open (symbols.rs): more than 1024 on a busy host.
+    crate::serve::raise_open_files();
     let started = (SystemTime::now(), Instant::now());
     let clocks = perf::open_cpu_clocks(args.frequency)?;
     for fd in clocks {
         obj.attach_perf_event(PROGRAM, fd)?;
     }
+    tracing::info!(frequency = args.frequency, "sampling");
     let mut symbols = Symbols::new();
     sample(&obj, &args, &mut symbols)?;
     obj.detach_all();
