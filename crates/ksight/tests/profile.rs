@@ -261,15 +261,62 @@ fn pprof_svg_and_folded_agree() {
         || spawn(&bin, &[WORKLOAD_S]),
         &["--format", "svg", "--output", svg.to_str().expect("utf-8")],
     );
-    pprof::check(
-        &std::fs::read(&pb).expect("pprof file"),
-        pprof_run.get("samples"),
-        &name,
-    );
+    let expect = pprof::Expect {
+        samples: pprof_run.get("samples"),
+        comm: &name,
+        pid: None,
+        container: None,
+    };
+    pprof::check(&std::fs::read(&pb).expect("pprof file"), &expect);
     let text = std::fs::read_to_string(&svg).expect("svg file");
     assert_valid_xml(&text);
     assert!(text.contains(">leaf ("), "the flame graph names leaf");
     assert!(svg_run.get("samples") > 0);
+}
+
+/// --cgroup and --container keep only the process in that cgroup, in the kernel: a twin of
+/// the same name outside it runs meanwhile. The pprof labels say whose samples they are.
+#[test]
+fn cgroup_and_container_filters_keep_only_that_cgroup() {
+    require_root!();
+    let name = unique_comm("cgrp");
+    let bin = build("chain.c", &name, &["-fno-omit-frame-pointer"]);
+    let container = format!("{:064x}", 0xbadcafe_u64 + u64::from(std::process::id()));
+    // Where docker's cgroupfs driver puts a container: only such places name one.
+    let cgroup = TestCgroup::new(&format!("docker/{container}"));
+    let procs = cgroup.dir().join("cgroup.procs");
+    let start_inside = || {
+        let script = format!(
+            "echo $$ > {} && exec {} {WORKLOAD_S}",
+            procs.display(),
+            bin.display()
+        );
+        Command::new("sh")
+            .args(["-c", &script])
+            .spawn()
+            .expect("sh")
+    };
+    let pb = bin.with_extension("pb.gz");
+    let pb_arg = pb.to_str().expect("utf-8");
+    for filter in [
+        ["--cgroup", cgroup.path.as_str()],
+        ["--container", &container[..12]],
+    ] {
+        let mut twin = spawn(&bin, &[WORKLOAD_S]);
+        let mut inside = start_inside();
+        let run = profile(&[&filter[..], &["--format", "pprof", "-o", pb_arg]].concat());
+        let pid = i64::from(inside.id());
+        let _ = inside.wait();
+        let _ = twin.wait();
+        assert!(run.get("samples") >= 30, "{filter:?}: {:?}", run.summary);
+        let expect = pprof::Expect {
+            samples: run.get("samples"),
+            comm: &name,
+            pid: Some(pid),
+            container: Some(&container),
+        };
+        pprof::check(&std::fs::read(&pb).expect("pprof file"), &expect);
+    }
 }
 
 fn assert_valid_xml(text: &str) {
@@ -349,7 +396,16 @@ mod pprof {
         name: i64,
     }
 
-    pub fn check(gz: &[u8], samples: u64, comm: &str) {
+    /// What every sample must say.
+    pub struct Expect<'a> {
+        pub samples: u64,
+        pub comm: &'a str,
+        pub pid: Option<i64>,
+        pub container: Option<&'a str>,
+    }
+
+    pub fn check(gz: &[u8], expect: &Expect<'_>) {
+        let (samples, comm) = (expect.samples, expect.comm);
         let mut raw = Vec::new();
         flate2::read::GzDecoder::new(gz)
             .read_to_end(&mut raw)
@@ -390,6 +446,12 @@ mod pprof {
                 "{labels:?}"
             );
             assert!(labels.contains(&("comm", comm, 0)), "{labels:?}");
+            if let Some(pid) = expect.pid {
+                assert!(labels.contains(&("pid", "", pid)), "{labels:?}");
+            }
+            if let Some(container) = expect.container {
+                assert!(labels.contains(&("container", container, 0)), "{labels:?}");
+            }
             if sample
                 .location_id
                 .iter()
