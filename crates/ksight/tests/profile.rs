@@ -475,13 +475,15 @@ fn ksight_profile(args: &[&str]) -> Output {
 #[test]
 fn bad_input_is_one_line_and_exit_2() {
     // No root needed: every one is refused before anything is loaded.
-    let cases: [&[&str]; 6] = [
+    let cases: [&[&str]; 8] = [
         &["--format", "flame"],
         &["-F", "0"],
         &["-F", "1000"],
         &["--pid", "4000000"],
         &["-d", "0"],
         &["-o", "/nonexistent/dir/profile.folded", "-d", "1"],
+        &["--stack-map-entries", "0"],
+        &["--counts-map-entries", "-1"],
     ];
     for args in cases {
         let out = ksight_profile(args);

@@ -50,12 +50,14 @@ pub struct ProfileArgs {
     #[arg(long, default_value = "folded", value_name = "FORMAT")]
     pub format: Format,
 
-    /// Entries of the stack trace map (tests force losses with a tiny one).
-    #[arg(long, hide = true, default_value_t = 16384)]
+    /// Distinct stacks the kernel can hold (about 1 KiB each). Two stacks that hash to one
+    /// slot keep the first: the second's samples are kept without that stack, and counted.
+    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..=1 << 20), value_name = "N")]
     pub stack_map_entries: u32,
 
-    /// Entries of the counts map (tests force losses with a tiny one).
-    #[arg(long, hide = true, default_value_t = 65536)]
+    /// Distinct (thread, user stack, kernel stack) counts the kernel can hold; a sample that
+    /// finds it full is lost, and counted.
+    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..=1 << 24), value_name = "N")]
     pub counts_map_entries: u32,
 }
 

@@ -34,6 +34,21 @@ impl Stats {
         self.0.get(stat.0 as usize).copied().unwrap_or(0)
     }
 
+    /// Stacks of kept samples that the stack map could not hold (or another stack error).
+    pub fn stack_errors(&self) -> u64 {
+        use ks_prof_stat as S;
+        [
+            S::KS_PROF_USTACK_COLLISION,
+            S::KS_PROF_USTACK_FULL,
+            S::KS_PROF_KSTACK_COLLISION,
+            S::KS_PROF_KSTACK_FULL,
+            S::KS_PROF_STACK_OTHER,
+        ]
+        .into_iter()
+        .map(|s| self.get(s))
+        .sum()
+    }
+
     /// Samples that matched the filters and could not be kept.
     pub fn lost(&self) -> u64 {
         self.get(ks_prof_stat::KS_PROF_LOST_FULL) + self.get(ks_prof_stat::KS_PROF_LOST_FAILED)

@@ -122,8 +122,8 @@ fn load(
     let bytes = unsafe { plain::as_bytes(&config) };
     let sections = [(".rodata.prof", bytes)];
     let max_entries = [
-        ("prof_stacks".to_string(), args.stack_map_entries.max(1)),
-        ("prof_counts".to_string(), args.counts_map_entries.max(1)),
+        ("prof_stacks".to_string(), args.stack_map_entries),
+        ("prof_counts".to_string(), args.counts_map_entries),
     ];
     let spec = LoadSpec {
         name: "profile",
@@ -312,8 +312,14 @@ fn summary(profile: &Profile, stats: &Stats, runs: u64, run_ns: u64) {
     eprintln!("{line}");
     if stats.lost() > 0 {
         eprintln!(
-            "ksight profile: {} samples lost (the counts map was full: raise it or shorten the profile)",
+            "ksight profile: {} samples lost (the counts map was full: raise --counts-map-entries or shorten the profile)",
             stats.lost()
+        );
+    }
+    let stackless = stats.stack_errors();
+    if stackless > 0 {
+        eprintln!(
+            "ksight profile: {stackless} stacks could not be kept (their samples are counted under [user stack lost] or [kernel stack lost]; a larger --stack-map-entries makes it rarer)"
         );
     }
 }
