@@ -309,7 +309,7 @@ enum ks_prof_stat {
 	KS_PROF_FILTERED = 2,        /* not the process the filters ask for, or ksight itself */
 	KS_PROF_LOST_FULL = 3,       /* prof_counts was full: the sample is lost */
 	KS_PROF_LOST_FAILED = 4,     /* another prof_counts update failure (EBUSY, ENOMEM) */
-	KS_PROF_USTACK_COLLISION = 5, /* user stack's bucket held another stack (EEXIST) */
+	KS_PROF_USTACK_COLLISION = 5, /* its slot held another stack in both maps (EEXIST) */
 	KS_PROF_USTACK_FULL = 6,     /* stack map had no free entry (ENOMEM) */
 	KS_PROF_KSTACK_COLLISION = 7,
 	KS_PROF_KSTACK_FULL = 8,
@@ -324,9 +324,12 @@ enum ks_prof_filter {
 	KS_PF_CGROUP = 4, /* the cgroup id is a key of the map prof_cgroups */
 };
 
-/* The deepest stack the stack map holds (the kernel's PERF_MAX_STACK_DEPTH). */
 enum ks_prof_sizes {
+	/* The deepest stack the stack maps hold (the kernel's PERF_MAX_STACK_DEPTH). */
 	KS_PROF_MAX_DEPTH = 127,
+	/* A stack id with this bit is in prof_stacks_b, the map of stacks whose slot in
+	 * prof_stacks held another stack (a stack map keeps one stack per hash slot). */
+	KS_PROF_IN_MAP_B = 1 << 30,
 };
 
 /* Set by user space before load (section .rodata.prof of profile.bpf.c). */
@@ -341,7 +344,8 @@ struct ks_prof_key {
 	__u64 cgroup; /* in the hierarchy of ks_config.cgroup_mode (0: none) */
 	__u32 pid;
 	__u32 tid;
-	__s32 user_stack;   /* id in prof_stacks, or -errno (-EFAULT: no user stack) */
+	__s32 user_stack;   /* stack id (KS_PROF_IN_MAP_B: of prof_stacks_b), or -errno
+			     * (-EFAULT: no user stack) */
 	__s32 kernel_stack; /* id in prof_stacks, or -errno (-EFAULT: sampled in user mode) */
 	char comm[KS_COMM_LEN];   /* the process's (leader's) comm */
 	char thread[KS_COMM_LEN]; /* the thread's comm */

@@ -18,14 +18,24 @@ const volatile struct ks_prof_config ks_prof SEC(".rodata.prof") = {};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
-	__uint(max_entries, 16384); /* --stack-map-entries (hidden) */
+	__uint(max_entries, 16384); /* --stack-map-entries */
 	__type(key, __u32);
 	__type(value, struct ks_prof_stack);
 } prof_stacks SEC(".maps");
 
+/* Stacks whose slot in prof_stacks holds another one (two stacks with the same hash slot:
+ * with thousands of stacks, a birthday-paradox certainty). Only those come here, so the
+ * same slot is free in this one unless two of them collide again. */
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 4096); /* a quarter of --stack-map-entries */
+	__type(key, __u32);
+	__type(value, struct ks_prof_stack);
+} prof_stacks_b SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536); /* --counts-map-entries (hidden) */
+	__uint(max_entries, 65536); /* --counts-map-entries */
 	__type(key, struct ks_prof_key);
 	__type(value, __u64);
 } prof_counts SEC(".maps");
@@ -61,11 +71,17 @@ static __always_inline bool comm_equal(const char a[KS_COMM_LEN], const volatile
 	return true;
 }
 
-/* The stack id, or -errno; a failure other than "no stack here" is counted by reason. */
+/* The stack id (in prof_stacks, else in prof_stacks_b), or -errno; a failure other than
+ * "no stack here" is counted by reason. */
 static __always_inline __s32 stack_id(void *ctx, __u64 flags, __u32 collision, __u32 full)
 {
 	__s32 id = bpf_get_stackid(ctx, &prof_stacks, flags);
 
+	if (id == -KS_EEXIST) {
+		id = bpf_get_stackid(ctx, &prof_stacks_b, flags);
+		if (id >= 0)
+			return id | KS_PROF_IN_MAP_B;
+	}
 	if (id >= 0 || id == -KS_EFAULT)
 		return id;
 	if (id == -KS_EEXIST)

@@ -244,6 +244,35 @@ fn every_run_is_accounted_for_when_maps_are_too_small() {
     );
 }
 
+/// A stack whose slot in the stack map is taken goes to the second map: with one slot in
+/// each, two stacks are kept, one in each, and the rest are counted as collisions.
+#[test]
+fn a_stack_whose_slot_is_taken_goes_to_the_second_map() {
+    require_root!();
+    let name = unique_comm("coll");
+    let bin = build("chain.c", &name, &["-fno-omit-frame-pointer"]);
+    let run = profile_workload(
+        &name,
+        || spawn(&bin, &[WORKLOAD_S]),
+        &["--stack-map-entries", "1"],
+    );
+    assert_eq!(run.get("stacks"), 1, "{:?}", run.summary);
+    assert_eq!(run.get("stacks_second_map"), 1, "{:?}", run.summary);
+    assert!(run.get("user_stack_collision") > 0, "{:?}", run.summary);
+    let lost_stacks: u64 = run
+        .folded()
+        .iter()
+        .filter(|(frames, _)| frames.iter().any(|f| f == "[user stack lost]"))
+        .map(|(_, c)| c)
+        .sum();
+    assert_eq!(
+        lost_stacks,
+        run.get("user_stack_collision"),
+        "{:?}",
+        run.summary
+    );
+}
+
 #[test]
 fn pprof_svg_and_folded_agree() {
     require_root!();

@@ -50,8 +50,9 @@ pub struct ProfileArgs {
     #[arg(long, default_value = "folded", value_name = "FORMAT")]
     pub format: Format,
 
-    /// Distinct stacks the kernel can hold (about 1 KiB each). Two stacks that hash to one
-    /// slot keep the first: the second's samples are kept without that stack, and counted.
+    /// Distinct stacks the kernel can hold (about 1 KiB each), plus a quarter as many for
+    /// stacks whose slot was taken; a stack whose slot is taken in both is not kept (its
+    /// samples are, and counted).
     #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..=1 << 20), value_name = "N")]
     pub stack_map_entries: u32,
 

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use anyhow::{anyhow, Result};
-use ksight_bpf::abi::{ks_prof_key, ks_prof_stack, ks_prof_stat};
+use ksight_bpf::abi::{ks_prof_key, ks_prof_sizes, ks_prof_stack, ks_prof_stat};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::bpf::{percpu_array_sums, LoadedObject};
@@ -90,9 +90,10 @@ pub fn pids(map: &MapHandle) -> Vec<u32> {
     pids
 }
 
-/// The stacks the counts refer to, by id: return addresses, innermost first.
+/// The stacks the counts refer to, by id (either map): return addresses, innermost first.
 pub fn stacks(obj: &LoadedObject, counts: &[(ks_prof_key, u64)]) -> Result<HashMap<i32, Vec<u64>>> {
-    let map = obj.map("prof_stacks")?;
+    let (map_a, map_b) = (obj.map("prof_stacks")?, obj.map("prof_stacks_b")?);
+    let in_b = ks_prof_sizes::KS_PROF_IN_MAP_B.0 as i32;
     let mut out = HashMap::new();
     let ids = counts
         .iter()
@@ -102,7 +103,11 @@ pub fn stacks(obj: &LoadedObject, counts: &[(ks_prof_key, u64)]) -> Result<HashM
         if out.contains_key(&id) {
             continue;
         }
-        let Some(raw) = map.lookup(&id.to_ne_bytes(), MapFlags::ANY)? else {
+        let (map, slot) = match id & in_b {
+            0 => (&map_a, id),
+            _ => (&map_b, id & !in_b),
+        };
+        let Some(raw) = map.lookup(&slot.to_ne_bytes(), MapFlags::ANY)? else {
             continue;
         };
         let mut stack = ks_prof_stack::default();
@@ -116,4 +121,18 @@ pub fn stacks(obj: &LoadedObject, counts: &[(ks_prof_key, u64)]) -> Result<HashM
         out.insert(id, ips);
     }
     Ok(out)
+}
+
+/// Distinct stacks the counts refer to in prof_stacks and in prof_stacks_b.
+pub fn stacks_per_map(counts: &[(ks_prof_key, u64)]) -> (usize, usize) {
+    let in_b = ks_prof_sizes::KS_PROF_IN_MAP_B.0 as i32;
+    let mut ids: Vec<i32> = counts
+        .iter()
+        .flat_map(|(k, _)| [k.user_stack, k.kernel_stack])
+        .filter(|id| *id >= 0)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let b = ids.iter().filter(|id| *id & in_b != 0).count();
+    (ids.len() - b, b)
 }

@@ -84,7 +84,12 @@ pub fn run(args: ProfileArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
         &filter,
     )?;
     output::write(&profile, args.format, &mut *out)?;
-    summary(&profile, &stats, runs, run_ns);
+    summary(
+        &profile,
+        &stats,
+        (runs, run_ns),
+        collect::stacks_per_map(&counts),
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -123,6 +128,10 @@ fn load(
     let sections = [(".rodata.prof", bytes)];
     let max_entries = [
         ("prof_stacks".to_string(), args.stack_map_entries),
+        (
+            "prof_stacks_b".to_string(),
+            (args.stack_map_entries / 4).max(1),
+        ),
         ("prof_counts".to_string(), args.counts_map_entries),
     ];
     let spec = LoadSpec {
@@ -297,14 +306,17 @@ impl ContainerNames {
 }
 
 /// One line on stderr: samples kept, every run of the program by what became of it (their
-/// sum is `runs`, the kernel's count), and the program's own CPU time per run.
-fn summary(profile: &Profile, stats: &Stats, runs: u64, run_ns: u64) {
+/// sum is `runs`, the kernel's count), the program's own CPU time per run, and the distinct
+/// stacks kept in each stack map.
+fn summary(profile: &Profile, stats: &Stats, (runs, run_ns): (u64, u64), stacks: (usize, usize)) {
     let mut line = format!(
-        "ksight profile: samples={} lost={} runs={runs} bpf_ns_per_run={} duration_s={:.1}",
+        "ksight profile: samples={} lost={} runs={runs} bpf_ns_per_run={} duration_s={:.1} stacks={} stacks_second_map={}",
         profile.samples(),
         stats.lost(),
         run_ns.checked_div(runs).unwrap_or(0),
         profile.duration.as_secs_f64(),
+        stacks.0,
+        stacks.1,
     );
     for (name, value) in STAT_NAMES.iter().zip(&stats.0) {
         line.push_str(&format!(" {name}={value}"));
