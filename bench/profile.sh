@@ -6,9 +6,10 @@
 # main -> outer -> middle -> leaf, pinned to CPU 0). Rounds alternate the tools (none first).
 # Per tool, medians of ROUNDS: the workload's time and its slowdown against no profiler; the
 # profiler's CPU time (user + system, its own process, and perf script for perf) per sample;
-# its peak RSS; the time from the stop signal to the symbolized output; for ksight the BPF
-# program's own ns per run (BPF statistics). Then the agreement of the top 10 functions by
-# self samples (idle excluded) with perf's, from the last round. Prints Markdown tables.
+# its peak RSS; the time from the stop signal to the symbolized output; for ksight and
+# bpftrace the BPF program's own ns per run (BPF statistics; perf samples without BPF). Then
+# the agreement of the top 10 functions by self samples (idle excluded) with perf's, both
+# recording the same run. Prints Markdown tables. `bench/profile.sh 0` runs the agreement only.
 # Run as root, on an otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +41,16 @@ start_tool() {
   sleep 2
 }
 
+# bpftrace's perf_event program: its ns per run from the kernel's BPF statistics (on only for
+# its rounds; ksight turns them on for its own program itself).
+bpftrace_bpf_ns() {
+  bpftool prog show -j | python3 -c '
+import json, sys
+progs = [p for p in json.load(sys.stdin) if p.get("type") == "perf_event" and p.get("run_cnt")]
+cnt = sum(p["run_cnt"] for p in progs); ns = sum(p["run_time_ns"] for p in progs)
+print(ns // cnt if cnt else 0)'
+}
+
 # stop_tool NAME: SIGINT, then waits for the symbolized output; prints the seconds it took.
 stop_tool() {
   local t0 t1
@@ -59,11 +70,14 @@ samples() {
   esac
 }
 
+# ROUNDS=0: the agreement only.
 for round in $(seq "$ROUNDS"); do
   for tool in "${TOOLS[@]}"; do
+    [ "$tool" = bpftrace ] && { stats_was=$(sysctl -n kernel.bpf_stats_enabled); sysctl -qw kernel.bpf_stats_enabled=1; }
     start_tool "$tool"
     taskset -c 0 "$T/cpubound" "$WORK" >> "$T/$tool.ms"
     [ "$tool" = none ] && continue
+    [ "$tool" = bpftrace ] && { bpftrace_bpf_ns >> "$T/bpftrace.bpf_ns"; sysctl -qw kernel.bpf_stats_enabled="$stats_was"; }
     stop_tool "$tool" >> "$T/$tool.stop"
     read -r u s rss < <(tail -1 "$T/time")
     cpu=$(echo "$u + $s" | bc -l)
@@ -80,6 +94,7 @@ for round in $(seq "$ROUNDS"); do
 done
 
 median() { sort -n "$1" | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+if [ "$ROUNDS" -gt 0 ]; then
 base=$(median "$T/none.ms")
 echo
 echo "Workload: $WORK calls of outer() pinned to CPU 0, median of $ROUNDS alternating rounds; every profiler at 99 Hz on all CPUs."
@@ -90,20 +105,35 @@ printf '| none | %.0f | | | | | |\n' "$base"
 for tool in ksight perf bpftrace; do
   m=$(median "$T/$tool.ms")
   slow=$(echo "($m - $base) * 100 / $base" | bc -l)
-  bpf=n/a; [ "$tool" = ksight ] && bpf=$(median "$T/ksight.bpf_ns")
+  bpf=n/a; [ -f "$T/$tool.bpf_ns" ] && bpf=$(median "$T/$tool.bpf_ns")
   printf '| %s | %.0f | %+.1f %% | %.0f | %s | %d MB | %.2f s |\n' "$tool" "$m" "$slow" \
     "$(median "$T/$tool.us_per_sample")" "$bpf" "$(( $(median "$T/$tool.rss") / 1024 ))" "$(median "$T/$tool.stop")"
 done
+fi
 
-# Top 10 functions by self samples (the innermost frame), idle excluded, from the last round.
+# Agreement: ksight and perf record side by side over the same workload run (alternating
+# rounds see different moments of the machine), top 10 functions by self samples (the
+# innermost frame), idle excluded.
+"$KSIGHT" profile -F 99 -o "$T/ksight.folded" 2> "$T/err" & KPID=$!
+perf record -F 99 -a -g -o "$T/perf.data" 2> /dev/null > /dev/null & PPID_=$!
+for _ in $(seq 300); do grep -q sampling "$T/err" 2>/dev/null && break; sleep 0.1; done
+sleep 2
+taskset -c 0 "$T/cpubound" "$WORK" > /dev/null
+kill -INT "$KPID" "$PPID_"; wait "$KPID" "$PPID_" || true
+perf script -i "$T/perf.data" -F comm,ip,sym > "$T/perf.txt" 2> /dev/null
 python3 - "$T/ksight.folded" "$T/perf.txt" <<'PY'
 import collections, sys
+def name(f):
+    # The same function in both spellings: no parameter list (perf prints none), and a frame
+    # without a symbol as perf writes it.
+    f = f.split("(")[0] if not f.startswith("(") else f
+    return "[unknown]" if f.startswith("[") else f
 def ksight(path):
     c = collections.Counter()
     for line in open(path, errors="replace"):
         stack, n = line.rstrip("\n").rsplit(" ", 1)
         leaf = stack.split(";")[-1]
-        c[leaf[:-4] if leaf.endswith("_[k]") else leaf] += int(n)
+        c[name(leaf[:-4] if leaf.endswith("_[k]") else leaf)] += int(n)
     return c
 def perf(path):
     c, comm, first = collections.Counter(), None, False
@@ -116,13 +146,13 @@ def perf(path):
             first = False
             if not comm.startswith("swapper"):
                 parts = line.split(None, 1)
-                c[(parts[1].strip() if len(parts) > 1 else "[unknown]").split("+0x")[0]] += 1
+                c[name((parts[1].strip() if len(parts) > 1 else "[unknown]").split("+0x")[0])] += 1
     return c
 k, p = ksight(sys.argv[1]), perf(sys.argv[2])
 top_k = [f for f, _ in k.most_common(10)]
 top_p = [f for f, _ in p.most_common(10)]
 print()
-print(f"Top 10 functions by self samples (idle excluded), last round: {len(set(top_k) & set(top_p))} of 10 in common with perf's.")
+print(f"Top 10 functions by self samples (idle excluded), ksight and perf over the same run: {len(set(top_k) & set(top_p))} of 10 in common.")
 print()
 print("| rank | ksight | perf |")
 print("|---|---|---|")

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::profile::{profile, Run};
+use common::profile::{folded_lines, profile, Run};
 use common::*;
 
 /// How long the workloads run: longer than a profile (common::profile::PROFILE_S).
@@ -491,6 +491,37 @@ mod pprof {
         }
         assert!(with_leaf > 0, "some samples are in leaf");
     }
+}
+
+/// Ctrl-C (SIGINT) stops sampling, and the profile is still written, with its summary.
+#[test]
+fn an_interrupted_profile_is_still_written() {
+    require_root!();
+    let name = unique_comm("intr");
+    let bin = build("chain.c", &name, &["-fno-omit-frame-pointer"]);
+    let mut workload = spawn(&bin, &[WORKLOAD_S]);
+    let ksight = Command::new(KSIGHT)
+        .args(["profile", "-F", common::profile::FREQUENCY, "--comm", &name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ksight profile");
+    std::thread::sleep(Duration::from_secs(3));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(ksight.id() as i32, libc::SIGINT) };
+    let out = ksight.wait_with_output().expect("ksight's output");
+    let _ = workload.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let samples: u64 = folded_lines(&String::from_utf8_lossy(&out.stdout))
+        .iter()
+        .map(|(_, c)| c)
+        .sum();
+    assert!(samples > 0, "no samples written: {stderr}");
+    assert!(
+        stderr.contains(&format!("ksight profile: samples={samples} ")),
+        "{stderr}"
+    );
 }
 
 fn ksight_profile(args: &[&str]) -> Output {
