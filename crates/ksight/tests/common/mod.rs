@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod chroot;
+pub mod profile;
 pub mod prometheus;
 pub mod tracer;
 pub mod workloads;
