@@ -307,4 +307,66 @@ struct ks_systop_val {
 	char comm[KS_COMM_LEN];
 };
 
+/* ======================================================================================
+ * ksight profile: samples of a cpu-clock perf event, counted in the kernel per
+ * (process, thread, user stack, kernel stack); stacks in a stack trace map.
+ * ====================================================================================== */
+
+/* What became of each run of the sampling program: a per-CPU array indexed by this enum.
+ * Every run ends in exactly one of STORED, IDLE, FILTERED, LOST_FULL, LOST_FAILED, so their
+ * sum is the program's run count; the STACK_* reasons count stored samples that miss a
+ * stack (the sample is kept, its missing stack shown as such). */
+enum ks_prof_stat {
+	KS_PROF_STORED = 0,          /* added to prof_counts */
+	KS_PROF_IDLE = 1,            /* the idle task: not profiled */
+	KS_PROF_FILTERED = 2,        /* not the process the filters ask for, or ksight itself */
+	KS_PROF_LOST_FULL = 3,       /* prof_counts was full: the sample is lost */
+	KS_PROF_LOST_FAILED = 4,     /* another prof_counts update failure (EBUSY, ENOMEM) */
+	KS_PROF_USTACK_COLLISION = 5, /* its slot held another stack in both maps (EEXIST) */
+	KS_PROF_USTACK_FULL = 6,     /* stack map had no free entry (ENOMEM) */
+	KS_PROF_KSTACK_COLLISION = 7,
+	KS_PROF_KSTACK_FULL = 8,
+	KS_PROF_STACK_OTHER = 9,     /* any other bpf_get_stackid error than "no stack" (EFAULT) */
+	KS_PROF_NR_STATS = 10,
+};
+
+/* ks_prof_config.flags: which filters are set. */
+enum ks_prof_filter {
+	KS_PF_PID = 1,
+	KS_PF_COMM = 2,
+	KS_PF_CGROUP = 4, /* the cgroup id is a key of the map prof_cgroups */
+};
+
+enum ks_prof_sizes {
+	/* The deepest stack the stack maps hold (the kernel's PERF_MAX_STACK_DEPTH). */
+	KS_PROF_MAX_DEPTH = 127,
+	/* A stack id with this bit is in prof_stacks_b, the map of stacks whose slot in
+	 * prof_stacks held another stack (a stack map keeps one stack per hash slot). */
+	KS_PROF_IN_MAP_B = 1 << 30,
+};
+
+/* Set by user space before load (section .rodata.prof of profile.bpf.c). */
+struct ks_prof_config {
+	__u32 flags; /* enum ks_prof_filter bits */
+	__u32 pid;   /* KS_PF_PID: thread-group id */
+	char comm[KS_COMM_LEN]; /* KS_PF_COMM: the process's (leader's) comm */
+};
+
+/* prof_counts key; the value is a __u64 sample count. */
+struct ks_prof_key {
+	__u64 cgroup; /* in the hierarchy of ks_config.cgroup_mode (0: none) */
+	__u32 pid;
+	__u32 tid;
+	__s32 user_stack;   /* stack id (KS_PROF_IN_MAP_B: of prof_stacks_b), or -errno
+			     * (-EFAULT: no user stack) */
+	__s32 kernel_stack; /* id in prof_stacks, or -errno (-EFAULT: sampled in user mode) */
+	char comm[KS_COMM_LEN];   /* the process's (leader's) comm */
+	char thread[KS_COMM_LEN]; /* the thread's comm */
+};
+
+/* One stack of prof_stacks: return addresses, innermost first, zero after the last. */
+struct ks_prof_stack {
+	__u64 ips[KS_PROF_MAX_DEPTH];
+};
+
 #endif /* KSIGHT_ABI_H */

@@ -33,6 +33,8 @@ pub struct LoadSpec<'a> {
     /// Initial contents of data sections other than `.rodata.cfg` (e.g. `.rodata.trace`),
     /// written before load so the verifier sees them as constants.
     pub sections: &'a [(&'a str, &'a [u8])],
+    /// Maps not to create: they belong to programs of another candidate.
+    pub skip_maps: &'a [&'a str],
 }
 
 /// A loaded, attached object. Dropping it detaches and unloads everything.
@@ -61,6 +63,9 @@ pub fn load(spec: &LoadSpec<'_>, config: LoadConfig) -> Result<LoadedObject> {
         let name = map.name().to_string_lossy().into_owned();
         if let Some((_, n)) = spec.max_entries.iter().find(|(m, _)| *m == name) {
             map.set_max_entries(*n)?;
+        }
+        if spec.skip_maps.contains(&name.as_str()) {
+            map.set_autocreate(false)?;
         }
         if name == ".rodata.cfg" {
             write_config(&mut map, config)?;
@@ -91,10 +96,12 @@ pub fn load(spec: &LoadSpec<'_>, config: LoadConfig) -> Result<LoadedObject> {
     Ok(loaded)
 }
 
-/// A bare `uprobe`/`uretprobe` section names no binary: its owner attaches it to the files
-/// it finds (`LoadedObject::attach_uprobe`), not load.
+/// Programs whose owner attaches them, not load: a bare `uprobe`/`uretprobe` section names
+/// no binary (`LoadedObject::attach_uprobe` attaches it to the files found), and perf_event
+/// programs attach to perf events the owner opens (`attach_perf_event`).
 fn targets_at_run_time(prog: &libbpf_rs::ProgramMut<'_>) -> bool {
-    matches!(prog.section().to_str(), Some("uprobe" | "uretprobe"))
+    prog.prog_type() == libbpf_rs::ProgramType::PerfEvent
+        || matches!(prog.section().to_str(), Some("uprobe" | "uretprobe"))
 }
 
 fn open_object(spec: &LoadSpec<'_>, config: LoadConfig) -> Result<OpenObject> {
@@ -208,6 +215,29 @@ impl LoadedObject {
             .find(|m| m.name() == name)
             .ok_or_else(|| anyhow!("object has no map {name}"))?;
         Ok(MapHandle::try_from(&map)?)
+    }
+
+    /// Attaches the perf_event program `name` to the perf event `fd`; the link owns the fd
+    /// (libbpf closes it when the link is destroyed).
+    pub fn attach_perf_event(&mut self, name: &str, fd: std::os::fd::OwnedFd) -> Result<()> {
+        let prog = self
+            .obj
+            .progs_mut()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| anyhow!("object has no program {name}"))?;
+        let raw = std::os::fd::IntoRawFd::into_raw_fd(fd);
+        let link = prog.attach_perf_event(raw).map_err(|e| {
+            // SAFETY: raw came from an OwnedFd above and the failed attach did not keep it.
+            drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) });
+            anyhow!("attaching {name}: {}", kernel_reason(&e))
+        })?;
+        self.links.push(link);
+        Ok(())
+    }
+
+    /// Detaches every program: nothing runs any more, the maps stay readable.
+    pub fn detach_all(&mut self) {
+        self.links.clear();
     }
 
     /// Every map of the object with its name (for the self-metrics).

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::doctor::DoctorArgs;
+use crate::profile::ProfileArgs;
 use crate::serve::ServeArgs;
 use crate::trace::TraceArgs;
 
@@ -61,4 +62,6 @@ pub enum Command {
     Trace(TraceArgs),
     /// Remove the pins `serve --pin NAME` left behind (after a SIGKILL, say).
     Unpin(crate::pins::UnpinArgs),
+    /// Sample on-CPU stacks (kernel and user) and write a profile: folded, SVG or pprof.
+    Profile(ProfileArgs),
 }

@@ -203,6 +203,16 @@ struct Host {
     obj: Arc<LoadedObject>,
 }
 
+/// The maps of `descriptor`'s other candidates that `candidate` does not use itself.
+fn other_candidates_maps(descriptor: &Descriptor, candidate: &Candidate) -> Vec<&'static str> {
+    descriptor
+        .candidates
+        .iter()
+        .flat_map(|c| c.maps.iter().copied())
+        .filter(|m| !candidate.maps.contains(m))
+        .collect()
+}
+
 /// Tries each candidate in order; the first that loads and attaches wins. A shared candidate
 /// applies only when its host is running. Starting consumes the builder.
 fn start(
@@ -235,6 +245,7 @@ fn start(
                 max_entries: &sizes,
                 broken_target: broken_target(name, candidate.hook),
                 sections: &sections,
+                skip_maps: &other_candidates_maps(descriptor, candidate),
             };
             let started = bpf::load(&spec, config).and_then(|obj| builder.start(Arc::new(obj)));
             (started, candidate.hook, None)

@@ -283,6 +283,7 @@ fn fire_uprobes(config: LoadConfig) -> Result<[u64; 2]> {
         max_entries: &[],
         broken_target: None,
         sections: &[],
+        skip_maps: &[],
     };
     let obj = crate::bpf::load(&spec, config).map_err(|e| anyhow!("load: {e:#}"))?;
     let (path, offset) = own_file_offset(ksight_uprobe_target as *const () as usize)?;

@@ -50,6 +50,9 @@ pub struct Candidate {
     pub hook: Hook,
     pub programs: &'static [&'static str],
     pub shared_with: Option<&'static str>,
+    /// Maps only these programs use: created only when this candidate is the one loaded, so
+    /// a map type an older kernel lacks (task storage on 5.10) does not fail the others.
+    pub maps: &'static [&'static str],
 }
 
 impl Candidate {
@@ -58,7 +61,13 @@ impl Candidate {
             hook,
             programs,
             shared_with: None,
+            maps: &[],
         }
+    }
+
+    /// The same candidate, with maps of its own (see `maps`).
+    pub const fn with_maps(self, maps: &'static [&'static str]) -> Self {
+        Self { maps, ..self }
     }
 
     /// Counting in the programs of the running collector `host`, on whatever hook it uses.
@@ -67,6 +76,7 @@ impl Candidate {
             hook: Hook::TpBtf,
             programs: &[],
             shared_with: Some(host),
+            maps: &[],
         }
     }
 }

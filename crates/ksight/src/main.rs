@@ -15,6 +15,7 @@ mod metrics;
 mod names;
 mod pins;
 mod privileges;
+mod profile;
 mod serve;
 mod table;
 mod trace;
@@ -64,6 +65,7 @@ fn main() -> ExitCode {
         cli::Command::Doctor(args) => doctor::run(args, btf, tracefs),
         cli::Command::Trace(args) => trace::run(args, btf),
         cli::Command::Unpin(args) => pins::unpin(args),
+        cli::Command::Profile(args) => profile::run(args, btf),
     };
     match result {
         Ok(code) => code,

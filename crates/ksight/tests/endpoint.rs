@@ -119,20 +119,27 @@ fn the_telemetry_path_moves_and_exporter_metrics_go() {
     assert!(String::from_utf8_lossy(&landing).contains("href=\"/kernel/metrics\""));
 }
 
+/// The arguments deploy/systemd/ksight.service starts ksight with (its ExecStart line).
+fn unit_arguments() -> Vec<String> {
+    let unit = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy/systemd/ksight.service");
+    let text = std::fs::read_to_string(unit).expect("the systemd unit");
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("an ExecStart line");
+    line.split_whitespace().skip(1).map(String::from).collect()
+}
+
+/// The shipped unit's command line, on a socket passed as systemd passes it.
 #[test]
 fn a_socket_from_systemd_socket_activate_is_served() {
     require_root!();
     let port = free_port();
     let mut child = Command::new("systemd-socket-activate")
         .args(["-l", &format!("127.0.0.1:{port}"), KSIGHT])
-        .args([
-            "serve",
-            "--web.systemd-socket",
-            "--collectors",
-            "process",
-            "--log",
-            "warn",
-        ])
+        .args(unit_arguments())
+        .args(["--collectors", "process", "--log", "warn"])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

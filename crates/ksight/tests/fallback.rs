@@ -191,7 +191,7 @@ fn tracefs_is_mounted_privately_in_a_chroot_whose_root_is_not_a_mount_point() {
     require_root!();
     let root = std::env::temp_dir().join(format!("ksight-chroot-{}", std::process::id()));
     std::fs::create_dir_all(&root).expect("chroot dir");
-    let out = run_in_chroot(&root, &["doctor", "--json"]);
+    let out = chroot::run(&root, KSIGHT, chroot::HOST_LIBRARIES, &["doctor", "--json"]);
     // The mounts lived in the child's own namespace: only empty directories and links remain.
     let _ = std::fs::remove_dir_all(&root);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -212,66 +212,4 @@ fn tracefs_is_mounted_privately_in_a_chroot_whose_root_is_not_a_mount_point() {
         .and_then(|hooks| hooks.iter().find(|h| h["name"] == "tracepoint"))
         .expect("a tracepoint hook row");
     assert_eq!(tracepoint["ok"], true, "{text}");
-}
-
-/// Runs ksight with `args` chrooted into `root`: a private mount namespace (nothing reaches
-/// the host), the host's /usr (and its /lib, /bin links) and ksight's own directory bound in,
-/// a fresh sysfs (without tracefs), /proc and /dev.
-fn run_in_chroot(root: &std::path::Path, args: &[&str]) -> std::process::Output {
-    use std::ffi::CString;
-    use std::os::unix::process::CommandExt;
-    let ksight = std::fs::canonicalize(KSIGHT).expect("ksight path");
-    let ksight_dir = ksight.parent().expect("ksight dir");
-    let mut binds = vec![ksight_dir.to_path_buf(), "/dev".into()];
-    for top in ["usr", "lib", "lib64", "lib32", "bin", "sbin", "etc"] {
-        let host = std::path::Path::new("/").join(top);
-        match std::fs::read_link(&host) {
-            Ok(target) => std::os::unix::fs::symlink(target, root.join(top)).expect("link"),
-            Err(_) if host.is_dir() => binds.push(host),
-            Err(_) => {}
-        }
-    }
-    let c = |p: &std::path::Path| CString::new(p.as_os_str().as_encoded_bytes()).expect("path");
-    let mut mounts: Vec<(CString, CString, Option<&'static std::ffi::CStr>)> = Vec::new();
-    for host in &binds {
-        let inside = root.join(host.strip_prefix("/").expect("absolute"));
-        std::fs::create_dir_all(&inside).expect("mount point");
-        mounts.push((c(host), c(&inside), None));
-    }
-    for (fs, dir) in [(c"sysfs", "sys"), (c"proc", "proc")] {
-        std::fs::create_dir_all(root.join(dir)).expect("mount point");
-        mounts.push((c(std::path::Path::new(dir)), c(&root.join(dir)), Some(fs)));
-    }
-    let root_c = c(root);
-    let mut command = std::process::Command::new(&ksight);
-    command.args(args);
-    // SAFETY: between fork and exec the child only makes syscalls on memory prepared before the
-    // fork (no allocation, no locks).
-    unsafe {
-        command.pre_exec(move || {
-            let fail = || Err(std::io::Error::last_os_error());
-            if libc::unshare(libc::CLONE_NEWNS) != 0 {
-                return fail();
-            }
-            let none = std::ptr::null();
-            let private = libc::MS_REC | libc::MS_PRIVATE;
-            if libc::mount(none, c"/".as_ptr(), none, private, none.cast()) != 0 {
-                return fail();
-            }
-            for (source, target, fs) in &mounts {
-                let (kind, flags) = match fs {
-                    Some(fs) => (fs.as_ptr(), 0),
-                    None => (none, libc::MS_BIND | libc::MS_REC),
-                };
-                if libc::mount(source.as_ptr(), target.as_ptr(), kind, flags, none.cast()) != 0 {
-                    return fail();
-                }
-            }
-            if libc::chroot(root_c.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
-                return fail();
-            }
-            Ok(())
-        });
-    }
-    command.output().expect("run ksight in a chroot")
 }

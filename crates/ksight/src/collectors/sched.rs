@@ -16,6 +16,9 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
     help: "run-queue latency (wakeup or preemption to running) and context switches",
     object: ksight_bpf::objects::SCHED,
     candidates: &[
+        // Queue times kept in the task itself (task storage, 5.11+): half the cost per event.
+        Candidate::own(Hook::TpBtf, &["wakeup_ts", "wakeup_new_ts", "switch_ts"])
+            .with_maps(&["sched_queued_at"]),
         Candidate::own(Hook::TpBtf, &["wakeup_btf", "wakeup_new_btf", "switch_btf"]),
         Candidate::own(Hook::RawTp, &["wakeup_raw", "wakeup_new_raw", "switch_raw"]),
     ],

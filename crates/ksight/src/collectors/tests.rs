@@ -182,6 +182,9 @@ fn every_program_map_and_section_a_collector_names_exists() {
                     "{name}: no {program}"
                 );
             }
+            for map in candidate.maps {
+                assert!(maps.iter().any(|m| m == map), "{}: no map {map}", d.name);
+            }
         }
         for (map, _) in builder.max_entries() {
             assert!(maps.contains(&map), "{}: no map {map}", d.name);

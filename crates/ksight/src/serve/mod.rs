@@ -266,8 +266,9 @@ pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
 
 /// Lifts the soft open-file limit to the hard one: --web.max-connections (1024 by default)
 /// plus the BPF objects need more than the usual soft 1024. Failing leaves the limit as it
-/// was; accept then waits out EMFILE.
-fn raise_open_files() {
+/// was; accept then waits out EMFILE. (`ksight profile` too: it keeps every mapped binary
+/// open.)
+pub fn raise_open_files() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

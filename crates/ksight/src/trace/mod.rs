@@ -8,7 +8,7 @@
 //! record in JSON), with a summary at exit: delivered + lost is every event that matched.
 
 mod args;
-mod cgroups;
+pub mod cgroups;
 mod elf;
 mod event;
 mod readline;
@@ -157,7 +157,7 @@ extern "C" fn on_stop_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-fn install_stop_handler() {
+pub fn install_stop_handler() {
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: the handler only stores to an atomic (async-signal-safe); no SA_RESTART, so
         // a blocking poll returns EINTR and the loop sees STOP at once.
@@ -315,6 +315,7 @@ fn load_object(
             max_entries: &[("trace_events".to_string(), ring_size)],
             broken_target: broken_target("trace", hook),
             sections: &sections,
+            skip_maps: &[],
         };
         match bpf::load(&spec, load) {
             Ok(obj) => return Ok((obj, hook)),

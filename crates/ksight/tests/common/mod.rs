@@ -2,8 +2,11 @@
 //! port, scrapes parsed into samples, and workloads run in forked children with unique comms.
 #![allow(dead_code)]
 
+pub mod chroot;
+pub mod profile;
 pub mod prometheus;
 pub mod tracer;
+pub mod workloads;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};

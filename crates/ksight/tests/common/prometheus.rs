@@ -55,25 +55,36 @@ impl Prometheus {
 
     /// The first sample of an instant query, once it has one that `ready` accepts.
     pub fn query_until(&self, promql: &str, ready: impl Fn(f64) -> bool) -> serde_json::Value {
-        let path = format!("/api/v1/query?query={}", url_encode(promql));
         let deadline = Instant::now() + QUERY_DEADLINE;
-        let mut last = serde_json::Value::Null;
+        let mut last = None;
         while Instant::now() < deadline {
-            if let Ok((_, body)) = http_get(self.port, &path, None) {
-                last = serde_json::from_str(&body).expect("query API answers JSON");
-                if let Some(sample) = last["data"]["result"].as_array().and_then(|r| r.first()) {
+            if let Ok(samples) = self.query(promql) {
+                if let Some(sample) = samples.first() {
                     if value(sample).is_some_and(&ready) {
                         return sample.clone();
                     }
                 }
+                last = Some(samples);
             }
             std::thread::sleep(Duration::from_millis(500));
         }
         panic!(
-            "Prometheus gave no ready answer to {promql} within {QUERY_DEADLINE:?}; last: {last}; \
+            "Prometheus gave no ready answer to {promql} within {QUERY_DEADLINE:?}; last: {last:?}; \
              its target: {}",
             self.target_health()
         );
+    }
+
+    /// The samples an instant query returns now.
+    pub fn query(&self, promql: &str) -> Result<Vec<serde_json::Value>, String> {
+        let path = format!("/api/v1/query?query={}", url_encode(promql));
+        let (_, body) = http_get(self.port, &path, None).map_err(|e| e.to_string())?;
+        let answer: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+        match answer["data"]["result"].as_array() {
+            Some(samples) => Ok(samples.clone()),
+            None => Err(format!("no result: {answer}")),
+        }
     }
 
     /// The scrape target's health, last error and last scrape duration, for a failure message.

@@ -1,0 +1,73 @@
+//! The sampling clock: a software cpu-clock perf event on each online CPU.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use anyhow::{anyhow, Context, Result};
+
+/// One cpu-clock event per online CPU, sampling at `hz` (the kernel adjusts the period to
+/// keep the frequency), enabled at once.
+pub fn open_cpu_clocks(hz: u64) -> Result<Vec<OwnedFd>> {
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .context("reading /sys/devices/system/cpu/online")?;
+    let cpus = parse_cpu_list(&online).ok_or_else(|| anyhow!("bad CPU list {online:?}"))?;
+    cpus.into_iter()
+        .map(|cpu| {
+            open_cpu_clock(cpu, hz)
+                .map_err(|e| anyhow!("perf_event_open (cpu-clock) on CPU {cpu}: {e}"))
+        })
+        .collect()
+}
+
+fn open_cpu_clock(cpu: u32, hz: u64) -> io::Result<OwnedFd> {
+    let mut attr = libbpf_sys::perf_event_attr {
+        type_: libbpf_sys::PERF_TYPE_SOFTWARE,
+        size: std::mem::size_of::<libbpf_sys::perf_event_attr>() as u32,
+        config: u64::from(libbpf_sys::PERF_COUNT_SW_CPU_CLOCK),
+        ..Default::default()
+    };
+    attr.__bindgen_anon_1.sample_freq = hz;
+    attr.set_freq(1);
+    // SAFETY: attr is a zero-initialised perf_event_attr of the size it states; pid -1 with a
+    // CPU samples every task on that CPU; the returned fd is ours alone.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &raw const attr,
+            -1 as libc::pid_t,
+            cpu as libc::c_int,
+            -1 as libc::c_int,
+            libc::c_ulong::from(libbpf_sys::PERF_FLAG_FD_CLOEXEC),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a new descriptor no one else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `0-3,5,7-8` (the kernel's CPU list format) as CPU numbers.
+fn parse_cpu_list(text: &str) -> Option<Vec<u32>> {
+    let mut cpus = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.parse::<u32>().ok()?..=b.parse::<u32>().ok()?),
+            None => cpus.push(part.parse().ok()?),
+        }
+    }
+    (!cpus.is_empty()).then_some(cpus)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-1\n"), Some(vec![0, 1]));
+        assert_eq!(parse_cpu_list("0,2-3,7"), Some(vec![0, 2, 3, 7]));
+        assert_eq!(parse_cpu_list(""), None);
+        assert_eq!(parse_cpu_list("x"), None);
+    }
+}

@@ -1,0 +1,71 @@
+//! Running `ksight profile` in tests: its output and its summary line.
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use super::KSIGHT;
+
+/// How long each profile samples; workloads run longer.
+pub const PROFILE_S: &str = "3";
+/// The sampling frequency unless a test gives one: the tests run side by side on a shared
+/// machine, and at 49 Hz a workload that gets a tenth of a CPU has 15 samples in 3 s.
+pub const FREQUENCY: &str = "499";
+
+/// What `ksight profile` wrote and the key=value pairs of its summary line.
+pub struct Run {
+    pub stdout: Vec<u8>,
+    pub summary: HashMap<String, u64>,
+}
+
+impl Run {
+    pub fn get(&self, key: &str) -> u64 {
+        *self
+            .summary
+            .get(key)
+            .unwrap_or_else(|| panic!("summary has {key}"))
+    }
+
+    pub fn folded(&self) -> Vec<(Vec<String>, u64)> {
+        folded_lines(&String::from_utf8_lossy(&self.stdout))
+    }
+}
+
+pub fn profile(args: &[&str]) -> Run {
+    let out = Command::new(KSIGHT)
+        .args(["profile", "-d", PROFILE_S])
+        .args(args)
+        .args(match args.contains(&"-F") {
+            true => &[][..],
+            false => &["-F", FREQUENCY][..],
+        })
+        .output()
+        .expect("run ksight profile");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ksight profile {args:?}: {stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("ksight profile: samples="))
+        .unwrap_or_else(|| panic!("no summary line in {stderr}"));
+    let summary = line
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse::<u64>().ok()?)))
+        .collect();
+    Run {
+        stdout: out.stdout,
+        summary,
+    }
+}
+
+/// Folded lines as (frames, count); every line must parse.
+pub fn folded_lines(text: &str) -> Vec<(Vec<String>, u64)> {
+    text.lines()
+        .map(|line| {
+            let (stack, count) = line
+                .rsplit_once(' ')
+                .expect("a folded line ends with a count");
+            let count = count.parse().expect("the count is a number");
+            (stack.split(';').map(str::to_string).collect(), count)
+        })
+        .collect()
+}

@@ -1,0 +1,559 @@
+//! `ksight profile`, end to end: workloads the test builds with gcc (functions `noinline`,
+//! run for longer than the profile), each under a unique name the profile is filtered on, so
+//! other activity on the machine cannot make a test pass or fail. Host only (scripts/vmtest):
+//! the kernel-matrix guests have no compiler.
+
+#[macro_use]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::profile::{folded_lines, profile, Run};
+use common::*;
+
+/// How long the workloads run: longer than a profile (common::profile::PROFILE_S).
+const WORKLOAD_S: &str = "5";
+
+/// Builds tests/workloads/`source` with gcc into a fresh directory as `name` (its comm).
+fn build(source: &str, name: &str, flags: &[&str]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ksight-profile-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let out = dir.join(name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/workloads")
+        .join(source);
+    let status = Command::new("gcc")
+        .args(["-O2", "-g"])
+        .args(flags)
+        .arg("-o")
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("gcc runs (scripts/deps installs it)");
+    assert!(status.success(), "gcc {source}");
+    out
+}
+
+fn spawn(program: &Path, args: &[&str]) -> Child {
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the workload")
+}
+
+/// Profiles `program` (run by `start`) filtered on its comm.
+fn profile_workload(name: &str, start: impl FnOnce() -> Child, extra: &[&str]) -> Run {
+    let mut child = start();
+    let run = profile(&[&["--comm", name], extra].concat());
+    let _ = child.wait();
+    run
+}
+
+/// Of the samples whose innermost user frame is `leaf`, the share that carries the whole
+/// chain main → outer → middle → leaf.
+fn whole_chain_share(run: &Run) -> (u64, u64) {
+    let mut in_leaf = 0;
+    let mut whole = 0;
+    for (frames, count) in run.folded() {
+        let user: Vec<&str> = frames
+            .iter()
+            .skip(1)
+            .filter(|f| !f.ends_with("_[k]"))
+            .map(String::as_str)
+            .collect();
+        if user.last() != Some(&"leaf") {
+            continue;
+        }
+        in_leaf += count;
+        if user.ends_with(&["main", "outer", "middle", "leaf"]) {
+            whole += count;
+        }
+    }
+    (whole, in_leaf)
+}
+
+fn assert_whole_chains(run: &Run, what: &str) {
+    let (whole, in_leaf) = whole_chain_share(run);
+    // 3 s at 49 Hz is 147 samples on a CPU of its own; the machine is shared.
+    assert!(in_leaf >= 30, "{what}: only {in_leaf} samples in leaf");
+    assert!(
+        whole * 100 >= in_leaf * 95,
+        "{what}: {whole} of {in_leaf} samples in leaf carry main;outer;middle;leaf\n{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+}
+
+#[test]
+fn frame_pointer_chains_are_whole_and_symbolized() {
+    require_root!();
+    let name = unique_comm("chain");
+    let bin = build("chain.c", &name, &["-fno-omit-frame-pointer"]);
+    let run = profile_workload(&name, || spawn(&bin, &[WORKLOAD_S]), &[]);
+    assert_whole_chains(&run, "frame pointers");
+    for (frames, _) in run.folded() {
+        assert_eq!(frames[0], name, "every line starts with the filtered comm");
+    }
+}
+
+#[test]
+fn kernel_frames_are_symbolized_under_the_programs_frames() {
+    require_root!();
+    let name = unique_comm("sysc");
+    let bin = build("syscalls.c", &name, &["-fno-omit-frame-pointer"]);
+    let run = profile_workload(&name, || spawn(&bin, &[WORKLOAD_S]), &[]);
+    let mut under = 0;
+    let mut total = 0;
+    for (frames, count) in run.folded() {
+        total += count;
+        let user = frames.iter().position(|f| f == "spin_syscalls");
+        let kernel = frames.iter().position(|f| f == "do_syscall_64_[k]");
+        if matches!((user, kernel), (Some(u), Some(k)) if u < k) {
+            under += count;
+        }
+    }
+    assert!(total >= 30, "only {total} samples");
+    // A getppid loop spends most of its time in the kernel.
+    assert!(
+        under * 2 >= total,
+        "{under} of {total} samples have do_syscall_64 under spin_syscalls\n{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+}
+
+#[test]
+fn a_process_that_exited_and_whose_binary_was_deleted_is_symbolized() {
+    require_root!();
+    let name = unique_comm("gone");
+    let bin = build("chain.c", &name, &["-fno-omit-frame-pointer"]);
+    let mut child = spawn(&bin, &["1.5"]);
+    let remover = {
+        let bin = bin.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(700));
+            std::fs::remove_file(&bin).expect("delete the running binary");
+        })
+    };
+    let run = profile(&["--comm", &name]);
+    let _ = child.wait();
+    remover.join().expect("remover");
+    assert!(
+        !bin.exists(),
+        "the binary is gone by the end of the profile"
+    );
+    let (whole, in_leaf) = whole_chain_share(&run);
+    assert!(in_leaf >= 15, "only {in_leaf} samples in leaf");
+    assert!(whole * 100 >= in_leaf * 95, "{whole} of {in_leaf} whole");
+}
+
+#[test]
+fn a_binary_only_in_another_mount_namespace_is_symbolized() {
+    require_root!();
+    let name = unique_comm("mntns");
+    let bin = build(
+        "chain.c",
+        &format!("{name}-src"),
+        &["-fno-omit-frame-pointer"],
+    );
+    let hidden = std::env::temp_dir().join(format!("ksight-profile-hidden-{name}"));
+    std::fs::create_dir_all(&hidden).expect("mount point");
+    // A tmpfs mounted in a private mount namespace: the binary's path in /proc/PID/maps
+    // does not exist in ksight's namespace.
+    let script = format!(
+        "mount -t tmpfs none {dir} && cp {bin} {dir}/{name} && exec {dir}/{name} {secs}",
+        dir = hidden.display(),
+        bin = bin.display(),
+        secs = WORKLOAD_S
+    );
+    let run = profile_workload(
+        &name,
+        || {
+            Command::new("unshare")
+                .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+                .spawn()
+                .expect("unshare (util-linux)")
+        },
+        &[],
+    );
+    assert!(
+        !hidden.join(&name).exists(),
+        "the binary is not visible from the test's namespace"
+    );
+    let _ = std::fs::remove_dir(&hidden);
+    assert_whole_chains(&run, "other mount namespace");
+}
+
+#[test]
+fn jit_frames_are_named_from_the_perf_map() {
+    require_root!();
+    let name = unique_comm("jit");
+    let bin = build("jit.c", &name, &["-fno-omit-frame-pointer"]);
+    let mut child = spawn(&bin, &[WORKLOAD_S]);
+    let perf_map = format!("/tmp/perf-{}.map", child.id());
+    let run = profile(&["--comm", &name]);
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&perf_map);
+    let mut named = 0;
+    let mut total = 0;
+    for (frames, count) in run.folded() {
+        total += count;
+        if frames.last().map(String::as_str) == Some("jit_hot_loop") {
+            named += count;
+        }
+    }
+    assert!(total >= 30, "only {total} samples");
+    assert!(
+        named * 100 >= total * 90,
+        "{named} of {total} samples end in jit_hot_loop\n{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+}
+
+/// Every run of the program is accounted for against the kernel's own run count, with
+/// losses forced by a counts map of 1 entry and a stack map of 2.
+#[test]
+fn every_run_is_accounted_for_when_maps_are_too_small() {
+    require_root!();
+    let name = unique_comm("loss");
+    let bin = build("chain.c", &name, &["-fno-omit-frame-pointer"]);
+    let run = profile_workload(
+        &name,
+        || spawn(&bin, &[WORKLOAD_S]),
+        &["--counts-map-entries", "1", "--stack-map-entries", "2"],
+    );
+    let delivered: u64 = run.folded().iter().map(|(_, c)| c).sum();
+    assert_eq!(delivered, run.get("samples"));
+    assert_eq!(delivered, run.get("stored"));
+    assert!(run.get("lost") > 0, "{:?}", run.summary);
+    assert_eq!(
+        run.get("lost"),
+        run.get("lost_map_full") + run.get("lost_update_failed")
+    );
+    let stack_errors = run.get("user_stack_collision")
+        + run.get("user_stack_map_full")
+        + run.get("kernel_stack_collision")
+        + run.get("kernel_stack_map_full");
+    assert!(stack_errors > 0, "{:?}", run.summary);
+    assert_eq!(
+        run.get("stored") + run.get("lost") + run.get("idle") + run.get("filtered"),
+        run.get("runs"),
+        "{:?}",
+        run.summary
+    );
+}
+
+/// A stack whose slot in the stack map is taken goes to the second map: with one slot in
+/// each, two stacks are kept, one in each, and the rest are counted as collisions.
+#[test]
+fn a_stack_whose_slot_is_taken_goes_to_the_second_map() {
+    require_root!();
+    let name = unique_comm("coll");
+    let bin = build("chain.c", &name, &["-fno-omit-frame-pointer"]);
+    let run = profile_workload(
+        &name,
+        || spawn(&bin, &[WORKLOAD_S]),
+        &["--stack-map-entries", "1"],
+    );
+    assert_eq!(run.get("stacks"), 1, "{:?}", run.summary);
+    assert_eq!(run.get("stacks_second_map"), 1, "{:?}", run.summary);
+    assert!(run.get("user_stack_collision") > 0, "{:?}", run.summary);
+    let lost_stacks: u64 = run
+        .folded()
+        .iter()
+        .filter(|(frames, _)| frames.iter().any(|f| f == "[user stack lost]"))
+        .map(|(_, c)| c)
+        .sum();
+    assert_eq!(
+        lost_stacks,
+        run.get("user_stack_collision"),
+        "{:?}",
+        run.summary
+    );
+}
+
+#[test]
+fn pprof_svg_and_folded_agree() {
+    require_root!();
+    let name = unique_comm("fmt");
+    let bin = build("chain.c", &name, &["-fno-omit-frame-pointer"]);
+    let dir = bin.parent().expect("dir").to_path_buf();
+    let (pb, svg) = (dir.join("p.pb.gz"), dir.join("p.svg"));
+    let pprof_run = profile_workload(
+        &name,
+        || spawn(&bin, &[WORKLOAD_S]),
+        &["--format", "pprof", "-o", pb.to_str().expect("utf-8")],
+    );
+    let svg_run = profile_workload(
+        &name,
+        || spawn(&bin, &[WORKLOAD_S]),
+        &["--format", "svg", "--output", svg.to_str().expect("utf-8")],
+    );
+    let expect = pprof::Expect {
+        samples: pprof_run.get("samples"),
+        comm: &name,
+        pid: None,
+        container: None,
+    };
+    pprof::check(&std::fs::read(&pb).expect("pprof file"), &expect);
+    let text = std::fs::read_to_string(&svg).expect("svg file");
+    assert_valid_xml(&text);
+    assert!(text.contains(">leaf ("), "the flame graph names leaf");
+    assert!(svg_run.get("samples") > 0);
+}
+
+/// --cgroup and --container keep only the process in that cgroup, in the kernel: a twin of
+/// the same name outside it runs meanwhile. The pprof labels say whose samples they are.
+#[test]
+fn cgroup_and_container_filters_keep_only_that_cgroup() {
+    require_root!();
+    let name = unique_comm("cgrp");
+    let bin = build("chain.c", &name, &["-fno-omit-frame-pointer"]);
+    let container = format!("{:064x}", 0xbadcafe_u64 + u64::from(std::process::id()));
+    // Where docker's cgroupfs driver puts a container: only such places name one.
+    let cgroup = TestCgroup::new(&format!("docker/{container}"));
+    let procs = cgroup.dir().join("cgroup.procs");
+    let start_inside = || {
+        let script = format!(
+            "echo $$ > {} && exec {} {WORKLOAD_S}",
+            procs.display(),
+            bin.display()
+        );
+        Command::new("sh")
+            .args(["-c", &script])
+            .spawn()
+            .expect("sh")
+    };
+    let pb = bin.with_extension("pb.gz");
+    let pb_arg = pb.to_str().expect("utf-8");
+    for filter in [
+        ["--cgroup", cgroup.path.as_str()],
+        ["--container", &container[..12]],
+    ] {
+        let mut twin = spawn(&bin, &[WORKLOAD_S]);
+        let mut inside = start_inside();
+        let run = profile(&[&filter[..], &["--format", "pprof", "-o", pb_arg]].concat());
+        let pid = i64::from(inside.id());
+        let _ = inside.wait();
+        let _ = twin.wait();
+        assert!(run.get("samples") >= 30, "{filter:?}: {:?}", run.summary);
+        let expect = pprof::Expect {
+            samples: run.get("samples"),
+            comm: &name,
+            pid: Some(pid),
+            container: Some(&container),
+        };
+        pprof::check(&std::fs::read(&pb).expect("pprof file"), &expect);
+    }
+}
+
+fn assert_valid_xml(text: &str) {
+    let mut reader = quick_xml::Reader::from_str(text);
+    let mut depth = 0i64;
+    loop {
+        match reader.read_event().expect("well-formed XML") {
+            quick_xml::events::Event::Start(_) => depth += 1,
+            quick_xml::events::Event::End(_) => depth -= 1,
+            quick_xml::events::Event::Eof => break,
+            _ => {}
+        }
+    }
+    assert_eq!(depth, 0, "every element is closed");
+}
+
+/// profile.proto read back with messages of its own (field numbers from the .proto).
+mod pprof {
+    use prost::Message;
+    use std::io::Read;
+
+    #[derive(Clone, PartialEq, Message)]
+    struct Profile {
+        #[prost(message, repeated, tag = "1")]
+        sample_type: Vec<ValueType>,
+        #[prost(message, repeated, tag = "2")]
+        sample: Vec<Sample>,
+        #[prost(message, repeated, tag = "4")]
+        location: Vec<Location>,
+        #[prost(message, repeated, tag = "5")]
+        function: Vec<Function>,
+        #[prost(string, repeated, tag = "6")]
+        string_table: Vec<String>,
+    }
+    #[derive(Clone, PartialEq, Message)]
+    struct ValueType {
+        #[prost(int64, tag = "1")]
+        r#type: i64,
+        #[prost(int64, tag = "2")]
+        unit: i64,
+    }
+    #[derive(Clone, PartialEq, Message)]
+    struct Sample {
+        #[prost(uint64, repeated, tag = "1")]
+        location_id: Vec<u64>,
+        #[prost(int64, repeated, tag = "2")]
+        value: Vec<i64>,
+        #[prost(message, repeated, tag = "3")]
+        label: Vec<Label>,
+    }
+    #[derive(Clone, PartialEq, Message)]
+    struct Label {
+        #[prost(int64, tag = "1")]
+        key: i64,
+        #[prost(int64, tag = "2")]
+        str: i64,
+        #[prost(int64, tag = "3")]
+        num: i64,
+    }
+    #[derive(Clone, PartialEq, Message)]
+    struct Location {
+        #[prost(uint64, tag = "1")]
+        id: u64,
+        #[prost(message, repeated, tag = "4")]
+        line: Vec<Line>,
+    }
+    #[derive(Clone, PartialEq, Message)]
+    struct Line {
+        #[prost(uint64, tag = "1")]
+        function_id: u64,
+    }
+    #[derive(Clone, PartialEq, Message)]
+    struct Function {
+        #[prost(uint64, tag = "1")]
+        id: u64,
+        #[prost(int64, tag = "2")]
+        name: i64,
+    }
+
+    /// What every sample must say.
+    pub struct Expect<'a> {
+        pub samples: u64,
+        pub comm: &'a str,
+        pub pid: Option<i64>,
+        pub container: Option<&'a str>,
+    }
+
+    pub fn check(gz: &[u8], expect: &Expect<'_>) {
+        let (samples, comm) = (expect.samples, expect.comm);
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(gz)
+            .read_to_end(&mut raw)
+            .expect("gzip");
+        let p = Profile::decode(&raw[..]).expect("profile.proto");
+        let s = |i: i64| p.string_table[i as usize].as_str();
+        let types: Vec<(&str, &str)> = p
+            .sample_type
+            .iter()
+            .map(|t| (s(t.r#type), s(t.unit)))
+            .collect();
+        assert_eq!(types, [("samples", "count"), ("cpu", "nanoseconds")]);
+        let total: i64 = p.sample.iter().map(|x| x.value[0]).sum();
+        assert_eq!(total as u64, samples, "pprof total = the summary's samples");
+        let function_name = |location: u64| {
+            let loc = p
+                .location
+                .iter()
+                .find(|l| l.id == location)
+                .expect("location");
+            let f = p
+                .function
+                .iter()
+                .find(|f| f.id == loc.line[0].function_id)
+                .expect("function");
+            s(f.name)
+        };
+        let mut with_leaf = 0;
+        for sample in &p.sample {
+            let labels: Vec<(&str, &str, i64)> = sample
+                .label
+                .iter()
+                .map(|l| (s(l.key), s(l.str), l.num))
+                .collect();
+            assert!(labels.iter().any(|l| l.0 == "pid" && l.2 > 0), "{labels:?}");
+            assert!(
+                labels.iter().any(|l| l.0 == "thread" && l.2 > 0),
+                "{labels:?}"
+            );
+            assert!(labels.contains(&("comm", comm, 0)), "{labels:?}");
+            if let Some(pid) = expect.pid {
+                assert!(labels.contains(&("pid", "", pid)), "{labels:?}");
+            }
+            if let Some(container) = expect.container {
+                assert!(labels.contains(&("container", container, 0)), "{labels:?}");
+            }
+            if sample
+                .location_id
+                .iter()
+                .any(|l| function_name(*l) == "leaf")
+            {
+                with_leaf += 1;
+            }
+        }
+        assert!(with_leaf > 0, "some samples are in leaf");
+    }
+}
+
+/// Ctrl-C (SIGINT) stops sampling, and the profile is still written, with its summary.
+#[test]
+fn an_interrupted_profile_is_still_written() {
+    require_root!();
+    let name = unique_comm("intr");
+    let bin = build("chain.c", &name, &["-fno-omit-frame-pointer"]);
+    let mut workload = spawn(&bin, &[WORKLOAD_S]);
+    let ksight = Command::new(KSIGHT)
+        .args(["profile", "-F", common::profile::FREQUENCY, "--comm", &name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ksight profile");
+    std::thread::sleep(Duration::from_secs(3));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(ksight.id() as i32, libc::SIGINT) };
+    let out = ksight.wait_with_output().expect("ksight's output");
+    let _ = workload.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let samples: u64 = folded_lines(&String::from_utf8_lossy(&out.stdout))
+        .iter()
+        .map(|(_, c)| c)
+        .sum();
+    assert!(samples > 0, "no samples written: {stderr}");
+    assert!(
+        stderr.contains(&format!("ksight profile: samples={samples} ")),
+        "{stderr}"
+    );
+}
+
+fn ksight_profile(args: &[&str]) -> Output {
+    Command::new(KSIGHT)
+        .arg("profile")
+        .args(args)
+        .output()
+        .expect("run ksight profile")
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_2() {
+    // No root needed: every one is refused before anything is loaded.
+    let cases: [&[&str]; 8] = [
+        &["--format", "flame"],
+        &["-F", "0"],
+        &["-F", "1000"],
+        &["--pid", "4000000"],
+        &["-d", "0"],
+        &["-o", "/nonexistent/dir/profile.folded", "-d", "1"],
+        &["--stack-map-entries", "0"],
+        &["--counts-map-entries", "-1"],
+    ];
+    for args in cases {
+        let out = ksight_profile(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(first.starts_with("ksight: "), "{args:?}: {stderr}");
+        assert!(
+            stderr.lines().count() <= 2,
+            "{args:?}: one line (and clap's hint): {stderr}"
+        );
+    }
+}

@@ -1,0 +1,61 @@
+//! `ksight profile` on every kernel of the matrix: the program loads and attaches to the
+//! cpu-clock events, kernel stacks are symbolized from kallsyms, and every run of the program
+//! is accounted for against the kernel's own run count. The workload is this test binary in
+//! a forked child (no compiler needed, so it runs in the guests too).
+
+#[macro_use]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::profile::profile;
+use common::*;
+
+/// getppid in a loop for `secs`: most of its time is in the kernel.
+fn spin_syscalls(secs: u64) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        for _ in 0..1000 {
+            // SAFETY: a raw syscall without arguments.
+            unsafe { libc::syscall(libc::SYS_getppid) };
+        }
+    }
+}
+
+#[test]
+fn kernel_stacks_are_symbolized_and_every_run_is_accounted_for() {
+    require_root!();
+    let name = unique_comm("kstk");
+    let worker = {
+        let name = name.clone();
+        std::thread::spawn(move || in_child(&name, || spin_syscalls(8)))
+    };
+    let run = profile(&["--comm", &name, "-F", "99"]);
+    let _ = worker.join();
+    let folded = run.folded();
+    let delivered: u64 = folded.iter().map(|(_, c)| c).sum();
+    assert_eq!(delivered, run.get("samples"));
+    assert_eq!(delivered, run.get("stored"), "{:?}", run.summary);
+    assert_eq!(run.get("lost"), 0, "{:?}", run.summary);
+    assert_eq!(
+        run.get("stored") + run.get("lost") + run.get("idle") + run.get("filtered"),
+        run.get("runs"),
+        "{:?}",
+        run.summary
+    );
+    assert!(
+        delivered >= 10,
+        "only {delivered} samples: {:?}",
+        run.summary
+    );
+    let in_syscall: u64 = folded
+        .iter()
+        .filter(|(frames, _)| frames[0] == name && frames.iter().any(|f| f == "do_syscall_64_[k]"))
+        .map(|(_, c)| c)
+        .sum();
+    assert!(
+        in_syscall > 0,
+        "no sample in do_syscall_64 of {delivered}:\n{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+}

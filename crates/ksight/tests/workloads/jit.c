@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+/* ksight profile tests: "JIT" code in an anonymous executable mapping, named only by
+ * /tmp/perf-PID.map (the perf JIT interface), run for SECONDS. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+int main(int argc, char **argv)
+{
+	/* mov rcx, 1000000; 1: dec rcx; jnz 1b; ret */
+	static const unsigned char code[] = { 0x48, 0xb9, 0x40, 0x42, 0x0f, 0x00, 0, 0, 0, 0,
+					       0x48, 0xff, 0xc9, 0x75, 0xfb, 0xc3 };
+	void *page = mmap(NULL, 4096, PROT_READ | PROT_WRITE | PROT_EXEC,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char path[64];
+	FILE *map;
+	time_t end = time(NULL) + (argc > 1 ? atoi(argv[1]) : 3);
+
+	if (page == MAP_FAILED)
+		return 1;
+	memcpy(page, code, sizeof(code));
+	snprintf(path, sizeof(path), "/tmp/perf-%d.map", getpid());
+	map = fopen(path, "w");
+	if (!map)
+		return 1;
+	fprintf(map, "%lx %zx jit_hot_loop\n", (unsigned long)page, sizeof(code));
+	fclose(map);
+	while (time(NULL) < end)
+		((void (*)(void))page)();
+	return 0;
+}
