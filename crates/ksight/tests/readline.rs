@@ -352,7 +352,8 @@ fn filters_keep_exactly_the_matching_lines() {
 #[test]
 fn lines_typed_in_a_container_name_it() {
     require_root!();
-    let id = format!("{:0>64x}", (std::process::id() as u64) << 20 | 0xbad5ee);
+    // Unique in its first 12 digits (the prefix --container takes) to this test process.
+    let id = format!("{:08x}bad5{}", std::process::id(), "e".repeat(52));
     let cgroup = TestCgroup::new(&format!("docker/{id}"));
     let all = Tracer::start(&["readline"]);
     let of_container = Tracer::start(&["readline", "--container", &id[..12]]);

@@ -699,7 +699,9 @@ fn container_filter_finds_the_containers_cgroup() {
     let name = unique_comm("ctr");
     // A container's cgroup where docker's cgroupfs driver puts it (only such places name a
     // container), with a made-up id unique to this run.
-    let id = format!("{:0>64x}", (std::process::id() as u64) << 20 | 0xc0ffee);
+    // Unique in its first 12 digits (the prefix given) to this test process: other runs'
+    // made-up ids must not match the prefix too.
+    let id = format!("{:08x}c0ff{}", std::process::id(), "e".repeat(52));
     let dir = cgroup_root().join(format!("docker/{id}"));
     const N: usize = 3;
     let out = opens_in_cgroup(&name, &dir, &["--container", &id[..12]], N);
