@@ -327,7 +327,10 @@ enum ks_prof_stat {
 	KS_PROF_KSTACK_COLLISION = 7,
 	KS_PROF_KSTACK_FULL = 8,
 	KS_PROF_STACK_OTHER = 9,     /* any other bpf_get_stackid error than "no stack" (EFAULT) */
-	KS_PROF_NR_STATS = 10,
+	KS_PROF_PIDS_FAILED = 10,    /* prof_pids could not note a new process (it holds as many
+				      * entries as prof_counts, so not for want of room): it is
+				      * noted at its next new count, or read at the end */
+	KS_PROF_NR_STATS = 11,
 };
 
 /* ks_prof_config.flags: which filters are set. */

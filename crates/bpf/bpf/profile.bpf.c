@@ -5,7 +5,8 @@
  * The filters of .rodata.prof (constants: the verifier drops the branches of filters that
  * are not set) are checked before any stack is walked. A kept sample walks its kernel stack
  * and its user stack by frame pointers into prof_stacks, then adds one to prof_counts under
- * (process, thread, user stack id, kernel stack id): the common case is one map update.
+ * (process, thread, user stack id, kernel stack id): the common case is one map lookup and
+ * an atomic add.
  * Every run is counted in prof_stats by what became of it, so user space can account for
  * each one against the kernel's own run count.
  */
@@ -39,6 +40,16 @@ struct {
 	__type(key, struct ks_prof_key);
 	__type(value, __u64);
 } prof_counts SEC(".maps");
+
+/* The processes of prof_counts, added when a process's first count is: user space polls
+ * this small map to remember new processes while they live, not the whole counts map. As
+ * many entries as prof_counts (a process has at least one count), so it cannot be full. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536); /* --counts-map-entries */
+	__type(key, __u32);
+	__type(value, __u8);
+} prof_pids SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -107,6 +118,29 @@ static __always_inline bool wanted(struct ks_prof_key *key, struct task_struct *
 	return true;
 }
 
+/* Adds one under key: a lookup and an atomic add when the key exists (the common case);
+ * else an insert, and the process noted in prof_pids. */
+static __always_inline int count(struct ks_prof_key *key)
+{
+	__u64 one = 1, *n = bpf_map_lookup_elem(&prof_counts, key);
+	__u8 seen = 1;
+	int err;
+
+	if (n) {
+		__sync_fetch_and_add(n, 1);
+		return 0;
+	}
+	err = ks_update(&prof_counts, key, &one, BPF_NOEXIST);
+	if (err == -KS_EEXIST)
+		return ks_try_add(&prof_counts, key, 1); /* another CPU inserted it meanwhile */
+	if (err)
+		return err;
+	err = ks_update(&prof_pids, &key->pid, &seen, BPF_NOEXIST);
+	if (err && err != -KS_EEXIST)
+		ks_count(&prof_stats, KS_PROF_PIDS_FAILED, 1);
+	return 0;
+}
+
 SEC("perf_event")
 int profile_sample(struct bpf_perf_event_data *ctx)
 {
@@ -129,7 +163,7 @@ int profile_sample(struct bpf_perf_event_data *ctx)
 	key.kernel_stack = stack_id(ctx, 0, KS_PROF_KSTACK_COLLISION, KS_PROF_KSTACK_FULL);
 	key.user_stack = stack_id(ctx, BPF_F_USER_STACK, KS_PROF_USTACK_COLLISION,
 				  KS_PROF_USTACK_FULL);
-	err = ks_try_add(&prof_counts, &key, 1);
+	err = count(&key);
 	if (!err)
 		ks_count(&prof_stats, KS_PROF_STORED, 1);
 	else if (err == -KS_E2BIG)

@@ -310,7 +310,9 @@ fn cgroup_and_container_filters_keep_only_that_cgroup() {
     require_root!();
     let name = unique_comm("cgrp");
     let bin = build("chain.c", &name, &["-fno-omit-frame-pointer"]);
-    let container = format!("{:064x}", 0xbadcafe_u64 + u64::from(std::process::id()));
+    // Its first 12 digits (the --container prefix) are this test process's own: other tests'
+    // containers (labels.rs, other runs side by side) start with zeros.
+    let container = format!("{:08x}badc{:052x}", std::process::id(), 0xcafe);
     // Where docker's cgroupfs driver puts a container: only such places name one.
     let cgroup = TestCgroup::new(&format!("docker/{container}"));
     let procs = cgroup.dir().join("cgroup.procs");

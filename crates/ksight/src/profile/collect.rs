@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use anyhow::{anyhow, Result};
 use ksight_bpf::abi::{ks_prof_key, ks_prof_sizes, ks_prof_stack, ks_prof_stat};
-use libbpf_rs::{MapCore, MapFlags, MapHandle};
+use libbpf_rs::{MapCore, MapFlags};
 
 use crate::bpf::{percpu_array_sums, LoadedObject};
 
@@ -20,6 +20,7 @@ pub const STAT_NAMES: [&str; ks_prof_stat::KS_PROF_NR_STATS.0 as usize] = [
     "kernel_stack_collision",
     "kernel_stack_map_full",
     "stack_error_other",
+    "pids_update_failed",
 ];
 
 /// prof_stats summed over CPUs, indexed by `enum ks_prof_stat`.
@@ -75,19 +76,14 @@ pub fn counts(obj: &LoadedObject) -> Result<Vec<(ks_prof_key, u64)>> {
     Ok(out)
 }
 
-/// The processes of prof_counts now (to remember their mappings while they live).
-pub fn pids(map: &MapHandle) -> Vec<u32> {
-    let mut pids: Vec<u32> = map
+/// The processes with counts now, from prof_pids (to remember their mappings while they
+/// live).
+pub fn pids(obj: &LoadedObject) -> Result<Vec<u32>> {
+    let map = obj.map("prof_pids")?;
+    Ok(map
         .keys()
-        .filter_map(|raw| {
-            let mut key = ks_prof_key::default();
-            plain::copy_from_bytes(&mut key, &raw).ok()?;
-            Some(key.pid)
-        })
-        .collect();
-    pids.sort_unstable();
-    pids.dedup();
-    pids
+        .filter_map(|raw| Some(u32::from_ne_bytes(raw.get(..4)?.try_into().ok()?)))
+        .collect())
 }
 
 /// The stacks the counts refer to, by id (either map): return addresses, innermost first.

@@ -133,6 +133,7 @@ fn load(
             (args.stack_map_entries / 4).max(1),
         ),
         ("prof_counts".to_string(), args.counts_map_entries),
+        ("prof_pids".to_string(), args.counts_map_entries),
     ];
     let spec = LoadSpec {
         name: "profile",
@@ -172,7 +173,6 @@ fn prof_config(args: &ProfileArgs, filter: &CgroupFilter) -> ks_prof_config {
 /// Samples until the duration is over or a stop signal came; meanwhile remembers every new
 /// process and shows progress on a terminal.
 fn sample(obj: &LoadedObject, args: &ProfileArgs, symbols: &mut Symbols) -> Result<()> {
-    let counts = obj.map("prof_counts")?;
     let start = Instant::now();
     let tty = std::io::stderr().is_terminal();
     let mut shown = Duration::ZERO;
@@ -183,7 +183,7 @@ fn sample(obj: &LoadedObject, args: &ProfileArgs, symbols: &mut Symbols) -> Resu
             break;
         }
         std::thread::sleep(left.map_or(POLL, |l| l.min(POLL)));
-        for pid in collect::pids(&counts) {
+        for pid in collect::pids(obj)? {
             if !symbols.knows(pid) {
                 symbols.remember(pid);
             }
