@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::capture::CaptureArgs;
 use crate::doctor::DoctorArgs;
 use crate::serve::ServeArgs;
 use crate::trace::TraceArgs;
@@ -59,4 +60,6 @@ pub enum Command {
     /// Print kernel events as they happen: exec, open, fork, exit, signal, tcp; or a
     /// periodic top of syscalls per process.
     Trace(TraceArgs),
+    /// Capture packets into a pcapng file, each named with its process; every drop counted.
+    Capture(CaptureArgs),
 }

@@ -1,6 +1,7 @@
 //! ksight: Linux kernel data for the people who run servers, with eBPF.
 
 mod bpf;
+mod capture;
 mod cli;
 mod collector;
 mod collectors;
@@ -62,6 +63,7 @@ fn main() -> ExitCode {
         cli::Command::Serve(args) => serve::run(args, btf),
         cli::Command::Doctor(args) => doctor::run(args, btf, tracefs),
         cli::Command::Trace(args) => trace::run(args, btf),
+        cli::Command::Capture(args) => capture::run(args, btf),
     };
     match result {
         Ok(code) => code,

@@ -119,9 +119,10 @@ fn container_cgroups(
     }
 }
 
-/// Fills trace_cgroups: events are kept from here on.
-pub fn install(obj: &LoadedObject, ids: &[u64]) -> Result<()> {
-    let map = obj.map("trace_cgroups")?;
+/// Fills the object's set of cgroup ids to keep (trace_cgroups, cap_cgroups): events are
+/// kept from here on.
+pub fn install(obj: &LoadedObject, map: &str, ids: &[u64]) -> Result<()> {
+    let map = obj.map(map)?;
     for id in ids {
         map.update(&id.to_ne_bytes(), &[1u8], MapFlags::ANY)?;
     }

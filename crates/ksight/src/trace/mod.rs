@@ -111,7 +111,9 @@ pub fn parse_event(text: &str) -> Result<Kind, String> {
         .ok_or_else(|| format!("unknown event {text:?} (valid: {VALID_EVENTS})"))
 }
 
-pub use cgroups::parse_container;
+pub use cgroups::{install as install_cgroups, parse_container, resolve as resolve_cgroups};
+/// Kernel stamps to wall-clock time, shared with `ksight capture`.
+pub use event::Clock;
 
 pub fn parse_comm(text: &str) -> Result<String, String> {
     if text.is_empty() || text.len() > 15 || text.contains('\0') {
@@ -148,7 +150,7 @@ extern "C" fn on_stop_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-fn install_stop_handler() {
+pub fn install_stop_handler() {
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: the handler only stores to an atomic (async-signal-safe); no SA_RESTART, so
         // a blocking poll returns EINTR and the loop sees STOP at once.
@@ -178,7 +180,7 @@ pub fn run(args: TraceArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     };
     let (obj, hook) = load_object(&kinds, &config, args.ring_buffer_size, load)?;
     if let Some(ids) = &cgroups.ids {
-        cgroups::install(&obj, ids)?;
+        cgroups::install(&obj, "trace_cgroups", ids)?;
     }
     debug!(hook = %hook, events = ?kinds, "attached");
     crate::least_privilege::drop_after_attach(&args.privileges, || bpf::can_read_maps(&obj))?;
