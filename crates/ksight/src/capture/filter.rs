@@ -105,9 +105,13 @@ impl Filter {
             lib,
             programs: Vec::new(),
         };
-        for (framing, dlt) in [(Framing::Ethernet, DLT_EN10MB), (Framing::RawIp, DLT_RAW)] {
-            let program = filter.compile_one(&text, dlt, snaplen)?;
-            filter.programs.push((framing, program));
+        let ethernet = filter.compile_one(&text, DLT_EN10MB, snaplen)?;
+        filter.programs.push((Framing::Ethernet, ethernet));
+        // An expression about Ethernet headers has no meaning where packets start with the IP
+        // header (tcpdump refuses it on such an interface): nothing there matches it.
+        match filter.compile_one(&text, DLT_RAW, snaplen) {
+            Ok(raw) => filter.programs.push((Framing::RawIp, raw)),
+            Err(err) => tracing::debug!("no packet of an IP-only interface matches: {err:#}"),
         }
         Ok(filter)
     }
@@ -145,7 +149,7 @@ impl Filter {
     /// tcpdump's verdict on a packet (its copied bytes and length on the wire).
     pub fn matches(&self, framing: Framing, data: &[u8], len: u32) -> bool {
         let Some((_, program)) = self.programs.iter().find(|(f, _)| *f == framing) else {
-            return true;
+            return false;
         };
         let hdr = PktHdr {
             ts: libc::timeval {

@@ -66,6 +66,8 @@ pub struct Output {
     /// Interfaces in the order of their description blocks (the pcapng interface id).
     interfaces: Vec<Interface>,
     file_bytes: u64,
+    /// Packets in the current file: a file is never left without one by -C.
+    file_packets: u64,
     file_started: Instant,
     /// Files written, in order (empty for stdout).
     pub files: Vec<PathBuf>,
@@ -83,6 +85,7 @@ impl Output {
             writer: None,
             interfaces: Vec::new(),
             file_bytes: 0,
+            file_packets: 0,
             file_started: Instant::now(),
             files: Vec::new(),
             lost: 0,
@@ -122,6 +125,7 @@ impl Output {
         let mut writer = PcapNgWriter::new(BufWriter::with_capacity(1 << 16, sink))
             .map_err(|e| anyhow!("writing the pcapng header: {e}"))?;
         self.file_bytes = 28; // the section header block
+        self.file_packets = 0;
         for iface in self.interfaces.clone() {
             self.file_bytes += describe(&mut writer, &iface, self.plan.snaplen)?;
         }
@@ -158,7 +162,10 @@ impl Output {
 
     /// Starts a new file when -C or -G says so.
     fn maybe_rotate(&mut self) {
-        let by_size = self.plan.max_bytes.is_some_and(|max| self.file_bytes > max);
+        let by_size = self
+            .plan
+            .max_bytes
+            .is_some_and(|max| self.file_bytes > max && self.file_packets > 0);
         let by_time = self
             .plan
             .every
@@ -192,6 +199,7 @@ impl Output {
         match w.write_pcapng_block(block) {
             Ok(n) => {
                 self.file_bytes += n as u64;
+                self.file_packets += 1;
                 true
             }
             Err(err) => {
