@@ -102,12 +102,17 @@ struct Capture {
 
 impl Capture {
     fn start(ns: &str, args: &[&str]) -> Capture {
+        Capture::start_to(ns, args, Stdio::null())
+    }
+
+    /// As `start`, with ksight's stdout going to `stdout` (a pipe for `-w -`).
+    fn start_to(ns: &str, args: &[&str], stdout: Stdio) -> Capture {
         let netns = Net::fd(ns);
         let fd = netns.as_raw_fd();
         let mut cmd = Command::new(KSIGHT);
         cmd.arg("capture")
             .args(args)
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped());
         // SAFETY: setns between fork and exec: one async-signal-safe syscall.
         unsafe {
@@ -863,6 +868,121 @@ fn expressions_give_tcpdumps_verdicts() {
         let got = tshark(&dir.join(format!("{i}.pcapng")), &["frame.number"]).len();
         assert_eq!(got, expected, "{e:?}");
     }
+}
+
+/// `-w -` streams into a pipe that tshark reads as it comes.
+#[test]
+fn stdout_streams_into_tshark() {
+    require_root!();
+    let net = Net::new("pipe");
+    let _sink = udp_sink(&net.b, "10.99.0.2:7008");
+    let comm = unique_comm("pipe");
+    let mut tshark = Command::new("tshark")
+        .args([
+            "-r",
+            "-",
+            "-l",
+            "-T",
+            "fields",
+            "-e",
+            "udp.dstport",
+            "-e",
+            "frame.comment",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tshark");
+    let into = tshark.stdin.take().expect("stdin");
+    let cap = Capture::start_to(
+        &net.a,
+        &["-i", "va", "-w", "-", "--comm", &comm],
+        Stdio::from(into),
+    );
+    let a_ns = Net::fd(&net.a);
+    let a = a_ns.as_raw_fd();
+    let pid = spawn_named(&comm, || {
+        enter(a);
+        send_udp(libc::AF_INET, &sockaddr4(B4, 7008), 12, 80);
+    });
+    assert_eq!(wait(pid), 0);
+    // the packets reach tshark while ksight still runs
+    let mut lines = BufReader::new(tshark.stdout.take().expect("stdout")).lines();
+    let rows: Vec<Vec<String>> = (0..12)
+        .map(|_| {
+            let line = lines.next().expect("a packet from the pipe").expect("text");
+            line.split('\t').map(str::to_string).collect()
+        })
+        .collect();
+    let err = cap.stop();
+    assert!(rows.iter().all(|r| r[0] == "7008"), "{rows:?}");
+    assert_attributed(&rows, 1, pid, &comm);
+    assert_eq!(lines.count(), 0, "nothing more after the 12: {err:?}");
+    assert!(tshark.wait().expect("tshark").success());
+}
+
+/// A full disk: the packets that did not fit are counted and reported, the file stays
+/// readable with exactly the packets it says it holds.
+#[test]
+fn a_full_disk_is_counted_as_loss() {
+    require_root!();
+    let net = Net::new("full");
+    let _sink = udp_sink(&net.b, "10.99.0.2:7007");
+    let comm = unique_comm("full");
+    let dir = temp(&comm);
+    std::fs::create_dir_all(&dir).expect("dir");
+    run(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=256k",
+            "tmpfs",
+            dir.to_str().unwrap(),
+        ],
+    );
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _mounted = Unmount(dir.clone());
+    let file = dir.join("x.pcapng");
+    let cap = Capture::start(
+        &net.a,
+        &["-i", "va", "-w", file.to_str().unwrap(), "--comm", &comm],
+    );
+    let a_ns = Net::fd(&net.a);
+    let a = a_ns.as_raw_fd();
+    let sent = 1000u32; // ~560 KB of blocks into 256 KiB
+    let pid = spawn_named(&comm, || {
+        enter(a);
+        send_udp(libc::AF_INET, &sockaddr4(B4, 7007), sent, 500);
+    });
+    assert_eq!(wait(pid), 0);
+    let err = cap.stop();
+    let summary = err
+        .iter()
+        .find(|l| l.contains("packets seen"))
+        .expect("summary")
+        .clone();
+    let written = number_before(&summary, "written");
+    let not_written = err
+        .iter()
+        .find(|l| l.contains("packets not written:"))
+        .map(|l| number_before(l, "packets not written"))
+        .unwrap_or_else(|| panic!("no loss reported: {err:?}"));
+    assert_eq!(number_before(&summary, "lost (ring buffer full)"), 0);
+    assert_eq!(written + not_written, u64::from(sent), "{err:?}");
+    assert!(written > 0 && not_written > 0, "{summary}");
+    assert_eq!(
+        tshark(&file, &["frame.number"]).len() as u64,
+        written,
+        "the file holds what was written"
+    );
 }
 
 fn bad_input(args: &[&str]) -> String {

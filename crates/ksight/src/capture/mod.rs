@@ -75,8 +75,7 @@ pub fn run(args: CaptureArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
         known: BTreeMap::new(),
         attached: BTreeMap::new(),
         accepted: HashMap::new(),
-        delivered: HashMap::new(),
-        written: 0,
+        handed: 0,
     });
     install_stop_handler();
     session.borrow_mut().attach_wanted(&obj, &wanted)?;
@@ -95,6 +94,7 @@ pub fn run(args: CaptureArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     let result = capture_loop(&obj, &session, &wanted, args.duration);
     let mut s = session.borrow_mut();
     let stats = s.kernel_counts(&obj).unwrap_or_default();
+    s.output.flush(); // the statistics then count every packet delivered
     s.write_statistics(&stats);
     s.output.close_file();
     s.summary(&stats);
@@ -198,8 +198,8 @@ struct Session {
     /// Interfaces with the programs on them.
     attached: BTreeMap<u32, (Interface, Attachment)>,
     accepted: HashMap<u32, u64>,
-    delivered: HashMap<u32, u64>,
-    written: u64,
+    /// Packets given to the output (what -c counts).
+    handed: u64,
 }
 
 /// The kernel's counters of one interface, summed over CPUs.
@@ -282,15 +282,13 @@ impl Session {
             comment: &comment,
         };
         let known = &self.known;
-        if self.output.write(&packet, &|i| known.get(&i).cloned()) {
-            *self.delivered.entry(h.ifindex).or_default() += 1;
-            self.written += 1;
-        }
+        self.output.write(&packet, &|i| known.get(&i).cloned());
+        self.handed += 1;
         0
     }
 
     fn done(&self) -> bool {
-        self.limit.is_some_and(|n| self.written >= n)
+        self.limit.is_some_and(|n| self.handed >= n)
     }
 
     fn kernel_counts(&self, obj: &LoadedObject) -> Result<KernelCounts> {
@@ -303,13 +301,14 @@ impl Session {
     }
 
     fn write_statistics(&mut self, k: &KernelCounts) {
+        let delivered = self.output.delivered.clone();
         let counts = |index: u32| {
             let kc = k.get(&index).copied().unwrap_or_default();
             IfCounts {
                 received: kc.seen,
                 dropped: kc.lost,
                 accepted: self.accepted.get(&index).copied().unwrap_or(0),
-                delivered: self.delivered.get(&index).copied().unwrap_or(0),
+                delivered: delivered.get(&index).copied().unwrap_or(0),
             }
         };
         let now = self.clock.wall(crate::kernel::monotonic_ns());
@@ -324,7 +323,7 @@ impl Session {
         eprintln!(
             "ksight: {seen} packets seen, {matched} matched the process filters, {lost} lost \
              (ring buffer full), {accepted} accepted by the expression, {} written",
-            self.written
+            self.output.written
         );
         if self.output.lost > 0 {
             eprintln!(

@@ -1,11 +1,16 @@
 //! The pcapng output: a section, an interface description per interface (nanosecond
 //! timestamps), a block per packet with its direction and process, interface statistics;
-//! rotation by size (-C) or time (-G) as tcpdump does. A write that fails (a full disk) is
-//! counted as loss and the capture goes on.
+//! rotation by size (-C) or time (-G) as tcpdump does.
+//!
+//! Blocks gather in memory (the spool) and go to the file at each flush. A flush that fails
+//! (a full disk, a closed pipe) is undone: the file is cut back to its last whole block, so it
+//! stays readable, the packets of the failed flush are counted as lost, and the capture goes
+//! on. A packet is "delivered" only once its flush succeeded.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -22,7 +27,34 @@ use pcap_file::DataLink;
 
 use super::iface::{Framing, Interface};
 
-type Sink = BufWriter<Box<dyn Write + Send>>;
+/// Blocks not yet flushed.
+#[derive(Default)]
+pub struct Spool(Vec<u8>);
+
+impl Write for Spool {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+type Sink = Spool;
+
+/// The spool is flushed once it holds this much, whatever the loop's timer says.
+const SPOOL_BYTES: usize = 1 << 20;
+
+/// Where flushed bytes go.
+struct Dest {
+    out: Box<dyn Write + Send>,
+    /// The file again, to cut it back after a failed write (None for stdout).
+    file: Option<File>,
+    /// Bytes of whole blocks in it.
+    good: u64,
+}
 
 /// Where packets go and when a new file starts.
 #[derive(Clone, Debug)]
@@ -63,6 +95,14 @@ pub struct Packet<'a> {
 pub struct Output {
     plan: Plan,
     writer: Option<PcapNgWriter<Sink>>,
+    dest: Option<Dest>,
+    /// The interface of each packet in the spool.
+    pending: Vec<u32>,
+    /// Interfaces whose description block is in the file (the rest are in the spool).
+    described: usize,
+    /// Packets in files (or the pipe), by interface.
+    pub delivered: HashMap<u32, u64>,
+    pub written: u64,
     /// Interfaces in the order of their description blocks (the pcapng interface id).
     interfaces: Vec<Interface>,
     file_bytes: u64,
@@ -83,6 +123,11 @@ impl Output {
         let mut out = Output {
             plan,
             writer: None,
+            dest: None,
+            pending: Vec::new(),
+            described: 0,
+            delivered: HashMap::new(),
+            written: 0,
             interfaces: Vec::new(),
             file_bytes: 0,
             file_packets: 0,
@@ -114,23 +159,30 @@ impl Output {
     }
 
     fn start_file(&mut self) -> Result<()> {
-        let sink: Box<dyn Write + Send> = if self.is_stdout() {
-            Box::new(std::io::stdout())
+        let (out, file): (Box<dyn Write + Send>, _) = if self.is_stdout() {
+            (Box::new(std::io::stdout()), None)
         } else {
             let path = self.next_path();
             let file = File::create(&path).map_err(|e| anyhow!("-w {}: {e}", path.display()))?;
+            let again = file.try_clone()?;
             self.files.push(path);
-            Box::new(file)
+            (Box::new(file), Some(again))
         };
-        let mut writer = PcapNgWriter::new(BufWriter::with_capacity(1 << 16, sink))
+        self.dest = Some(Dest { out, file, good: 0 });
+        self.file_packets = 0;
+        self.file_started = Instant::now();
+        self.new_section()
+    }
+
+    /// A section header and every interface's description, into the spool.
+    fn new_section(&mut self) -> Result<()> {
+        let mut writer = PcapNgWriter::new(Spool::default())
             .map_err(|e| anyhow!("writing the pcapng header: {e}"))?;
         self.file_bytes = 28; // the section header block
-        self.file_packets = 0;
-        for iface in self.interfaces.clone() {
-            self.file_bytes += describe(&mut writer, &iface, self.plan.snaplen)?;
+        for iface in &self.interfaces {
+            self.file_bytes += describe(&mut writer, iface, self.plan.snaplen)?;
         }
         self.writer = Some(writer);
-        self.file_started = Instant::now();
         Ok(())
     }
 
@@ -200,6 +252,10 @@ impl Output {
             Ok(n) => {
                 self.file_bytes += n as u64;
                 self.file_packets += 1;
+                self.pending.push(p.ifindex);
+                if w.get_ref().0.len() >= SPOOL_BYTES {
+                    self.flush();
+                }
                 true
             }
             Err(err) => {
@@ -240,11 +296,54 @@ impl Output {
         }
     }
 
-    /// Pushes what is buffered to the file or pipe.
+    /// Writes the spool to the file or pipe; on failure cuts the file back to its last whole
+    /// block and counts the spool's packets as lost.
     pub fn flush(&mut self) {
-        if let Some(w) = &mut self.writer {
-            if let Err(err) = w.get_mut().flush() {
+        let (Some(w), Some(dest)) = (&mut self.writer, &mut self.dest) else {
+            return;
+        };
+        let data = std::mem::take(&mut w.get_mut().0);
+        if data.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        match dest.out.write_all(&data).and_then(|()| dest.out.flush()) {
+            Ok(()) => {
+                dest.good += data.len() as u64;
+                self.described = self.interfaces.len();
+                self.written += pending.len() as u64;
+                for index in pending {
+                    *self.delivered.entry(index).or_default() += 1;
+                }
+            }
+            Err(err) => {
+                if let Some(file) = &mut dest.file {
+                    let _ = file.set_len(dest.good);
+                    let _ = file.seek(SeekFrom::Start(dest.good));
+                }
+                self.lost += pending.len() as u64;
                 self.failed(anyhow!("{err}"));
+                self.redescribe();
+            }
+        }
+    }
+
+    /// After a failed flush: what the lost bytes held that later blocks rely on (the section
+    /// header, interface descriptions) goes into the spool again.
+    fn redescribe(&mut self) {
+        let restart = self.dest.as_ref().is_some_and(|d| d.good == 0);
+        if restart {
+            if let Err(err) = self.new_section() {
+                self.failed(err);
+            }
+            return;
+        }
+        let Some(w) = &mut self.writer else {
+            return;
+        };
+        for iface in &self.interfaces[self.described.min(self.interfaces.len())..] {
+            if let Err(err) = describe(w, iface, self.plan.snaplen) {
+                self.last_error = Some(format!("{err:#}"));
             }
         }
     }
@@ -252,6 +351,7 @@ impl Output {
     pub fn close_file(&mut self) {
         self.flush();
         self.writer = None;
+        self.dest = None;
     }
 
     fn failed(&mut self, err: anyhow::Error) {
