@@ -44,8 +44,9 @@ impl Write for Spool {
 
 type Sink = Spool;
 
-/// The spool is flushed once it holds this much, whatever the loop's timer says.
-const SPOOL_BYTES: usize = 1 << 20;
+/// The spool is flushed once it holds this much, whatever the loop's timer says: also the
+/// most a failed write can take with it beyond what did not fit.
+const SPOOL_BYTES: usize = 1 << 16;
 
 /// Where flushed bytes go.
 struct Dest {
