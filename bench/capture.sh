@@ -11,7 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 COUNT=${2:-200000}
-RATES=(50000 100000 150000 200000 0) # datagrams per second; 0: as fast as the sender goes
+# datagrams per second; 0: as fast as the sender goes (RATES="…" to choose)
+read -r -a RATES <<< "${RATES:-50000 100000 150000 200000 0}"
 A=ksbenchA$$ B=ksbenchB$$
 T=$(mktemp -d /dev/shm/ksight-bench.XXXXXX)
 cleanup() {
@@ -88,7 +89,7 @@ measure() {
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR ? a[int((NR+1)/2)] : "-")}'; }
 
-TOOLS=(none tcpdump ksight)
+read -r -a TOOLS <<< "${TOOLS:-none tcpdump ksight}"
 declare -A SENDER LOST CPU
 for rate in "${RATES[@]}"; do
   for round in $(seq "$ROUNDS"); do
@@ -119,16 +120,17 @@ for rate in "${RATES[@]}"; do
   done
 done
 echo
-echo "lost: the worst round. Highest rate without loss in any round:"
-for tool in tcpdump ksight; do
+echo "lost: the worst round. Highest rate without loss in any round (this rate and every"
+echo "lower one):"
+for tool in "${TOOLS[@]}"; do
+  [ "$tool" = none ] && continue
   best=none
   for rate in "${RATES[@]}"; do
     worst=$(tr ' ' '\n' <<< "${LOST[$tool,$rate]}" | grep -v '^$' | sort -n | tail -1)
-    if [ "$worst" = 0 ]; then
-      if [ "$rate" = 0 ]; then
-        best="unpaced ($(( COUNT * 1000000000 / $(tr ' ' '\n' <<< "${SENDER[$tool,0]}" | median) )) pps)"
-      else best=$rate; fi
-    fi
+    [ "$worst" = 0 ] || break
+    if [ "$rate" = 0 ]; then
+      best="unpaced ($(( COUNT * 1000000000 / $(tr ' ' '\n' <<< "${SENDER[$tool,0]}" | median) )) pps)"
+    else best=$rate; fi
   done
   echo "- $tool: $best"
 done

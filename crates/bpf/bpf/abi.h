@@ -325,7 +325,7 @@ struct ks_cap_config {
 	__u32 flags;   /* enum ks_cap_filter bits */
 	__u32 pid;     /* KS_CF_PID: thread-group id */
 	__u32 snaplen; /* bytes copied at most, <= KS_CAP_MAX_SNAPLEN */
-	__u32 reserved;
+	__u32 wakeup_bytes; /* wake the reader once this much waits (it also polls) */
 	char comm[KS_COMM_LEN]; /* KS_CF_COMM: the process's (leader's) comm */
 };
 

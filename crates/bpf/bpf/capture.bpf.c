@@ -253,6 +253,15 @@ static __always_inline struct ks_cap_ifstats *ifstats(__u32 ifindex)
 	return bpf_map_lookup_elem(&cap_ifstats, &ifindex);
 }
 
+/* A wakeup per packet would cost more than the copy: the reader is woken once a quarter of
+ * the buffer waits, and polls on a short timer for the rest. */
+static __always_inline __u64 wakeup_flag(void)
+{
+	if (bpf_ringbuf_query(&cap_events, BPF_RB_AVAIL_DATA) >= ks_cap.wakeup_bytes)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline int capture(struct __sk_buff *skb, __u32 direction)
 {
 	__u32 cpu = bpf_get_smp_processor_id(), len = skb->len, caplen;
@@ -287,7 +296,7 @@ static __always_inline int capture(struct __sk_buff *skb, __u32 direction)
 	if (caplen > 0 && bpf_skb_load_bytes(skb, 0, rec->data, caplen))
 		caplen = 0;
 	rec->h.caplen = caplen;
-	if (bpf_ringbuf_output(&cap_events, rec, sizeof(rec->h) + caplen, 0))
+	if (bpf_ringbuf_output(&cap_events, rec, sizeof(rec->h) + caplen, wakeup_flag()))
 		st->lost += 1;
 	return KS_TC_NEXT;
 }

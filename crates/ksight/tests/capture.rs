@@ -182,6 +182,16 @@ impl Capture {
     }
 }
 
+impl Drop for Capture {
+    /// A test that fails half-way leaves no capture running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Forks a child named `comm` that runs `work` (raw syscalls only); returns its pid.
 fn spawn_named(comm: &str, work: impl FnOnce()) -> i32 {
     let name = std::ffi::CString::new(comm).expect("comm");

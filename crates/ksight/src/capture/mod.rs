@@ -142,6 +142,7 @@ fn plan(args: &CaptureArgs) -> Result<Plan> {
 fn capture_config(args: &CaptureArgs, cgroups: bool) -> ks_cap_config {
     let mut c = ks_cap_config {
         snaplen: args.snaplen,
+        wakeup_bytes: args.ring_bytes() / 4,
         ..Default::default()
     };
     if let Some(pid) = args.pid {
@@ -160,31 +161,67 @@ fn capture_config(args: &CaptureArgs, cgroups: bool) -> ks_cap_config {
     c
 }
 
+/// The programs to load, best first: kernels before 6.6 have no tcx (clsact then), before
+/// 5.11 no bpf_sock_from_file for the iterator; a kernel may refuse socket storage in
+/// sock_create. Each step leaves out what the one before may have failed on.
+fn program_sets() -> [Vec<&'static str>; 4] {
+    let tc = ["cap_tc_ingress", "cap_tc_egress"];
+    let tcx = ["cap_tcx_ingress", "cap_tcx_egress"];
+    let hooks = &owners::HOOKS;
+    let all: Vec<&str> = tcx
+        .iter()
+        .chain(&tc)
+        .chain(hooks)
+        .chain(&[owners::ITERATOR])
+        .copied()
+        .collect();
+    let no_tcx: Vec<&str> = all.iter().filter(|p| !tcx.contains(p)).copied().collect();
+    let no_iter: Vec<&str> = no_tcx
+        .iter()
+        .filter(|p| **p != owners::ITERATOR)
+        .copied()
+        .collect();
+    let addr_hooks: Vec<&str> = no_iter
+        .iter()
+        .filter(|p| **p != "cap_sock_create")
+        .copied()
+        .collect();
+    [all, no_tcx, no_iter, addr_hooks]
+}
+
 fn load_object(config: &ks_cap_config, ring_bytes: u32, load: LoadConfig) -> Result<LoadedObject> {
     let cpus = libbpf_rs::num_possible_cpus()? as u32;
     // SAFETY: ks_cap_config is Plain (a padding-free C struct); the slice borrows config.
     let bytes = unsafe { plain::as_bytes(config) };
     let sections = [(".rodata.capture", bytes)];
-    let mut programs: Vec<&str> = vec![
-        "cap_tcx_ingress",
-        "cap_tcx_egress",
-        "cap_tc_ingress",
-        "cap_tc_egress",
-        owners::ITERATOR,
+    let max_entries = [
+        ("cap_events".to_string(), ring_bytes),
+        ("cap_scratch".to_string(), cpus),
     ];
-    programs.extend(owners::HOOKS);
-    let spec = LoadSpec {
-        name: "capture",
-        bytes: ksight_bpf::objects::CAPTURE,
-        programs: &programs,
-        max_entries: &[
-            ("cap_events".to_string(), ring_bytes),
-            ("cap_scratch".to_string(), cpus),
-        ],
-        broken_target: None,
-        sections: &sections,
-    };
-    bpf::load_unattached(&spec, load).map_err(|e| anyhow!("loading the capture programs: {e:#}"))
+    let mut failures = Vec::new();
+    for programs in program_sets() {
+        let spec = LoadSpec {
+            name: "capture",
+            bytes: ksight_bpf::objects::CAPTURE,
+            programs: &programs,
+            max_entries: &max_entries,
+            broken_target: None,
+            sections: &sections,
+        };
+        match bpf::load_unattached(&spec, load) {
+            Ok(obj) => {
+                if !failures.is_empty() {
+                    tracing::info!(refused = ?failures, "capture programs this kernel refused are left out");
+                }
+                return Ok(obj);
+            }
+            Err(err) => failures.push(format!("{err:#}")),
+        }
+    }
+    bail!(
+        "loading the capture programs: {}",
+        failures.join("; then: ")
+    )
 }
 
 struct Session {

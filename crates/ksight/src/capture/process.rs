@@ -17,6 +17,8 @@ struct Proc {
 }
 
 pub struct Namer {
+    /// The comment of each owner seen (its bytes as the kernel wrote them).
+    comments: HashMap<[u8; OWNER_BYTES], std::rc::Rc<str>>,
     procs: HashMap<(u32, [u8; 16]), Proc>,
     enricher: Enricher,
     containers: HashMap<u64, (Option<String>, String)>,
@@ -25,16 +27,35 @@ pub struct Namer {
 /// Entries kept before the cache starts over (pids come and go).
 const MAX_PROCS: usize = 8192;
 
+const OWNER_BYTES: usize = std::mem::size_of::<ks_cap_owner>();
+
 impl Namer {
     pub fn new(enricher: Enricher) -> Namer {
         Namer {
+            comments: HashMap::new(),
             procs: HashMap::new(),
             enricher,
             containers: HashMap::new(),
         }
     }
 
-    pub fn comment(&mut self, o: &ks_cap_owner) -> String {
+    /// The comment for a packet of this owner, made once per owner.
+    pub fn comment(&mut self, o: &ks_cap_owner) -> std::rc::Rc<str> {
+        let mut key = [0u8; OWNER_BYTES];
+        // SAFETY: ks_cap_owner is Plain (a padding-free C struct): its bytes are all defined.
+        key.copy_from_slice(unsafe { plain::as_bytes(o) });
+        if let Some(text) = self.comments.get(&key) {
+            return text.clone();
+        }
+        if self.comments.len() >= MAX_PROCS {
+            self.comments.clear();
+        }
+        let text: std::rc::Rc<str> = self.make_comment(o).into();
+        self.comments.insert(key, text.clone());
+        text
+    }
+
+    fn make_comment(&mut self, o: &ks_cap_owner) -> String {
         if o.pid == 0 {
             return "PID: unknown".to_string();
         }
@@ -110,7 +131,7 @@ mod tests {
     #[test]
     fn unknown_and_hostile_names() {
         let mut namer = Namer::new(Enricher::off());
-        assert_eq!(namer.comment(&ks_cap_owner::default()), "PID: unknown");
+        assert_eq!(&*namer.comment(&ks_cap_owner::default()), "PID: unknown");
         let mut o = ks_cap_owner {
             pid: u32::MAX, // no such process: Cmd falls back to the comm
             tid: 7,
