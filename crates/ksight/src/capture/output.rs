@@ -424,6 +424,50 @@ mod tests {
     }
 
     #[test]
+    fn time_rotation_names_files_by_strftime_or_number() {
+        let dir = std::env::temp_dir().join(format!("ksight-out-g-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let numbered = dir.join("g.pcapng").to_string_lossy().into_owned();
+        let mut out = Output::open(Plan {
+            name: numbered.clone(),
+            max_bytes: None,
+            every: Some(Duration::ZERO), // every packet starts a new file
+            snaplen: 100,
+        })
+        .unwrap();
+        let none = |_| None;
+        let p = Packet {
+            ifindex: 7,
+            wall_ns: 1,
+            original_len: 60,
+            data: &[0u8; 60],
+            direction: 1,
+            comment: "PID: unknown",
+        };
+        assert!(out.write(&p, &none));
+        assert!(out.write(&p, &none));
+        out.close_file();
+        assert_eq!(out.files.len(), 3, "{:?}", out.files);
+        assert_eq!(out.files[1], PathBuf::from(format!("{numbered}1")));
+        assert_eq!(out.written, 2);
+        let pattern = dir.join("t-%Y.pcapng").to_string_lossy().into_owned();
+        let out = Output::open(Plan {
+            name: pattern,
+            max_bytes: None,
+            every: Some(Duration::from_secs(60)),
+            snaplen: 100,
+        })
+        .unwrap();
+        let name = out.files[0]
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(name.starts_with("t-2") && !name.contains('%'), "{name}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn numbered_files_follow_tcpdump() {
         let dir = std::env::temp_dir().join(format!("ksight-out-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
