@@ -293,8 +293,16 @@ static __always_inline int capture(struct __sk_buff *skb, __u32 direction)
 	rec->h.ifindex = skb->ifindex;
 	rec->h.len = len;
 	rec->h.direction = direction;
-	if (caplen > 0 && bpf_skb_load_bytes(skb, 0, rec->data, caplen))
+	/* Older verifiers do not learn "not zero" from caplen != 0: the length is made
+	 * last + 1 with last < KS_CAP_MAX_SNAPLEN, a range they follow (6.1 refused the other). */
+	__u32 last = caplen - 1;
+	barrier_var(last);
+	if (last < KS_CAP_MAX_SNAPLEN) {
+		if (bpf_skb_load_bytes(skb, 0, rec->data, last + 1))
+			caplen = 0;
+	} else {
 		caplen = 0;
+	}
 	rec->h.caplen = caplen;
 	if (bpf_ringbuf_output(&cap_events, rec, sizeof(rec->h) + caplen, wakeup_flag()))
 		st->lost += 1;
