@@ -372,4 +372,66 @@ struct ks_prof_stack {
 	__u64 ips[KS_PROF_MAX_DEPTH];
 };
 
+/* ======================================================================================
+ * capture (ksight capture): packets copied at TC into a ring buffer, each record a
+ * struct ks_cap_hdr followed by caplen bytes of the frame; the process behind a packet
+ * comes from socket storage filled by cgroup socket hooks and a task_file iterator.
+ * ====================================================================================== */
+
+enum ks_cap_sizes {
+	/* The most bytes copied per packet (-s); a GSO packet longer than this is truncated. */
+	KS_CAP_MAX_SNAPLEN = 65535,
+	/* Interfaces counted at once (-i any): the size of cap_ifstats. */
+	KS_CAP_MAX_IFACES = 1024,
+};
+
+/* ks_cap_hdr.direction: the pcapng EPB flags' direction bits. */
+enum ks_cap_direction {
+	KS_CAP_INBOUND = 1,
+	KS_CAP_OUTBOUND = 2,
+};
+
+/* ks_cap_config.flags: which process filters are set (checked before the copy). */
+enum ks_cap_filter {
+	KS_CF_PID = 1,
+	KS_CF_COMM = 2,
+	KS_CF_CGROUP = 4, /* the owner's cgroup id is a key of cap_cgroups */
+};
+
+/* Set by user space before load (section .rodata.capture of capture.bpf.c). */
+struct ks_cap_config {
+	__u32 flags;   /* enum ks_cap_filter bits */
+	__u32 pid;     /* KS_CF_PID: thread-group id */
+	__u32 snaplen; /* bytes copied at most, <= KS_CAP_MAX_SNAPLEN */
+	__u32 wakeup_bytes; /* wake the reader once this much waits (it also polls) */
+	char comm[KS_COMM_LEN]; /* KS_CF_COMM: the process's (leader's) comm */
+};
+
+/* Who uses a socket: the value of the socket storage map cap_owners. pid 0: nobody known. */
+struct ks_cap_owner {
+	__u64 cgroup; /* cgroup id in the hierarchy of ks_config.cgroup_mode */
+	__u32 pid;
+	__u32 tid;
+	__u32 uid;
+	__u32 pad;
+	char comm[KS_COMM_LEN]; /* the thread-group leader's comm */
+};
+
+/* One packet: this header, then caplen bytes of the frame from its link-layer header. */
+struct ks_cap_hdr {
+	__u64 ts_ns;   /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+	__u32 ifindex;
+	__u32 len;     /* the packet's length on the wire (skb->len) */
+	__u32 caplen;  /* bytes that follow */
+	__u32 direction; /* enum ks_cap_direction */
+	struct ks_cap_owner owner; /* pid 0: no process known for this packet */
+};
+
+/* Per interface and CPU (cap_ifstats, keyed by ifindex). */
+struct ks_cap_ifstats {
+	__u64 seen;    /* packets the programs saw on the interface */
+	__u64 matched; /* of which passed --pid/--comm/--container */
+	__u64 lost;    /* of which found the ring buffer full: counted, never copied */
+};
+
 #endif /* KSIGHT_ABI_H */

@@ -180,4 +180,12 @@ mod tests {
         assert_eq!(std::mem::size_of::<abi::ks_ev_signal>(), 48 + 16 + 16);
         assert_eq!(std::mem::size_of::<abi::ks_ev_tcp>(), 104);
     }
+
+    #[test]
+    fn capture_records_have_their_c_sizes() {
+        assert_eq!(std::mem::size_of::<abi::ks_cap_config>(), 32);
+        assert_eq!(std::mem::size_of::<abi::ks_cap_owner>(), 40);
+        assert_eq!(std::mem::size_of::<abi::ks_cap_hdr>(), 24 + 40);
+        assert_eq!(std::mem::size_of::<abi::ks_cap_ifstats>(), 24);
+    }
 }

@@ -51,6 +51,25 @@ unsafe impl Send for LoadedObject {}
 unsafe impl Sync for LoadedObject {}
 
 pub fn load(spec: &LoadSpec<'_>, config: LoadConfig) -> Result<LoadedObject> {
+    let mut loaded = load_unattached(spec, config)?;
+    for prog in loaded.obj.progs_mut() {
+        if spec.programs.iter().any(|p| prog.name() == *p) && !targets_at_run_time(&prog) {
+            let link = prog.attach().map_err(|e| {
+                anyhow!(
+                    "attaching {}: {}",
+                    prog.section().to_string_lossy(),
+                    kernel_reason(&e)
+                )
+            })?;
+            loaded.links.push(link);
+        }
+    }
+    Ok(loaded)
+}
+
+/// Loads an object whose programs need an attach point of their own (an interface, a
+/// cgroup): the caller attaches them with [`LoadedObject::program`].
+pub fn load_unattached(spec: &LoadSpec<'_>, config: LoadConfig) -> Result<LoadedObject> {
     let mut open = open_object(spec, config)?;
     for mut prog in open.progs_mut() {
         let keep = spec.programs.iter().any(|p| prog.name() == *p);
@@ -76,24 +95,11 @@ pub fn load(spec: &LoadSpec<'_>, config: LoadConfig) -> Result<LoadedObject> {
     }
     let obj = open.load().map_err(|e| anyhow!("{}", kernel_reason(&e)))?;
     let ctl = find_ctl(&obj)?;
-    let mut loaded = LoadedObject {
+    Ok(LoadedObject {
         links: Vec::new(),
         obj,
         ctl,
-    };
-    for prog in loaded.obj.progs_mut() {
-        if spec.programs.iter().any(|p| prog.name() == *p) && !targets_at_run_time(&prog) {
-            let link = prog.attach().map_err(|e| {
-                anyhow!(
-                    "attaching {}: {}",
-                    prog.section().to_string_lossy(),
-                    kernel_reason(&e)
-                )
-            })?;
-            loaded.links.push(link);
-        }
-    }
-    Ok(loaded)
+    })
 }
 
 /// Programs whose owner attaches them, not load: a bare `uprobe`/`uretprobe` section names
@@ -157,6 +163,18 @@ fn find_ctl(obj: &Object) -> Result<Option<*mut ks_ctl>> {
     Ok(Some(ptr.cast()))
 }
 
+/// Takes ownership of a link a libbpf attach function returned (NULL, with errno set, when
+/// it failed): for attach points libbpf-rs 0.27 does not wrap (tcx) or only wraps for
+/// mutable programs.
+pub fn link_from_raw(ptr: *mut libbpf_sys::bpf_link) -> Result<Link> {
+    let err = std::io::Error::last_os_error();
+    match std::ptr::NonNull::new(ptr) {
+        // SAFETY: a link libbpf just created; nobody else holds it.
+        Some(ptr) => Ok(unsafe { Link::from_ptr(ptr) }),
+        None => bail!("{err}"),
+    }
+}
+
 /// The kernel's own words for a libbpf error, without libbpf-rs's wrapping.
 pub fn kernel_reason(err: &libbpf_rs::Error) -> String {
     let mut text = err.to_string();
@@ -206,6 +224,14 @@ impl LoadedObject {
         };
         // SAFETY: a link libbpf just created, owned by nobody else.
         Ok(unsafe { Link::from_ptr(link) })
+    }
+
+    /// A loaded program by name, to attach it somewhere of the caller's choosing.
+    pub fn program(&self, name: &str) -> Result<libbpf_rs::Program<'_>> {
+        self.obj
+            .progs()
+            .find(|p| p.name() == name && p.autoload())
+            .ok_or_else(|| anyhow!("object has no loaded program {name}"))
     }
 
     pub fn map(&self, name: &str) -> Result<MapHandle> {

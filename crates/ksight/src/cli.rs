@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::capture::CaptureArgs;
 use crate::doctor::DoctorArgs;
 use crate::profile::ProfileArgs;
 use crate::serve::ServeArgs;
@@ -64,4 +65,6 @@ pub enum Command {
     Unpin(crate::pins::UnpinArgs),
     /// Sample on-CPU stacks (kernel and user) and write a profile: folded, SVG or pprof.
     Profile(ProfileArgs),
+    /// Capture packets into a pcapng file, each named with its process; every drop counted.
+    Capture(CaptureArgs),
 }

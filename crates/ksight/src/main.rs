@@ -1,6 +1,7 @@
 //! ksight: Linux kernel data for the people who run servers, with eBPF.
 
 mod bpf;
+mod capture;
 mod cli;
 mod collector;
 mod collectors;
@@ -66,6 +67,7 @@ fn main() -> ExitCode {
         cli::Command::Trace(args) => trace::run(args, btf),
         cli::Command::Unpin(args) => pins::unpin(args),
         cli::Command::Profile(args) => profile::run(args, btf),
+        cli::Command::Capture(args) => capture::run(args, btf),
     };
     match result {
         Ok(code) => code,

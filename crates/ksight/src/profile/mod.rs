@@ -56,7 +56,7 @@ pub fn run(args: ProfileArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     let stats_fd = enable_bpf_stats()?;
     let mut obj = load(&args, &filter, btf)?;
     if let Some(ids) = &filter.ids {
-        cgroups::install_into(&obj, "prof_cgroups", ids)?;
+        cgroups::install(&obj, "prof_cgroups", ids)?;
     }
     trace::install_stop_handler();
     // Every binary a sampled process maps stays open (symbols.rs): more than 1024 on a busy host.

@@ -119,13 +119,9 @@ fn container_cgroups(
     }
 }
 
-/// Fills trace_cgroups: events are kept from here on.
-pub fn install(obj: &LoadedObject, ids: &[u64]) -> Result<()> {
-    install_into(obj, "trace_cgroups", ids)
-}
-
-/// Fills `map` (a hash of cgroup id → u8, such as profile's prof_cgroups) with `ids`.
-pub fn install_into(obj: &LoadedObject, map: &str, ids: &[u64]) -> Result<()> {
+/// Fills the object's set of cgroup ids to keep (trace_cgroups, cap_cgroups, prof_cgroups):
+/// events are kept from here on.
+pub fn install(obj: &LoadedObject, map: &str, ids: &[u64]) -> Result<()> {
     let map = obj.map(map)?;
     for id in ids {
         map.update(&id.to_ne_bytes(), &[1u8], MapFlags::ANY)?;

@@ -120,7 +120,9 @@ pub fn parse_event(text: &str) -> Result<Kind, String> {
         .ok_or_else(|| format!("unknown event {text:?} (valid: {VALID_EVENTS})"))
 }
 
-pub use cgroups::parse_container;
+pub use cgroups::{install as install_cgroups, parse_container, resolve as resolve_cgroups};
+/// Kernel stamps to wall-clock time, shared with `ksight capture`.
+pub use event::Clock;
 
 pub fn parse_comm(text: &str) -> Result<String, String> {
     if text.is_empty() || text.len() > 15 || text.contains('\0') {
@@ -187,7 +189,7 @@ pub fn run(args: TraceArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     };
     let (obj, hook) = load_object(&kinds, &config, args.ring_buffer_size, load)?;
     if let Some(ids) = &cgroups.ids {
-        cgroups::install(&obj, ids)?;
+        cgroups::install(&obj, "trace_cgroups", ids)?;
     }
     debug!(hook = %hook, events = ?kinds, "attached");
     let probes = kinds

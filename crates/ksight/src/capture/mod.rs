@@ -1,0 +1,493 @@
+//! `ksight capture`: packets from TC (tcx, or clsact) into a pcapng file, each named with
+//! the process behind it, every drop counted.
+//!
+//! One object (capture.bpf.c). Its TC programs copy each packet whose process passes
+//! --pid/--comm/--container into a ring buffer; the cgroup socket hooks and a task_file
+//! iterator tell them which process uses a socket (owners.rs). User space runs the tcpdump
+//! expression (filter.rs), writes pcapng (output.rs) and reports the kernel's per-interface
+//! counters: received, lost to a full ring buffer, accepted, delivered — in statistics blocks
+//! every 10 s and at the end, on stderr as losses happen, and in a summary at exit.
+
+mod args;
+mod filter;
+mod iface;
+mod output;
+mod owners;
+mod process;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+pub use args::CaptureArgs;
+use ksight_bpf::abi::{ks_cap_config, ks_cap_filter, ks_cap_hdr, ks_cap_ifstats};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, RingBufferBuilder};
+
+use crate::bad_input;
+use crate::bpf::{self, LoadConfig, LoadSpec, LoadedObject};
+use crate::enrich::{Enricher, LabelSet};
+use crate::trace::{install_cgroups, install_stop_handler, resolve_cgroups, stopping, Clock};
+use filter::Filter;
+use iface::{Attachment, Interface};
+use output::{IfCounts, Output, Packet, Plan};
+use process::Namer;
+
+/// The longest a packet waits in the ring buffer when no wakeup comes.
+const POLL: Duration = Duration::from_millis(50);
+/// How often `-i any` looks for new interfaces (the issue's bound is a second).
+const RESCAN: Duration = Duration::from_millis(250);
+/// How often statistics blocks are written.
+const STATISTICS: Duration = Duration::from_secs(10);
+
+pub fn run(args: CaptureArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
+    let plan = plan(&args).map_err(bad_input)?;
+    let filter = match args.filter() {
+        Some(text) => Some(Filter::compile(&text, args.snaplen).map_err(bad_input)?),
+        None => None,
+    };
+    let wanted = Wanted::parse(&args.interface).map_err(bad_input)?;
+    let cgroups = resolve_cgroups(None, args.container.as_deref()).map_err(bad_input)?;
+    let output = Output::open(plan).map_err(bad_input)?;
+    crate::privileges::require_bpf_privileges()?;
+    crate::privileges::resolve_btf(btf)?;
+    let config = capture_config(&args, cgroups.ids.is_some());
+    let load = LoadConfig {
+        include_self: false,
+        cgroup_mode: cgroups.mode,
+        btf,
+    };
+    let obj = load_object(&config, args.ring_bytes(), load)?;
+    if let Some(ids) = &cgroups.ids {
+        install_cgroups(&obj, "cap_cgroups", ids)?;
+    }
+    let owners = owners::start(&obj)?;
+    let (enricher, _) = Enricher::new("cgroup,container".parse::<LabelSet>().unwrap_or_default());
+    let session = RefCell::new(Session {
+        output,
+        filter,
+        namer: Namer::new(enricher),
+        clock: Clock::now(),
+        limit: args.count,
+        known: BTreeMap::new(),
+        attached: BTreeMap::new(),
+        accepted: HashMap::new(),
+        handed: 0,
+    });
+    install_stop_handler();
+    session.borrow_mut().attach_wanted(&obj, &wanted)?;
+    let kinds: Vec<&str> = session
+        .borrow()
+        .attached
+        .values()
+        .map(|(_, a)| a.kind())
+        .collect();
+    tracing::info!(
+        interfaces = %session.borrow().attached_names(),
+        attach = kinds.first().copied().unwrap_or("none"),
+        socket_hooks = owners.hooks_attached,
+        "capturing"
+    );
+    let result = capture_loop(&obj, &session, &wanted, args.duration);
+    let mut s = session.borrow_mut();
+    let stats = s.kernel_counts(&obj).unwrap_or_default();
+    s.output.flush(); // the statistics then count every packet delivered
+    s.write_statistics(&stats);
+    s.output.close_file();
+    s.summary(&stats);
+    drop(owners);
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+/// Which interfaces to capture on.
+enum Wanted {
+    Any,
+    One(Interface),
+}
+
+impl Wanted {
+    fn parse(name: &str) -> Result<Wanted> {
+        if name == "any" {
+            return Ok(Wanted::Any);
+        }
+        match iface::by_name(name)? {
+            Some(i) => Ok(Wanted::One(i)),
+            None => bail!(
+                "-i {}: no such interface in this network namespace",
+                crate::names::printable(name.as_bytes())
+            ),
+        }
+    }
+}
+
+fn plan(args: &CaptureArgs) -> Result<Plan> {
+    let stdout = args.write == "-";
+    if stdout && (args.file_size_mb.is_some() || args.rotate_seconds.is_some()) {
+        bail!("-C and -G need a file (-w FILE), not stdout");
+    }
+    if stdout && std::io::stdout().is_terminal() {
+        bail!("-w -: stdout is a terminal; give -w FILE or pipe it (| tshark -r -)");
+    }
+    Ok(Plan {
+        name: args.write.clone(),
+        max_bytes: args.file_size_mb.map(|mb| mb.saturating_mul(1_000_000)),
+        every: args.rotate_seconds.map(Duration::from_secs),
+        snaplen: args.snaplen,
+    })
+}
+
+fn capture_config(args: &CaptureArgs, cgroups: bool) -> ks_cap_config {
+    let mut c = ks_cap_config {
+        snaplen: args.snaplen,
+        wakeup_bytes: args.ring_bytes() / 4,
+        ..Default::default()
+    };
+    if let Some(pid) = args.pid {
+        c.flags |= ks_cap_filter::KS_CF_PID.0;
+        c.pid = pid;
+    }
+    if let Some(comm) = &args.comm {
+        c.flags |= ks_cap_filter::KS_CF_COMM.0;
+        for (dst, src) in c.comm.iter_mut().zip(comm.bytes()) {
+            *dst = src as std::ffi::c_char;
+        }
+    }
+    if cgroups {
+        c.flags |= ks_cap_filter::KS_CF_CGROUP.0;
+    }
+    c
+}
+
+/// The programs to load, best first: kernels before 6.6 have no tcx (clsact then), before
+/// 5.11 no bpf_sock_from_file for the iterator; a kernel may refuse socket storage in
+/// sock_create. Each step leaves out what the one before may have failed on.
+fn program_sets() -> [Vec<&'static str>; 4] {
+    let tc = ["cap_tc_ingress", "cap_tc_egress"];
+    let tcx = ["cap_tcx_ingress", "cap_tcx_egress"];
+    let hooks = &owners::HOOKS;
+    let all: Vec<&str> = tcx
+        .iter()
+        .chain(&tc)
+        .chain(hooks)
+        .chain(&[owners::ITERATOR])
+        .copied()
+        .collect();
+    let no_tcx: Vec<&str> = all.iter().filter(|p| !tcx.contains(p)).copied().collect();
+    let no_iter: Vec<&str> = no_tcx
+        .iter()
+        .filter(|p| **p != owners::ITERATOR)
+        .copied()
+        .collect();
+    let addr_hooks: Vec<&str> = no_iter
+        .iter()
+        .filter(|p| **p != "cap_sock_create")
+        .copied()
+        .collect();
+    [all, no_tcx, no_iter, addr_hooks]
+}
+
+fn load_object(config: &ks_cap_config, ring_bytes: u32, load: LoadConfig) -> Result<LoadedObject> {
+    let cpus = libbpf_rs::num_possible_cpus()? as u32;
+    // SAFETY: ks_cap_config is Plain (a padding-free C struct); the slice borrows config.
+    let bytes = unsafe { plain::as_bytes(config) };
+    let sections = [(".rodata.capture", bytes)];
+    let max_entries = [
+        ("cap_events".to_string(), ring_bytes),
+        ("cap_scratch".to_string(), cpus),
+    ];
+    let mut failures = Vec::new();
+    for programs in program_sets() {
+        let spec = LoadSpec {
+            name: "capture",
+            bytes: ksight_bpf::objects::CAPTURE,
+            programs: &programs,
+            max_entries: &max_entries,
+            broken_target: None,
+            sections: &sections,
+            skip_maps: &[],
+        };
+        match bpf::load_unattached(&spec, load) {
+            Ok(obj) => {
+                if !failures.is_empty() {
+                    tracing::info!(refused = ?failures, "capture programs this kernel refused are left out");
+                }
+                return Ok(obj);
+            }
+            Err(err) => failures.push(format!("{err:#}")),
+        }
+    }
+    bail!(
+        "loading the capture programs: {}",
+        failures.join("; then: ")
+    )
+}
+
+struct Session {
+    output: Output,
+    filter: Option<Filter>,
+    namer: Namer,
+    clock: Clock,
+    limit: Option<u64>,
+    /// Every interface seen, by index (packets name theirs by index).
+    known: BTreeMap<u32, Interface>,
+    /// Interfaces with the programs on them.
+    attached: BTreeMap<u32, (Interface, Attachment)>,
+    accepted: HashMap<u32, u64>,
+    /// Packets given to the output (what -c counts).
+    handed: u64,
+}
+
+/// The kernel's counters of one interface, summed over CPUs.
+type KernelCounts = BTreeMap<u32, ks_cap_ifstats>;
+
+impl Session {
+    fn attached_names(&self) -> String {
+        let names: Vec<String> = self
+            .attached
+            .values()
+            .map(|(i, _)| crate::names::printable(i.name.as_bytes()))
+            .collect();
+        names.join(",")
+    }
+
+    /// Attaches to what is wanted and not attached yet; forgets interfaces that are gone.
+    fn attach_wanted(&mut self, obj: &LoadedObject, wanted: &Wanted) -> Result<()> {
+        let now = match wanted {
+            Wanted::One(i) => BTreeMap::from([(i.index, i.clone())]),
+            Wanted::Any => iface::list()?,
+        };
+        self.attached.retain(|index, _| now.contains_key(index));
+        let stats = obj.map("cap_ifstats")?;
+        for (index, iface) in now {
+            if self.attached.contains_key(&index) {
+                continue;
+            }
+            let fresh = !self.known.contains_key(&index);
+            self.known.insert(index, iface.clone());
+            zero_counters(&stats, index)?;
+            match iface::attach(obj, index) {
+                Ok(a) => {
+                    if fresh && !self.attached.is_empty() {
+                        tracing::info!(interface = %crate::names::printable(iface.name.as_bytes()), attach = a.kind(), "capturing on a new interface");
+                    }
+                    self.output.add_interface(&iface);
+                    self.attached.insert(index, (iface, a));
+                }
+                Err(err) if matches!(wanted, Wanted::One(_)) => {
+                    bail!("attaching to {}: {err:#}", iface.name)
+                }
+                Err(err) => {
+                    // -i any: an interface that refuses TC (or vanished meanwhile) is
+                    // skipped; it is tried again at the next scan.
+                    tracing::debug!("not capturing on {}: {err:#}", iface.name);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, data: &[u8]) -> i32 {
+        let size = std::mem::size_of::<ks_cap_hdr>();
+        let mut h = ks_cap_hdr::default();
+        if data.len() < size || plain::copy_from_bytes(&mut h, &data[..size]).is_err() {
+            return 0;
+        }
+        let end = (size + h.caplen as usize).min(data.len());
+        let frame = &data[size..end];
+        let framing = self
+            .known
+            .get(&h.ifindex)
+            .map_or(iface::Framing::Ethernet, |i| i.framing);
+        if let Some(f) = &self.filter {
+            if !f.matches(framing, frame, h.len) {
+                return 0;
+            }
+        }
+        *self.accepted.entry(h.ifindex).or_default() += 1;
+        if self.done() {
+            return 0;
+        }
+        let comment = self.namer.comment(&h.owner);
+        let packet = Packet {
+            ifindex: h.ifindex,
+            wall_ns: self.clock.wall(h.ts_ns),
+            original_len: h.len,
+            data: frame,
+            direction: h.direction,
+            comment: &comment,
+        };
+        let known = &self.known;
+        self.output.write(&packet, &|i| known.get(&i).cloned());
+        self.handed += 1;
+        0
+    }
+
+    fn done(&self) -> bool {
+        self.limit.is_some_and(|n| self.handed >= n)
+    }
+
+    fn kernel_counts(&self, obj: &LoadedObject) -> Result<KernelCounts> {
+        let map = obj.map("cap_ifstats")?;
+        let mut out = BTreeMap::new();
+        for index in self.known.keys() {
+            out.insert(*index, sum_counters(&map, *index)?);
+        }
+        Ok(out)
+    }
+
+    fn write_statistics(&mut self, k: &KernelCounts) {
+        let delivered = self.output.delivered.clone();
+        let counts = |index: u32| {
+            let kc = k.get(&index).copied().unwrap_or_default();
+            IfCounts {
+                received: kc.seen,
+                dropped: kc.lost,
+                accepted: self.accepted.get(&index).copied().unwrap_or(0),
+                delivered: delivered.get(&index).copied().unwrap_or(0),
+            }
+        };
+        let now = self.clock.wall(crate::kernel::monotonic_ns());
+        self.output.statistics(now, &counts);
+    }
+
+    fn summary(&self, k: &KernelCounts) {
+        let seen: u64 = k.values().map(|c| c.seen).sum();
+        let matched: u64 = k.values().map(|c| c.matched).sum();
+        let lost: u64 = k.values().map(|c| c.lost).sum();
+        let accepted: u64 = self.accepted.values().sum();
+        eprintln!(
+            "ksight: {seen} packets seen, {matched} matched the process filters, {lost} lost \
+             (ring buffer full), {accepted} accepted by the expression, {} written",
+            self.output.written
+        );
+        if self.output.lost > 0 {
+            eprintln!(
+                "ksight: {} packets not written: {}",
+                self.output.lost,
+                self.output.last_error.as_deref().unwrap_or("write error")
+            );
+        }
+        for f in &self.output.files {
+            tracing::debug!(file = %f.display(), "written");
+        }
+    }
+}
+
+fn zero_counters(map: &MapHandle, index: u32) -> Result<()> {
+    let cpus = libbpf_rs::num_possible_cpus()?;
+    let zero = vec![vec![0u8; std::mem::size_of::<ks_cap_ifstats>()]; cpus];
+    // NOEXIST: an interface seen again (a rescan) keeps its counts.
+    match map.update_percpu(&index.to_ne_bytes(), &zero, MapFlags::NO_EXIST) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == libbpf_rs::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(anyhow!("cap_ifstats: {e}")),
+    }
+}
+
+fn sum_counters(map: &MapHandle, index: u32) -> Result<ks_cap_ifstats> {
+    let mut sum = ks_cap_ifstats::default();
+    let per_cpu = map
+        .lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)?
+        .unwrap_or_default();
+    for bytes in per_cpu {
+        let mut v = ks_cap_ifstats::default();
+        plain::copy_from_bytes(&mut v, &bytes).map_err(|e| anyhow!("cap_ifstats: {e:?}"))?;
+        sum.seen += v.seen;
+        sum.matched += v.matched;
+        sum.lost += v.lost;
+    }
+    Ok(sum)
+}
+
+/// Losses as last printed on stderr (at most once a second).
+#[derive(Default)]
+struct LossReport {
+    ring: u64,
+    output: u64,
+    last: Option<Instant>,
+}
+
+impl LossReport {
+    fn report(&mut self, ring: u64, output: &Output, last: bool) {
+        let due = last
+            || self
+                .last
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if !due {
+            return;
+        }
+        if ring > self.ring {
+            eprintln!(
+                "ksight: lost {} packets (ring buffer full; {ring} in all; try a larger -B)",
+                ring - self.ring
+            );
+            self.ring = ring;
+            self.last = Some(Instant::now());
+        }
+        if output.lost > self.output {
+            eprintln!(
+                "ksight: {} packets not written ({}; {} in all)",
+                output.lost - self.output,
+                output.last_error.as_deref().unwrap_or("write error"),
+                output.lost
+            );
+            self.output = output.lost;
+            self.last = Some(Instant::now());
+        }
+    }
+}
+
+fn capture_loop(
+    obj: &LoadedObject,
+    session: &RefCell<Session>,
+    wanted: &Wanted,
+    duration: Option<Duration>,
+) -> Result<()> {
+    let events = obj.map("cap_events")?;
+    let mut builder = RingBufferBuilder::new();
+    builder.add(&events, |data: &[u8]| session.borrow_mut().record(data))?;
+    let ring = builder.build()?;
+    let deadline = duration.map(|d| Instant::now() + d);
+    let mut next_scan = Instant::now() + RESCAN;
+    let mut next_stats = Instant::now() + STATISTICS;
+    let mut losses = LossReport::default();
+    loop {
+        let mut ret = ring.poll_raw(POLL);
+        if ret >= 0 || ret == -libc::EINTR {
+            ret = ring.consume_raw().min(0);
+        }
+        if ret < 0 && ret != -libc::EINTR {
+            bail!(
+                "reading the ring buffer: {}",
+                std::io::Error::from_raw_os_error(-ret)
+            );
+        }
+        let mut s = session.borrow_mut();
+        s.output.flush();
+        let counts = s.kernel_counts(obj)?;
+        losses.report(counts.values().map(|c| c.lost).sum(), &s.output, false);
+        if Instant::now() >= next_stats {
+            s.write_statistics(&counts);
+            next_stats = Instant::now() + STATISTICS;
+        }
+        if matches!(wanted, Wanted::Any) && Instant::now() >= next_scan {
+            s.attach_wanted(obj, wanted)?;
+            next_scan = Instant::now() + RESCAN;
+        }
+        let expired = deadline.is_some_and(|d| Instant::now() >= d);
+        if stopping() || expired || s.done() {
+            break;
+        }
+    }
+    // What is in the buffer was captured before the stop: write it, then count.
+    if !session.borrow().done() {
+        ring.consume_raw();
+    }
+    let s = session.borrow();
+    let lost = s.kernel_counts(obj)?.values().map(|c| c.lost).sum();
+    losses.report(lost, &s.output, true);
+    Ok(())
+}

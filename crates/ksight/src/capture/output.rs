@@ -1,0 +1,508 @@
+//! The pcapng output: a section, an interface description per interface (nanosecond
+//! timestamps), a block per packet with its direction and process, interface statistics;
+//! rotation by size (-C) or time (-G) as tcpdump does.
+//!
+//! Blocks gather in memory (the spool) and go to the file at each flush. A flush that fails
+//! (a full disk, a closed pipe) is undone: the file is cut back to its last whole block, so it
+//! stays readable, the packets of the failed flush are counted as lost, and the capture goes
+//! on. A packet is "delivered" only once its flush succeeded.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
+use pcap_file::pcapng::blocks::interface_description::{
+    InterfaceDescriptionBlock, InterfaceDescriptionOption,
+};
+use pcap_file::pcapng::blocks::interface_statistics::{
+    InterfaceStatisticsBlock, InterfaceStatisticsOption,
+};
+use pcap_file::pcapng::PcapNgWriter;
+use pcap_file::DataLink;
+
+use super::iface::{Framing, Interface};
+
+/// Blocks not yet flushed.
+#[derive(Default)]
+pub struct Spool(Vec<u8>);
+
+impl Write for Spool {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+type Sink = Spool;
+
+/// The spool is flushed once it holds this much, whatever the loop's timer says: also the
+/// most a failed write can take with it beyond what did not fit.
+const SPOOL_BYTES: usize = 1 << 16;
+
+/// Where flushed bytes go.
+struct Dest {
+    out: Box<dyn Write + Send>,
+    /// The file again, to cut it back after a failed write (None for stdout).
+    file: Option<File>,
+    /// Bytes of whole blocks in it.
+    good: u64,
+}
+
+/// Where packets go and when a new file starts.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// `-` for stdout, else the file name (with strftime conversions for -G).
+    pub name: String,
+    /// -C, in bytes.
+    pub max_bytes: Option<u64>,
+    /// -G.
+    pub every: Option<Duration>,
+    pub snaplen: u32,
+}
+
+/// One interface's figures for a statistics block.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfCounts {
+    /// Packets the kernel programs saw on it.
+    pub received: u64,
+    /// Matching packets that found the ring buffer full.
+    pub dropped: u64,
+    /// Copied packets that passed every filter (process and expression).
+    pub accepted: u64,
+    /// Packets written.
+    pub delivered: u64,
+}
+
+/// A packet to write.
+pub struct Packet<'a> {
+    pub ifindex: u32,
+    pub wall_ns: u64,
+    pub original_len: u32,
+    pub data: &'a [u8],
+    /// pcapng EPB flags direction bits: 1 inbound, 2 outbound.
+    pub direction: u32,
+    pub comment: &'a str,
+}
+
+pub struct Output {
+    plan: Plan,
+    writer: Option<PcapNgWriter<Sink>>,
+    dest: Option<Dest>,
+    /// The interface of each packet in the spool.
+    pending: Vec<u32>,
+    /// Interfaces whose description block is in the file (the rest are in the spool).
+    described: usize,
+    /// Packets in files (or the pipe), by interface.
+    pub delivered: HashMap<u32, u64>,
+    pub written: u64,
+    /// Interfaces in the order of their description blocks (the pcapng interface id).
+    interfaces: Vec<Interface>,
+    file_bytes: u64,
+    /// Packets in the current file: a file is never left without one by -C.
+    file_packets: u64,
+    file_started: Instant,
+    /// Files written, in order (empty for stdout).
+    pub files: Vec<PathBuf>,
+    /// Packets that could not be written (a full disk, a closed pipe).
+    pub lost: u64,
+    /// The last write error, for the report.
+    pub last_error: Option<String>,
+}
+
+impl Output {
+    /// Opens the first file (or stdout): an error here is bad input (exit 2).
+    pub fn open(plan: Plan) -> Result<Output> {
+        let mut out = Output {
+            plan,
+            writer: None,
+            dest: None,
+            pending: Vec::new(),
+            described: 0,
+            delivered: HashMap::new(),
+            written: 0,
+            interfaces: Vec::new(),
+            file_bytes: 0,
+            file_packets: 0,
+            file_started: Instant::now(),
+            files: Vec::new(),
+            lost: 0,
+            last_error: None,
+        };
+        out.start_file()?;
+        Ok(out)
+    }
+
+    pub fn is_stdout(&self) -> bool {
+        self.plan.name == "-"
+    }
+
+    fn next_path(&self) -> PathBuf {
+        let n = self.files.len();
+        let base = if self.plan.every.is_some() && self.plan.name.contains('%') {
+            strftime_now(&self.plan.name)
+        } else {
+            self.plan.name.clone()
+        };
+        if n == 0 || base.contains('%') || base != self.plan.name {
+            // the first file, or a -G name that changes with time
+            return PathBuf::from(base);
+        }
+        PathBuf::from(format!("{base}{n}"))
+    }
+
+    fn start_file(&mut self) -> Result<()> {
+        let (out, file): (Box<dyn Write + Send>, _) = if self.is_stdout() {
+            (Box::new(std::io::stdout()), None)
+        } else {
+            let path = self.next_path();
+            let file = File::create(&path).map_err(|e| anyhow!("-w {}: {e}", path.display()))?;
+            let again = file.try_clone()?;
+            self.files.push(path);
+            (Box::new(file), Some(again))
+        };
+        self.dest = Some(Dest { out, file, good: 0 });
+        self.file_packets = 0;
+        self.file_started = Instant::now();
+        self.new_section()
+    }
+
+    /// A section header and every interface's description, into the spool.
+    fn new_section(&mut self) -> Result<()> {
+        let mut writer = PcapNgWriter::new(Spool::default())
+            .map_err(|e| anyhow!("writing the pcapng header: {e}"))?;
+        self.file_bytes = 28; // the section header block
+        for iface in &self.interfaces {
+            self.file_bytes += describe(&mut writer, iface, self.plan.snaplen)?;
+        }
+        self.writer = Some(writer);
+        Ok(())
+    }
+
+    /// The interface's pcapng id, adding its description block the first time.
+    fn interface_id(&mut self, ifindex: u32, known: &dyn Fn(u32) -> Option<Interface>) -> u32 {
+        if let Some(id) = self.interfaces.iter().position(|i| i.index == ifindex) {
+            return id as u32;
+        }
+        let iface = known(ifindex).unwrap_or(Interface {
+            index: ifindex,
+            name: format!("if{ifindex}"),
+            framing: Framing::Ethernet,
+        });
+        if let Some(w) = &mut self.writer {
+            match describe(w, &iface, self.plan.snaplen) {
+                Ok(n) => self.file_bytes += n,
+                Err(err) => self.failed(err),
+            }
+        }
+        self.interfaces.push(iface);
+        (self.interfaces.len() - 1) as u32
+    }
+
+    /// Adds an interface's description now (it is being captured), before any packet.
+    pub fn add_interface(&mut self, iface: &Interface) {
+        let copy = iface.clone();
+        self.interface_id(iface.index, &move |_| Some(copy.clone()));
+    }
+
+    /// Starts a new file when -C or -G says so.
+    fn maybe_rotate(&mut self) {
+        let by_size = self
+            .plan
+            .max_bytes
+            .is_some_and(|max| self.file_bytes > max && self.file_packets > 0);
+        let by_time = self
+            .plan
+            .every
+            .is_some_and(|every| self.file_started.elapsed() >= every);
+        if self.is_stdout() || !(by_size || by_time) {
+            return;
+        }
+        self.close_file();
+        if let Err(err) = self.start_file() {
+            self.failed(err);
+        }
+    }
+
+    pub fn write(&mut self, p: &Packet<'_>, known: &dyn Fn(u32) -> Option<Interface>) -> bool {
+        self.maybe_rotate();
+        let id = self.interface_id(p.ifindex, known);
+        let Some(w) = &mut self.writer else {
+            self.lost += 1;
+            return false;
+        };
+        let block = EnhancedPacketBlock {
+            interface_id: id,
+            timestamp: Duration::from_nanos(p.wall_ns),
+            original_len: p.original_len,
+            data: Cow::Borrowed(p.data),
+            options: vec![
+                EnhancedPacketOption::Flags(p.direction & 3),
+                EnhancedPacketOption::Comment(Cow::Borrowed(p.comment)),
+            ],
+        };
+        match w.write_pcapng_block(block) {
+            Ok(n) => {
+                self.file_bytes += n as u64;
+                self.file_packets += 1;
+                self.pending.push(p.ifindex);
+                if w.get_ref().0.len() >= SPOOL_BYTES {
+                    self.flush();
+                }
+                true
+            }
+            Err(err) => {
+                self.lost += 1;
+                self.failed(anyhow!("{err}"));
+                false
+            }
+        }
+    }
+
+    /// A statistics block per interface, with the counts since the start.
+    pub fn statistics(&mut self, wall_ns: u64, counts: &dyn Fn(u32) -> IfCounts) {
+        let Some(w) = &mut self.writer else {
+            return;
+        };
+        let mut error = None;
+        for (id, iface) in self.interfaces.iter().enumerate() {
+            let c = counts(iface.index);
+            let block = InterfaceStatisticsBlock {
+                interface_id: id as u32,
+                // pcap-file 2.0 writes this u64 whole, low word first: pcapng wants the high
+                // word first, as in a packet block. Swapping the halves writes it that way.
+                timestamp: isb_timestamp(wall_ns),
+                options: vec![
+                    InterfaceStatisticsOption::IsbIfRecv(c.received),
+                    InterfaceStatisticsOption::IsbIfDrop(c.dropped),
+                    InterfaceStatisticsOption::IsbFilterAccept(c.accepted),
+                    InterfaceStatisticsOption::IsbUsrDeliv(c.delivered),
+                ],
+            };
+            match w.write_pcapng_block(block) {
+                Ok(n) => self.file_bytes += n as u64,
+                Err(err) => error = Some(anyhow!("{err}")),
+            }
+        }
+        if let Some(err) = error {
+            self.failed(err);
+        }
+    }
+
+    /// Writes the spool to the file or pipe; on failure cuts the file back to its last whole
+    /// block and counts the spool's packets as lost.
+    pub fn flush(&mut self) {
+        let (Some(w), Some(dest)) = (&mut self.writer, &mut self.dest) else {
+            return;
+        };
+        let data = std::mem::take(&mut w.get_mut().0);
+        if data.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        match dest.out.write_all(&data).and_then(|()| dest.out.flush()) {
+            Ok(()) => {
+                dest.good += data.len() as u64;
+                self.described = self.interfaces.len();
+                self.written += pending.len() as u64;
+                for index in pending {
+                    *self.delivered.entry(index).or_default() += 1;
+                }
+            }
+            Err(err) => {
+                if let Some(file) = &mut dest.file {
+                    let _ = file.set_len(dest.good);
+                    let _ = file.seek(SeekFrom::Start(dest.good));
+                }
+                self.lost += pending.len() as u64;
+                self.failed(anyhow!("{err}"));
+                self.redescribe();
+            }
+        }
+    }
+
+    /// After a failed flush: what the lost bytes held that later blocks rely on (the section
+    /// header, interface descriptions) goes into the spool again.
+    fn redescribe(&mut self) {
+        let restart = self.dest.as_ref().is_some_and(|d| d.good == 0);
+        if restart {
+            if let Err(err) = self.new_section() {
+                self.failed(err);
+            }
+            return;
+        }
+        let Some(w) = &mut self.writer else {
+            return;
+        };
+        for iface in &self.interfaces[self.described.min(self.interfaces.len())..] {
+            if let Err(err) = describe(w, iface, self.plan.snaplen) {
+                self.last_error = Some(format!("{err:#}"));
+            }
+        }
+    }
+
+    pub fn close_file(&mut self) {
+        self.flush();
+        self.writer = None;
+        self.dest = None;
+    }
+
+    fn failed(&mut self, err: anyhow::Error) {
+        self.last_error = Some(format!("{err:#}"));
+    }
+}
+
+/// The interface description block; returns its size.
+fn describe(w: &mut PcapNgWriter<Sink>, iface: &Interface, snaplen: u32) -> Result<u64> {
+    let linktype = match iface.framing {
+        Framing::Ethernet => DataLink::ETHERNET,
+        Framing::RawIp => DataLink::RAW,
+    };
+    let block = InterfaceDescriptionBlock {
+        linktype,
+        snaplen,
+        options: vec![
+            InterfaceDescriptionOption::IfName(Cow::Owned(iface.name.clone())),
+            InterfaceDescriptionOption::IfTsResol(9),
+        ],
+    };
+    w.write_pcapng_block(block)
+        .map(|n| n as u64)
+        .map_err(|e| anyhow!("writing an interface description: {e}"))
+}
+
+/// The statistics block's timestamp in the interfaces' resolution (nanoseconds), with its
+/// 32-bit halves swapped (see `statistics`).
+fn isb_timestamp(wall_ns: u64) -> u64 {
+    wall_ns.rotate_left(32)
+}
+
+/// `pattern` through strftime(3) in local time (for -G file names).
+fn strftime_now(pattern: &str) -> String {
+    let Ok(format) = std::ffi::CString::new(pattern) else {
+        return pattern.to_string();
+    };
+    let mut buf = vec![0u8; pattern.len() * 4 + 64];
+    // SAFETY: time(NULL) and localtime_r into our zeroed tm; strftime writes at most
+    // buf.len() bytes into buf and returns how many (0 on overflow).
+    let n = unsafe {
+        let now = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&now, &mut tm);
+        libc::strftime(buf.as_mut_ptr().cast(), buf.len(), format.as_ptr(), &tm)
+    };
+    if n == 0 {
+        return pattern.to_string();
+    }
+    buf.truncate(n);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statistics_timestamp_halves_are_swapped() {
+        let ts = 0x0000_0001_2345_6789u64;
+        let swapped = isb_timestamp(ts);
+        // written little-endian as a u64: the first 4 bytes must be the high word
+        let bytes = swapped.to_le_bytes();
+        assert_eq!(u32::from_le_bytes(bytes[..4].try_into().unwrap()), 1);
+        assert_eq!(
+            u32::from_le_bytes(bytes[4..].try_into().unwrap()),
+            0x2345_6789
+        );
+    }
+
+    #[test]
+    fn time_rotation_names_files_by_strftime_or_number() {
+        let dir = std::env::temp_dir().join(format!("ksight-out-g-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let numbered = dir.join("g.pcapng").to_string_lossy().into_owned();
+        let mut out = Output::open(Plan {
+            name: numbered.clone(),
+            max_bytes: None,
+            every: Some(Duration::ZERO), // every packet starts a new file
+            snaplen: 100,
+        })
+        .unwrap();
+        let none = |_| None;
+        let p = Packet {
+            ifindex: 7,
+            wall_ns: 1,
+            original_len: 60,
+            data: &[0u8; 60],
+            direction: 1,
+            comment: "PID: unknown",
+        };
+        assert!(out.write(&p, &none));
+        assert!(out.write(&p, &none));
+        out.close_file();
+        assert_eq!(out.files.len(), 3, "{:?}", out.files);
+        assert_eq!(out.files[1], PathBuf::from(format!("{numbered}1")));
+        assert_eq!(out.written, 2);
+        let pattern = dir.join("t-%Y.pcapng").to_string_lossy().into_owned();
+        let out = Output::open(Plan {
+            name: pattern,
+            max_bytes: None,
+            every: Some(Duration::from_secs(60)),
+            snaplen: 100,
+        })
+        .unwrap();
+        let name = out.files[0]
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(name.starts_with("t-2") && !name.contains('%'), "{name}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn numbered_files_follow_tcpdump() {
+        let dir = std::env::temp_dir().join(format!("ksight-out-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let base = dir.join("cap.pcapng").to_string_lossy().into_owned();
+        let mut out = Output::open(Plan {
+            name: base.clone(),
+            max_bytes: Some(1),
+            every: None,
+            snaplen: 100,
+        })
+        .unwrap();
+        let iface = Interface {
+            index: 7,
+            name: "veth0".into(),
+            framing: Framing::Ethernet,
+        };
+        out.add_interface(&iface);
+        let none = |_| None;
+        for _ in 0..3 {
+            let p = Packet {
+                ifindex: 7,
+                wall_ns: 1,
+                original_len: 60,
+                data: &[0u8; 60],
+                direction: 2,
+                comment: "PID: 1",
+            };
+            assert!(out.write(&p, &none));
+        }
+        out.close_file();
+        let names: Vec<String> = out.files.iter().map(|p| p.display().to_string()).collect();
+        assert_eq!(
+            names,
+            vec![base.clone(), format!("{base}1"), format!("{base}2")]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
