@@ -6,7 +6,8 @@ with its licence expression and the licence files it ships, then the C libraries
 Debian's copyright files). scripts/release ships the result beside the binary.
 
 Run: python3 scripts/gen-licenses.py > THIRD-PARTY-LICENSES
-Exits 1 naming any crate that ships no licence file and has no licence text to fall back on.
+A crate that ships no licence file is listed with the licence its manifest declares, its
+authors and repository. Exits 1 naming any crate that declares no licence at all.
 """
 import json
 import re
@@ -50,8 +51,10 @@ def licence_files(directory):
     return sorted(f for f in Path(directory).iterdir() if f.is_file() and LICENSE_FILE.match(f.name))
 
 
-def section(title, expression, files):
+def section(title, expression, files, note=None):
     lines = [f"## {title}", "", f"Licence: {expression}", ""]
+    if note:
+        lines += [note, ""]
     for f in files:
         lines += [f"### {f.name}", "", "```", f.read_text(errors="replace").rstrip(), "```", ""]
     return "\n".join(lines)
@@ -68,9 +71,15 @@ def main():
         files = licence_files(directory)
         if p["name"] == "libbpf-sys":
             libbpf_dir = directory / "libbpf"
-        if not files:
+        if not p.get("license") and not files:
             missing.append(f"{p['name']} {p['version']}")
-        parts.append(section(f"{p['name']} {p['version']}", p.get("license") or "(none stated)", files))
+        note = None
+        if not files:
+            authors = ", ".join(p.get("authors") or []) or "not named"
+            note = (f"The crate ships no licence file. Authors: {authors}. "
+                    f"Source: {p.get('repository') or 'crates.io'}.")
+        parts.append(section(f"{p['name']} {p['version']}", p.get("license") or "(none stated)",
+                             files, note))
     if libbpf_dir is not None:
         parts.append(section("libbpf (vendored by libbpf-sys)", "LGPL-2.1 OR BSD-2-Clause",
                              licence_files(libbpf_dir)))
@@ -82,7 +91,7 @@ def main():
         else:
             missing.append(f"{package} (no {copyright_file})")
     if missing:
-        sys.stderr.write("gen-licenses: no licence text for: " + ", ".join(missing) + "\n")
+        sys.stderr.write("gen-licenses: no licence declared for: " + ", ".join(missing) + "\n")
         sys.exit(1)
     sys.stdout.write("\n".join(parts) + "\n")
 

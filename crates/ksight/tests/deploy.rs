@@ -219,8 +219,8 @@ fn kubernetes_manifests_pass_the_api_and_operator_schemas() {
     }
 }
 
-/// The licence notices shipped with the binary name every crate it links, with text, and the
-/// C libraries linked in (the generator fails on a crate without a licence file).
+/// The licence notices shipped with the binary name every crate it links, and the
+/// C libraries linked in (the generator fails on a crate that declares no licence).
 #[test]
 fn licence_notices_cover_every_linked_crate_and_library() {
     let notices = run_ok(Command::new("python3").arg(repo().join("scripts/gen-licenses.py")));
