@@ -309,26 +309,16 @@ static __always_inline int capture(struct __sk_buff *skb, __u32 direction)
 	return KS_TC_NEXT;
 }
 
-SEC("tc")
-int cap_tc_ingress(struct __sk_buff *skb)
-{
-	return capture(skb, KS_CAP_INBOUND);
-}
+/* One program per attach kind and direction, one body: tcx where the kernel has it (6.6+),
+ * a clsact filter ("tc") otherwise. */
+#define KS_CAP_PROG(name, section, direction)                                               \
+	SEC(section)                                                                        \
+	int name(struct __sk_buff *skb)                                                     \
+	{                                                                                   \
+		return capture(skb, direction);                                             \
+	}
 
-SEC("tc")
-int cap_tc_egress(struct __sk_buff *skb)
-{
-	return capture(skb, KS_CAP_OUTBOUND);
-}
-
-SEC("tcx/ingress")
-int cap_tcx_ingress(struct __sk_buff *skb)
-{
-	return capture(skb, KS_CAP_INBOUND);
-}
-
-SEC("tcx/egress")
-int cap_tcx_egress(struct __sk_buff *skb)
-{
-	return capture(skb, KS_CAP_OUTBOUND);
-}
+KS_CAP_PROG(cap_tc_ingress, "tc", KS_CAP_INBOUND)
+KS_CAP_PROG(cap_tc_egress, "tc", KS_CAP_OUTBOUND)
+KS_CAP_PROG(cap_tcx_ingress, "tcx/ingress", KS_CAP_INBOUND)
+KS_CAP_PROG(cap_tcx_egress, "tcx/egress", KS_CAP_OUTBOUND)

@@ -63,18 +63,10 @@ pub fn function_offset(file: &File, name: &str) -> Option<u64> {
 }
 
 fn sections(file: &File, header: &[u8]) -> Option<Vec<Section>> {
-    let (offset, size, count) = (
-        u64_at(header, 0x28)?,
-        u16_at(header, 0x3a)? as u64,
-        u16_at(header, 0x3c)? as u64,
-    );
-    if size < 64 {
-        return None;
-    }
-    let table = read_at(file, offset, size * count)?;
-    (0..count as usize)
-        .map(|i| {
-            let s = &table[i * size as usize..];
+    let (table, size) = header_table(file, header, [0x28, 0x3a, 0x3c], 64)?;
+    table
+        .chunks_exact(size)
+        .map(|s| {
             Some(Section {
                 kind: u32_at(s, 4)?,
                 offset: u64_at(s, 0x18)?,
@@ -84,6 +76,24 @@ fn sections(file: &File, header: &[u8]) -> Option<Vec<Section>> {
             })
         })
         .collect()
+}
+
+/// One of the ELF header's tables (section headers, program headers): its bytes and entry
+/// size, from the header fields at `[offset, entry size, count]`; None when its entries are
+/// shorter than `min_entry` bytes (not the 64-bit layout read here).
+fn header_table(
+    file: &File,
+    header: &[u8],
+    [offset_at, size_at, count_at]: [usize; 3],
+    min_entry: u64,
+) -> Option<(Vec<u8>, usize)> {
+    let offset = u64_at(header, offset_at)?;
+    let size = u16_at(header, size_at)? as u64;
+    let count = u16_at(header, count_at)? as u64;
+    if size < min_entry {
+        return None;
+    }
+    Some((read_at(file, offset, size * count)?, size as usize))
 }
 
 /// The address of `name` in symbol table `table` if it is a function defined in this file.
@@ -109,16 +119,8 @@ fn defined_function(file: &File, table: &Section, all: &[Section], name: &str) -
 
 /// The file offset of a virtual address, through the executable PT_LOAD segment holding it.
 fn address_to_offset(file: &File, header: &[u8], address: u64) -> Option<u64> {
-    let (offset, size, count) = (
-        u64_at(header, 0x20)?,
-        u16_at(header, 0x36)? as u64,
-        u16_at(header, 0x38)? as u64,
-    );
-    if size < 56 {
-        return None;
-    }
-    let table = read_at(file, offset, size * count)?;
-    table.chunks_exact(size as usize).find_map(|ph| {
+    let (table, size) = header_table(file, header, [0x20, 0x36, 0x38], 56)?;
+    table.chunks_exact(size).find_map(|ph| {
         let (kind, flags) = (u32_at(ph, 0)?, u32_at(ph, 4)?);
         let (file_offset, vaddr, filesz) = (u64_at(ph, 8)?, u64_at(ph, 0x10)?, u64_at(ph, 0x20)?);
         let inside = (vaddr..vaddr.saturating_add(filesz)).contains(&address);
