@@ -10,6 +10,10 @@ if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ] && command -v sudo >/dev/
   if [ -n "$invoking_home" ] && [ -x "$invoking_home/.cargo/bin/cargo" ]; then
     export CARGO_HOME=$invoking_home/.cargo RUSTUP_HOME=$invoking_home/.rustup
     PATH="$CARGO_HOME/bin:$PATH"
-    as_user() { sudo -u "$SUDO_USER" --preserve-env=PATH,CARGO_HOME,RUSTUP_HOME,CI "$@"; }
+    # sudo resets PATH to its secure_path whatever it is told to keep: env sets it again.
+    as_user() {
+      sudo -u "$SUDO_USER" env PATH="$PATH" CARGO_HOME="$CARGO_HOME" RUSTUP_HOME="$RUSTUP_HOME" \
+        ${CI:+CI="$CI"} "$@"
+    }
   fi
 fi
