@@ -265,15 +265,7 @@ fn a_dead_collector_thread_ends_ksight_with_a_clear_line_and_status_1() {
     require_root!();
     let _serial = one_at_a_time();
     let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut child = std::process::Command::new(KSIGHT)
-        .args([
-            "serve",
-            "--collectors",
-            "process",
-            "--web.listen-address",
-            &listen,
-        ])
+    let mut child = process_only_serve(KSIGHT, port)
         .env("KSIGHT_BREAK_STEPS", "panic")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

@@ -579,17 +579,8 @@ fn a_copy_with_file_capabilities_serves_as_nobody() {
         .expect("setcap runs (Debian package libcap2-bin)");
     assert!(setcap.success(), "setcap failed");
     let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut child = std::process::Command::new(&binary)
-        .args([
-            "serve",
-            "--collectors",
-            "process",
-            "--web.listen-address",
-            &listen,
-            "--log",
-            "warn",
-        ])
+    let mut child = process_only_serve(&binary, port)
+        .args(["--log", "warn"])
         .uid(65534)
         .gid(65534)
         .stdout(std::process::Stdio::null())

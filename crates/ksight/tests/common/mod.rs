@@ -167,6 +167,15 @@ impl Drop for Server {
     }
 }
 
+/// `binary serve` with only the process collector on `127.0.0.1:port`, for tests that need
+/// their own `Command` (another user, a fault to inject, stderr kept for themselves).
+pub fn process_only_serve(binary: impl AsRef<std::ffi::OsStr>, port: u16) -> Command {
+    let mut command = Command::new(binary);
+    command.args(["serve", "--collectors", "process"]);
+    command.args(["--web.listen-address", &format!("127.0.0.1:{port}")]);
+    command
+}
+
 /// The port of the first "serving" line ksight logs; its stderr is passed on to ours
 /// meanwhile and afterwards (0 if it exits first: wait_ready then says so).
 fn serving_port(child: &mut Child) -> u16 {
