@@ -38,6 +38,24 @@ pub const VERSION: &str = concat!(
     ")"
 );
 
+/// Subcommands that print a report and hold nothing that needs undoing on exit.
+fn reports_only(command: &cli::Command) -> bool {
+    match command {
+        cli::Command::Doctor(_) | cli::Command::Unpin(_) => true,
+        cli::Command::Serve(args) => args.check,
+        _ => false,
+    }
+}
+
+/// `ksight doctor | head` ends as other Unix tools do when the reader goes away: by SIGPIPE,
+/// which Rust ignores by default so that `println!` would panic instead. Only for reports:
+/// trace, profile and capture handle a closed output themselves, since they have programs to
+/// detach and figures to print when it happens.
+fn end_quietly_on_closed_pipe() {
+    // SAFETY: restores one signal's default disposition; no handler of ours is replaced.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
@@ -47,7 +65,9 @@ fn main() -> ExitCode {
                 // One line: clap's first line says what was wrong.
                 let text = err.to_string();
                 let first = text.lines().next().unwrap_or("invalid arguments");
-                eprintln!("ksight: {}", first.trim_start_matches("error: "));
+                // clap quotes the offending argument as given: it may hold escape sequences.
+                let first = names::escape_controls(first.trim_start_matches("error: "));
+                eprintln!("ksight: {first}");
                 eprintln!("Try 'ksight --help' for more information.");
             } else {
                 let _ = err.print();
@@ -61,6 +81,9 @@ fn main() -> ExitCode {
     // Every BPF object loaded from here to exit may need the path (collectors live on their
     // own thread): it is made 'static once, here.
     let btf: Option<&'static std::path::Path> = cli.btf.map(|p| &*Box::leak(p.into_boxed_path()));
+    if reports_only(&cli.command) {
+        end_quietly_on_closed_pipe();
+    }
     let result = match cli.command {
         cli::Command::Serve(args) => serve::run(args, btf),
         cli::Command::Doctor(args) => doctor::run(args, btf, tracefs),

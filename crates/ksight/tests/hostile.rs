@@ -243,3 +243,46 @@ fn a_hostile_name_in_metrics_is_clean_for_promtool() {
     );
     assert_promtool_clean(&body);
 }
+
+#[test]
+fn a_hostile_flag_value_is_named_escaped_in_one_line() {
+    // Not a terminal, so clap itself drops ANSI sequences and most C0 bytes; a carriage
+    // return stays, and would let the value overwrite the start of the line.
+    let out = Command::new(KSIGHT)
+        .args(["profile", "--format", "svg\r\x07\x08fake"])
+        .output()
+        .expect("run ksight");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(first.contains("svg\\x0d"), "{stderr:?}");
+    assert!(
+        !stderr.chars().any(|c| c.is_control() && c != '\n'),
+        "a control byte reached stderr: {stderr:?}"
+    );
+}
+
+#[test]
+fn a_report_whose_reader_went_away_ends_without_a_panic() {
+    require_root!();
+    // `ksight doctor | head -1`: the reader closes after one line; ksight must end by
+    // SIGPIPE (as other tools do) or quietly, never with a panic about a broken pipe.
+    let mut child = Command::new(KSIGHT)
+        .arg("doctor")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ksight doctor");
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        err.read_to_string(&mut stderr).expect("stderr");
+    }
+    let status = child.wait().expect("wait");
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        status.success() || status.signal() == Some(libc::SIGPIPE),
+        "{status}: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
