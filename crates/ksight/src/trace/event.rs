@@ -358,7 +358,7 @@ pub fn open_flags(flags: u64) -> String {
 
 /// The text columns: EVENT, RESULT and DETAIL follow TIME, PID, UID, COMM.
 pub const HEADER: &str =
-    "TIME            EVENT   PID      UID    COMM             RESULT         DETAIL";
+    "TIME            EVENT    PID      UID    COMM             RESULT         DETAIL";
 
 impl Event {
     pub fn common(&self) -> &Common {
@@ -504,7 +504,7 @@ impl Event {
         };
         writeln!(
             out,
-            "{time:<15} {on}{:<7}{off} {:<8} {:<6} {:<16} {ron}{:<14}{roff} {}",
+            "{time:<15} {on}{:<8}{off} {:<8} {:<6} {:<16} {ron}{:<14}{roff} {}",
             self.name(),
             c.pid,
             c.uid,
