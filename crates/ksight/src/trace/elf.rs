@@ -2,6 +2,11 @@
 //! the file defines. libbpf's own lookup also takes a symbol the file only imports (an
 //! undefined `readline` in a program linked to libreadline), and would probe offset 0.
 //!
+//! Why not blazesym's inspector (here for `profile`), which also skips imported symbols: its
+//! lookup sorts every symbol of a file into a name index first, and readline discovery looks
+//! at every executable file mapped on the host; tried, tests/readline.rs went from 23 s to
+//! 69 s. This reads one table linearly and stops at the name.
+//!
 //! 64-bit little-endian ELF only (the machines ksight builds for); only the headers, the
 //! symbol tables and their string tables are read.
 
