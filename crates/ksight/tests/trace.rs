@@ -706,7 +706,15 @@ fn container_filter_finds_the_containers_cgroup() {
     const N: usize = 3;
     let out = opens_in_cgroup(&name, &dir, &["--container", &id[..12]], N);
     let _ = std::fs::remove_dir(cgroup_root().join("docker")); // left if docker uses it
-    assert_eq!(out.of_type("open").len(), N, "{:?}", out.records);
+    let opens = out.of_type("open");
+    assert_eq!(opens.len(), N, "{:?}", out.records);
+    for e in opens {
+        assert_eq!(
+            e["container"],
+            id.as_str(),
+            "every record names its container: {e}"
+        );
+    }
 }
 
 // ---- bad input: no root needed -------------------------------------------------------

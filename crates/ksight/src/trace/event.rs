@@ -24,6 +24,9 @@ pub struct Common {
     pub uid: u32,
     pub comm: String,
     pub cgroup_id: u64,
+    /// The 64-hex id of the container whose cgroup the process is in (set by the reader
+    /// from `cgroup_id`); None outside containers.
+    pub container: Option<String>,
 }
 
 #[derive(Serialize, Debug)]
@@ -99,9 +102,6 @@ pub enum Event {
         unreadable: bool,
         /// Time spent in readline() (the prompt waiting); None when its entry was not seen.
         wait_ns: Option<u64>,
-        /// The 64-hex id of the container whose cgroup the process is in (set by the
-        /// reader from `cgroup_id`); None outside containers.
-        container: Option<String>,
     },
 }
 
@@ -180,6 +180,7 @@ fn common(h: &ks_ev_hdr, clock: &Clock) -> Common {
         uid: h.uid,
         comm: names::c_str(&h.comm),
         cgroup_id: h.cgroup,
+        container: None,
     }
 }
 
@@ -314,7 +315,6 @@ fn readline(e: &ks_ev_readline, clock: &Clock) -> Event {
         truncated: e.truncated != 0,
         unreadable: e.unreadable != 0,
         wait_ns: (e.wait_ns > 0).then_some(e.wait_ns),
-        container: None,
     }
 }
 
@@ -360,9 +360,10 @@ pub fn open_flags(flags: u64) -> String {
 pub const HEADER: &str =
     "TIME            EVENT    PID      UID    COMM             RESULT         DETAIL";
 
-impl Event {
-    pub fn common(&self) -> &Common {
-        match self {
+/// The `common` field of any event, by reference or mutable reference as `$event` is.
+macro_rules! common_of {
+    ($event:expr) => {
+        match $event {
             Event::Exec { common, .. }
             | Event::Open { common, .. }
             | Event::Fork { common, .. }
@@ -371,6 +372,16 @@ impl Event {
             | Event::Tcp { common, .. }
             | Event::Readline { common, .. } => common,
         }
+    };
+}
+
+impl Event {
+    pub fn common(&self) -> &Common {
+        common_of!(self)
+    }
+
+    pub fn common_mut(&mut self) -> &mut Common {
+        common_of!(self)
     }
 
     fn name(&self) -> &'static str {

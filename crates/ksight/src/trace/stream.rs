@@ -10,7 +10,7 @@ use anyhow::Result;
 use libbpf_rs::RingBufferBuilder;
 use serde_json::json;
 
-use super::event::{self, Clock, Event};
+use super::event::{self, Clock};
 use super::readline::Probes;
 use super::TraceArgs;
 use super::{stopping, Kind};
@@ -30,7 +30,7 @@ struct Sink<'a> {
     shown: Vec<Kind>,
     /// readline's uprobes, told about every exec.
     probes: Option<Probes<'a>>,
-    /// cgroup id → container, for readline records (which say which container typed it).
+    /// cgroup id → container, for every record's `container`.
     containers: Option<Resolver>,
     json: bool,
     color: bool,
@@ -65,15 +65,10 @@ impl Sink<'_> {
         let Some(mut ev) = event::decode(data, &self.clock) else {
             return 0;
         };
-        if let (
-            Event::Readline {
-                common, container, ..
-            },
-            Some(resolver),
-        ) = (&mut ev, self.containers.as_mut())
-        {
+        if let Some(resolver) = self.containers.as_mut() {
+            let common = ev.common_mut();
             if common.cgroup_id != 0 {
-                *container = resolver.info(common.cgroup_id).container;
+                common.container = resolver.info(common.cgroup_id).container;
             }
         }
         let written = if self.json {
@@ -145,10 +140,7 @@ pub fn run(
     let sink = RefCell::new(Sink {
         out: BufWriter::with_capacity(1 << 16, std::io::stdout()),
         shown: shown.to_vec(),
-        containers: probes
-            .is_some()
-            .then(|| Hierarchy::detect().ok().flatten().map(Resolver::new))
-            .flatten(),
+        containers: Hierarchy::detect().ok().flatten().map(Resolver::new),
         probes,
         json: args.json,
         color: use_color(args),

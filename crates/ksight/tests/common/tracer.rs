@@ -133,6 +133,7 @@ pub fn check_schema(r: &Value) {
             has(f, num);
         }
         has("comm", s);
+        has("container", opt_s);
     }
     match t {
         "start" => has("events", Value::is_array),
@@ -185,7 +186,6 @@ pub fn check_schema(r: &Value) {
             has("truncated", b);
             has("unreadable", b);
             has("wait_ns", opt_n);
-            has("container", opt_s);
         }
         "lost" => {
             has("event", s);
