@@ -2,7 +2,7 @@
 """Writes the licence notices of everything the ksight binary contains: every Rust crate it
 links (normal dependencies of the ksight package for x86_64 Linux, from `cargo metadata`)
 with its licence expression and the licence files it ships, then the C libraries linked in
-(libbpf, vendored by libbpf-sys; and, in the static release, libelf, zlib and glibc, with
+(libbpf, vendored by libbpf-sys; libpcap, built from source by crates/libpcap; and, in the static release, libelf, zlib and glibc, with
 Debian's copyright files). scripts/release ships the result beside the binary.
 
 Run: python3 scripts/gen-licenses.py > THIRD-PARTY-LICENSES
@@ -13,10 +13,13 @@ import json
 import re
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 TARGET = "x86_64-unknown-linux-gnu"
 LICENSE_FILE = re.compile(r"^(LICEN[CS]E|COPYING|NOTICE|UNLICENSE)", re.I)
+# libpcap, built from this source tarball into every binary (crates/libpcap/build.rs).
+LIBPCAP_TARBALL = Path(__file__).resolve().parent.parent / "crates/libpcap/libpcap_1.10.3.orig.tar.gz"
 # The C libraries of the static release, as Debian ships them (package: what it provides).
 DEBIAN_LIBRARIES = {"libelf1": "libelf (elfutils)", "zlib1g": "zlib", "libc6": "glibc"}
 
@@ -60,6 +63,15 @@ def section(title, expression, files, note=None):
     return "\n".join(lines)
 
 
+def libpcap_section():
+    """libpcap's LICENSE, read from the very tarball the build compiles."""
+    with tarfile.open(LIBPCAP_TARBALL) as tar:
+        top = tar.getnames()[0].split("/")[0]
+        text = tar.extractfile(f"{top}/LICENSE").read().decode(errors="replace").rstrip()
+    return "\n".join([f"## libpcap ({top}, built from source, linked in)", "",
+                      "Licence: BSD-3-Clause", "", "### LICENSE", "", "```", text, "```", ""])
+
+
 def main():
     meta = metadata()
     parts = ["# Third-party licences of ksight", "",
@@ -83,6 +95,7 @@ def main():
     if libbpf_dir is not None:
         parts.append(section("libbpf (vendored by libbpf-sys)", "LGPL-2.1 OR BSD-2-Clause",
                              licence_files(libbpf_dir)))
+    parts.append(libpcap_section())
     for package, what in DEBIAN_LIBRARIES.items():
         copyright_file = Path("/usr/share/doc") / package / "copyright"
         if copyright_file.exists():

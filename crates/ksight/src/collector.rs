@@ -189,11 +189,7 @@ pub fn up_families(attachments: &[Attachment]) -> [Family; 2] {
 /// `KSIGHT_BREAK_HOOK=collector:hook[,…]` points that candidate at a kernel function that does
 /// not exist, so tests can prove the fallback on every kernel (fault-injection builds only).
 pub fn broken_target(collector: &str, hook: Hook) -> Option<&'static str> {
-    let wanted = format!("{collector}:{hook}");
-    let list = crate::faults::env("KSIGHT_BREAK_HOOK")?;
-    list.split(',')
-        .any(|item| item.trim() == wanted)
-        .then_some("ksight_no_such_function")
+    crate::faults::hook_broken(&format!("{collector}:{hook}")).then_some("ksight_no_such_function")
 }
 
 /// A running collector another one can share programs with.

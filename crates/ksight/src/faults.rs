@@ -4,7 +4,8 @@
 //! - `KSIGHT_BREAK_STEPS=flip,barrier,drain,collect`: each listed step fails at its 1st,
 //!   3rd, 5th… attempt, so both the failure and the retry that follows are exercised;
 //!   `panic` makes the collector thread panic at its first scrape;
-//! - `KSIGHT_BREAK_HOOK=collector:hook,…` (collector.rs): that candidate fails to attach.
+//! - `KSIGHT_BREAK_HOOK=collector:hook,…` (collector.rs): that candidate fails to attach;
+//!   `capture:tcx` makes capture take the clsact path, as on a kernel without tcx.
 
 /// The value of a fault-injection variable; always None without the feature.
 pub fn env(name: &str) -> Option<String> {
@@ -13,6 +14,11 @@ pub fn env(name: &str) -> Option<String> {
     } else {
         None
     }
+}
+
+/// Whether `KSIGHT_BREAK_HOOK` lists `item` (`collector:hook`, or `capture:tcx`).
+pub fn hook_broken(item: &str) -> bool {
+    env("KSIGHT_BREAK_HOOK").is_some_and(|list| list.split(',').any(|i| i.trim() == item))
 }
 
 /// Fails when `KSIGHT_BREAK_STEPS` lists `step` and this is an odd attempt of it by

@@ -107,11 +107,17 @@ impl Capture {
 
     /// As `start`, with ksight's stdout going to `stdout` (a pipe for `-w -`).
     fn start_to(ns: &str, args: &[&str], stdout: Stdio) -> Capture {
+        Capture::start_with(ns, args, stdout, &[])
+    }
+
+    /// As `start_to`, with environment variables `env` set for ksight.
+    fn start_with(ns: &str, args: &[&str], stdout: Stdio, env: &[(&str, &str)]) -> Capture {
         let netns = Net::fd(ns);
         let fd = netns.as_raw_fd();
         let mut cmd = Command::new(KSIGHT);
         cmd.arg("capture")
             .args(args)
+            .envs(env.iter().copied())
             .stdout(stdout)
             .stderr(Stdio::piped());
         // SAFETY: setns between fork and exec: one async-signal-safe syscall.
@@ -131,8 +137,9 @@ impl Capture {
         let lines = Arc::clone(&stderr);
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let _ = tx.send(line.clone());
-                lines.lock().expect("lock").push(line);
+                // kept before it is announced: who waited for it finds it in lines()
+                lines.lock().expect("lock").push(line.clone());
+                let _ = tx.send(line);
             }
         });
         let mut c = Capture {
@@ -192,22 +199,75 @@ impl Drop for Capture {
     }
 }
 
-/// Forks a child named `comm` that runs `work` (raw syscalls only); returns its pid.
-fn spawn_named(comm: &str, work: impl FnOnce()) -> i32 {
-    let name = std::ffi::CString::new(comm).expect("comm");
-    // SAFETY: fork; the child makes raw syscalls only and leaves with _exit.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork");
-    if pid == 0 {
-        // SAFETY: PR_SET_NAME with a NUL-terminated name of <= 16 bytes; then _exit.
-        unsafe {
-            libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0);
+/// One test's world: two namespaces joined by a veth pair, UDP sinks in B (so datagrams get
+/// no ICMP reply), a unique comm for the test's workload and a file for ksight's output.
+struct Setup {
+    net: Net,
+    comm: String,
+    file: PathBuf,
+    _sinks: Vec<std::net::UdpSocket>,
+}
+
+impl Setup {
+    fn new(tag: &str, sinks: &[&str]) -> Setup {
+        let net = Net::new(tag);
+        let _sinks = sinks.iter().map(|a| udp_sink(&net.b, a)).collect();
+        let comm = unique_comm(tag);
+        let file = temp(&format!("{comm}.pcapng"));
+        Setup {
+            net,
+            comm,
+            file,
+            _sinks,
         }
-        work();
-        // SAFETY: ends the child without the parent's atexit handlers.
-        unsafe { libc::_exit(0) };
     }
-    pid
+
+    fn file_arg(&self) -> &str {
+        self.file.to_str().expect("a UTF-8 temp path")
+    }
+
+    /// `ksight capture -i va -w FILE --comm COMM EXTRA…` in A.
+    fn capture(&self, extra: &[&str]) -> Capture {
+        self.capture_with(&["-i", "va"], extra, &[])
+    }
+
+    /// As `capture`, on `iface` (`-i …` words) and with environment variables for ksight.
+    fn capture_with(&self, iface: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Capture {
+        let mut args = iface.to_vec();
+        args.extend(["-w", self.file_arg(), "--comm", &self.comm]);
+        args.extend_from_slice(extra);
+        Capture::start_with(&self.net.a, &args, Stdio::null(), env)
+    }
+
+    /// Runs `work` in a child named the test's comm inside A and waits for it to succeed;
+    /// returns its pid (the one packets must be attributed to).
+    fn in_a(&self, work: impl FnOnce()) -> i32 {
+        let a_ns = Net::fd(&self.net.a);
+        let a = a_ns.as_raw_fd();
+        let pid = fork_named(&self.comm, || {
+            enter(a);
+            work();
+        });
+        assert_eq!(wait(pid), 0, "the workload in A");
+        pid
+    }
+
+    /// `n` datagrams of `size` bytes from A to 10.99.0.2:`port`, by the test's comm.
+    fn udp4(&self, port: u16, n: u32, size: usize) -> i32 {
+        self.in_a(|| send_udp(libc::AF_INET, &sockaddr4(B4, port), n, size))
+    }
+}
+
+/// ksight's summary line at exit.
+fn summary(err: &[String]) -> String {
+    err.iter()
+        .find(|l| l.contains("packets seen"))
+        .unwrap_or_else(|| panic!("no summary: {err:?}"))
+        .clone()
+}
+
+fn count(file: &Path) -> usize {
+    tshark(file, &["frame.number"]).len()
 }
 
 fn sockaddr4(ip: [u8; 4], port: u16) -> libc::sockaddr_in {
@@ -320,28 +380,17 @@ fn assert_attributed(rows: &[Vec<String>], col: usize, pid: i32, comm: &str) {
 #[test]
 fn udp_datagrams_are_counted_and_attributed_v4_and_v6() {
     require_root!();
-    let net = Net::new("udp");
-    let _sink4 = udp_sink(&net.b, "10.99.0.2:7001");
-    let _sink6 = udp_sink(&net.b, "[fd99::2]:7001");
-    let comm = unique_comm("udp");
-    let file = temp(&format!("{comm}.pcapng"));
-    let cap = Capture::start(
-        &net.a,
-        &["-i", "va", "-w", file.to_str().unwrap(), "--comm", &comm],
-    );
-    let a_ns = Net::fd(&net.a);
-    let a = a_ns.as_raw_fd();
+    let t = Setup::new("udp", &["10.99.0.2:7001", "[fd99::2]:7001"]);
+    let cap = t.capture(&[]);
     let (n4, n6) = (37u32, 23u32);
-    let pid = spawn_named(&comm, || {
-        enter(a);
+    let pid = t.in_a(|| {
         send_udp(libc::AF_INET, &sockaddr4(B4, 7001), n4, 100);
         send_udp(libc::AF_INET6, &sockaddr6(B6, 7001), n6, 100);
     });
-    assert_eq!(wait(pid), 0, "sender");
     let _ = (A4, A6);
     let err = cap.stop();
     let rows = tshark(
-        &file,
+        &t.file,
         &[
             "ip.version",
             "udp.dstport",
@@ -357,11 +406,8 @@ fn udp_datagrams_are_counted_and_attributed_v4_and_v6() {
         "outbound UDP to 7001: {:?}",
         &rows[..3]
     );
-    assert_attributed(&rows, 3, pid, &comm);
-    let summary = err
-        .iter()
-        .find(|l| l.contains("packets seen"))
-        .expect("summary");
+    assert_attributed(&rows, 3, pid, &t.comm);
+    let summary = summary(&err);
     assert!(
         summary.contains(&format!("{} written", n4 + n6)),
         "{summary}"
@@ -397,7 +443,7 @@ fn tcp_both_directions_of_a_connection_opened_before_start() {
     let (ready_r, ready_w) = pipe();
     let a_ns = Net::fd(&net.a);
     let a = a_ns.as_raw_fd();
-    let pid = spawn_named(&comm, move || {
+    let pid = fork_named(&comm, move || {
         enter(a);
         // SAFETY: raw socket calls in the child on its own fds and buffers.
         unsafe {
@@ -481,28 +527,46 @@ fn pipe() -> (i32, i32) {
     (fds[0], fds[1])
 }
 
-/// Reads the last statistics block of each interface: (received, dropped, accepted, delivered).
-fn last_statistics(file: &Path) -> Vec<(u64, u64, u64, u64)> {
+/// One interface's statistics block: (received, dropped, accepted, delivered).
+type Stats = (u64, u64, u64, u64);
+
+/// What a pcapng file holds, in order: for each block, Some(statistics) for an interface
+/// statistics block, None for a packet (pcap-file's reader: no tshark needed).
+fn packets_and_statistics(file: &Path) -> Vec<Option<Stats>> {
     use pcap_file::pcapng::blocks::interface_statistics::InterfaceStatisticsOption as O;
     use pcap_file::pcapng::{Block, PcapNgReader};
     let mut reader = PcapNgReader::new(std::fs::File::open(file).expect("file")).expect("pcapng");
-    let mut last = std::collections::BTreeMap::new();
+    let mut out = Vec::new();
     while let Some(block) = reader.next_block() {
-        if let Ok(Block::InterfaceStatistics(isb)) = block {
-            let mut v = (0, 0, 0, 0);
-            for o in &isb.options {
-                match o {
-                    O::IsbIfRecv(n) => v.0 = *n,
-                    O::IsbIfDrop(n) => v.1 = *n,
-                    O::IsbFilterAccept(n) => v.2 = *n,
-                    O::IsbUsrDeliv(n) => v.3 = *n,
-                    _ => {}
+        match block.expect("a readable block") {
+            Block::EnhancedPacket(_) => out.push(None),
+            Block::InterfaceStatistics(isb) => {
+                assert_eq!(isb.interface_id, 0, "one interface");
+                let mut v = (0, 0, 0, 0);
+                for o in &isb.options {
+                    match o {
+                        O::IsbIfRecv(n) => v.0 = *n,
+                        O::IsbIfDrop(n) => v.1 = *n,
+                        O::IsbFilterAccept(n) => v.2 = *n,
+                        O::IsbUsrDeliv(n) => v.3 = *n,
+                        _ => {}
+                    }
                 }
+                out.push(Some(v));
             }
-            last.insert(isb.interface_id, v);
+            _ => {}
         }
     }
-    last.into_values().collect()
+    out
+}
+
+/// The last statistics block of a capture on one interface.
+fn last_statistics(file: &Path) -> Stats {
+    packets_and_statistics(file)
+        .into_iter()
+        .flatten()
+        .last()
+        .expect("a statistics block")
 }
 
 fn number_before(line: &str, word: &str) -> u64 {
@@ -519,38 +583,13 @@ fn number_before(line: &str, word: &str) -> u64 {
 #[test]
 fn a_flood_into_a_tiny_buffer_counts_every_drop() {
     require_root!();
-    let net = Net::new("fld");
-    let _sink = udp_sink(&net.b, "10.99.0.2:7003");
-    let comm = unique_comm("fld");
-    let file = temp(&format!("{comm}.pcapng"));
-    let cap = Capture::start(
-        &net.a,
-        &[
-            "-i",
-            "va",
-            "-B",
-            "4",
-            "-w",
-            file.to_str().unwrap(),
-            "--comm",
-            &comm,
-        ],
-    );
-    let a_ns = Net::fd(&net.a);
-    let a = a_ns.as_raw_fd();
+    let t = Setup::new("fld", &["10.99.0.2:7003"]);
+    let cap = t.capture(&["-B", "4"]);
     let sent = 20_000u32;
-    let pid = spawn_named(&comm, || {
-        enter(a);
-        send_udp(libc::AF_INET, &sockaddr4(B4, 7003), sent, 64);
-    });
-    assert_eq!(wait(pid), 0, "sender");
+    t.udp4(7003, sent, 64);
     let err = cap.stop();
-    let written = tshark(&file, &["frame.number"]).len() as u64;
-    let summary = err
-        .iter()
-        .find(|l| l.contains("packets seen"))
-        .expect("summary")
-        .clone();
+    let written = count(&t.file) as u64;
+    let summary = summary(&err);
     let lost = number_before(&summary, "lost (ring buffer full)");
     assert_eq!(
         written + lost,
@@ -567,9 +606,7 @@ fn a_flood_into_a_tiny_buffer_counts_every_drop() {
         .sum();
     assert_eq!(reported, lost, "{err:?}");
     // the statistics block at the end says the same
-    let stats = last_statistics(&file);
-    assert_eq!(stats.len(), 1, "one interface");
-    let (received, dropped, accepted, delivered) = stats[0];
+    let (received, dropped, accepted, delivered) = last_statistics(&t.file);
     assert_eq!(dropped, lost);
     assert_eq!(delivered, written);
     assert_eq!(accepted, written);
@@ -579,13 +616,9 @@ fn a_flood_into_a_tiny_buffer_counts_every_drop() {
 #[test]
 fn any_picks_up_a_veth_created_after_start() {
     require_root!();
-    let net = Net::new("any");
-    let comm = unique_comm("any");
-    let file = temp(&format!("{comm}.pcapng"));
-    let mut cap = Capture::start(
-        &net.a,
-        &["-i", "any", "-w", file.to_str().unwrap(), "--comm", &comm],
-    );
+    let t = Setup::new("any", &[]);
+    let net = &t.net;
+    let mut cap = t.capture_with(&["-i", "any"], &[], &[]);
     run(
         "ip",
         &[
@@ -614,24 +647,19 @@ fn any_picks_up_a_veth_created_after_start() {
         created.elapsed()
     );
     let _sink = udp_sink(&net.b, "10.98.0.2:7004");
-    let a_ns = Net::fd(&net.a);
-    let a = a_ns.as_raw_fd();
-    let pid = spawn_named(&comm, || {
-        enter(a);
-        send_udp(libc::AF_INET, &sockaddr4([10, 98, 0, 2], 7004), 25, 50);
-    });
-    assert_eq!(wait(pid), 0, "sender");
+    let pid = t.in_a(|| send_udp(libc::AF_INET, &sockaddr4([10, 98, 0, 2], 7004), 25, 50));
     let err = cap.stop();
-    let rows = tshark(&file, &["frame.interface_name", "frame.comment"]);
+    let rows = tshark(&t.file, &["frame.interface_name", "frame.comment"]);
     assert_eq!(rows.len(), 25, "{err:?}");
     assert!(rows.iter().all(|r| r[0] == "late0"), "{rows:?}");
-    assert_attributed(&rows, 1, pid, &comm);
+    assert_attributed(&rows, 1, pid, &t.comm);
 }
 
 #[test]
 fn another_tools_tc_filter_survives() {
     require_root!();
-    let net = Net::new("tcf");
+    let t = Setup::new("tcf", &["10.99.0.2:7005"]);
+    let net = &t.net;
     run(
         "ip",
         &[
@@ -669,58 +697,28 @@ fn another_tools_tc_filter_survives() {
     let before = filters();
     // another tool's BPF classifier (classic bytecode: "return 0", i.e. no verdict)
     assert!(before.contains("bytecode '1,6 0 0 0'"), "{before}");
-    let _sink = udp_sink(&net.b, "10.99.0.2:7005");
-    let comm = unique_comm("tcf");
-    let file = temp(&format!("{comm}.pcapng"));
-    let cap = Capture::start(
-        &net.a,
-        &["-i", "va", "-w", file.to_str().unwrap(), "--comm", &comm],
-    );
-    let a_ns = Net::fd(&net.a);
-    let a = a_ns.as_raw_fd();
-    let pid = spawn_named(&comm, || {
-        enter(a);
-        send_udp(libc::AF_INET, &sockaddr4(B4, 7005), 5, 50);
-    });
-    assert_eq!(wait(pid), 0);
+    let cap = t.capture(&[]);
+    t.udp4(7005, 5, 50);
     cap.stop();
-    assert_eq!(tshark(&file, &["frame.number"]).len(), 5);
+    assert_eq!(count(&t.file), 5);
     assert_eq!(filters(), before, "the other tool's filter is unchanged");
 }
 
 #[test]
 fn rotation_by_size_gives_readable_files_that_add_up() {
     require_root!();
-    let net = Net::new("rot");
-    let _sink = udp_sink(&net.b, "10.99.0.2:7006");
-    let comm = unique_comm("rot");
-    let file = temp(&format!("{comm}.pcapng"));
-    let cap = Capture::start(
-        &net.a,
-        &[
-            "-i",
-            "va",
-            "-C",
-            "1",
-            "-w",
-            file.to_str().unwrap(),
-            "--comm",
-            &comm,
-        ],
-    );
-    let a_ns = Net::fd(&net.a);
-    let a = a_ns.as_raw_fd();
+    let t = Setup::new("rot", &["10.99.0.2:7006"]);
+    let cap = t.capture(&["-C", "1"]);
     let sent = 3000u32; // ~3.2 MB of frames: at least 3 files of 1 MB
-    let pid = spawn_named(&comm, || {
-        enter(a);
+    t.in_a(|| {
         for _ in 0..sent / 100 {
             send_udp(libc::AF_INET, &sockaddr4(B4, 7006), 100, 1000);
             // SAFETY: a pause so a 4 MiB ring buffer never fills
             unsafe { libc::usleep(2000) };
         }
     });
-    assert_eq!(wait(pid), 0);
     let err = cap.stop();
+    let file = &t.file;
     let mut files = vec![file.clone()];
     for n in 1.. {
         let next = PathBuf::from(format!("{}{n}", file.display()));
@@ -732,7 +730,7 @@ fn rotation_by_size_gives_readable_files_that_add_up() {
     assert!(files.len() >= 3, "files: {files:?}");
     let mut total = 0;
     for f in &files {
-        let n = tshark(f, &["frame.number"]).len();
+        let n = count(f);
         assert!(n > 0, "{} is empty", f.display());
         let size = std::fs::metadata(f).expect("size").len();
         if f != files.last().expect("last") {
@@ -786,13 +784,12 @@ fn expressions_give_tcpdumps_verdicts() {
         "udp port 7011 or vlan",
         "(udp port 7010 or tcp port 7012) and host 10.99.0.2",
     ];
-    let net = Net::new("expr");
-    let _sinks: Vec<_> = ["10.99.0.2:7010", "10.99.0.2:7011", "[fd99::2]:7010"]
-        .iter()
-        .map(|a| udp_sink(&net.b, a))
-        .collect();
-    let comm = unique_comm("expr");
-    let dir = temp(&comm);
+    let t = Setup::new(
+        "expr",
+        &["10.99.0.2:7010", "10.99.0.2:7011", "[fd99::2]:7010"],
+    );
+    let (net, comm) = (&t.net, &t.comm);
+    let dir = temp(comm);
     std::fs::create_dir_all(&dir).expect("dir");
     let all_file = dir.join("all.pcapng");
     // One capture without an expression, one per expression: started side by side.
@@ -804,7 +801,7 @@ fn expressions_give_tcpdumps_verdicts() {
             .iter()
             .enumerate()
             .map(|(i, f)| {
-                let mut args: Vec<String> = ["-i", "va", "-B", "1024", "--comm", &comm, "-w"]
+                let mut args: Vec<String> = ["-i", "va", "-B", "1024", "--comm", comm, "-w"]
                     .iter()
                     .map(|s| s.to_string())
                     .collect();
@@ -824,10 +821,7 @@ fn expressions_give_tcpdumps_verdicts() {
             .map(|h| h.join().expect("capture started"))
             .collect()
     });
-    let a_ns = Net::fd(&net.a);
-    let a = a_ns.as_raw_fd();
-    let pid = spawn_named(&comm, || {
-        enter(a);
+    t.in_a(|| {
         send_udp(libc::AF_INET, &sockaddr4(B4, 7010), 3, 20);
         send_udp(libc::AF_INET, &sockaddr4(B4, 7011), 4, 600);
         send_udp(libc::AF_INET6, &sockaddr6(B6, 7010), 5, 300);
@@ -853,12 +847,11 @@ fn expressions_give_tcpdumps_verdicts() {
             libc::close(p);
         }
     });
-    assert_eq!(wait(pid), 0, "sender");
     std::thread::sleep(Duration::from_millis(200));
     for c in caps {
         c.stop();
     }
-    let total = tshark(&all_file, &["frame.number"]).len();
+    let total = count(&all_file);
     assert!(total >= 14, "the unfiltered capture holds {total} packets");
     for (i, e) in EXPRESSIONS.iter().enumerate() {
         let out = Command::new("tcpdump")
@@ -875,7 +868,7 @@ fn expressions_give_tcpdumps_verdicts() {
             expected > 0 && expected < total,
             "{e:?} selects {expected} of {total}: not a discriminating test"
         );
-        let got = tshark(&dir.join(format!("{i}.pcapng")), &["frame.number"]).len();
+        let got = count(&dir.join(format!("{i}.pcapng")));
         assert_eq!(got, expected, "{e:?}");
     }
 }
@@ -884,9 +877,7 @@ fn expressions_give_tcpdumps_verdicts() {
 #[test]
 fn stdout_streams_into_tshark() {
     require_root!();
-    let net = Net::new("pipe");
-    let _sink = udp_sink(&net.b, "10.99.0.2:7008");
-    let comm = unique_comm("pipe");
+    let t = Setup::new("pipe", &["10.99.0.2:7008"]);
     let mut tshark = Command::new("tshark")
         .args([
             "-r",
@@ -906,17 +897,11 @@ fn stdout_streams_into_tshark() {
         .expect("tshark");
     let into = tshark.stdin.take().expect("stdin");
     let cap = Capture::start_to(
-        &net.a,
-        &["-i", "va", "-w", "-", "--comm", &comm],
+        &t.net.a,
+        &["-i", "va", "-w", "-", "--comm", &t.comm],
         Stdio::from(into),
     );
-    let a_ns = Net::fd(&net.a);
-    let a = a_ns.as_raw_fd();
-    let pid = spawn_named(&comm, || {
-        enter(a);
-        send_udp(libc::AF_INET, &sockaddr4(B4, 7008), 12, 80);
-    });
-    assert_eq!(wait(pid), 0);
+    let pid = t.udp4(7008, 12, 80);
     // the packets reach tshark while ksight still runs
     let mut lines = BufReader::new(tshark.stdout.take().expect("stdout")).lines();
     let rows: Vec<Vec<String>> = (0..12)
@@ -927,7 +912,7 @@ fn stdout_streams_into_tshark() {
         .collect();
     let err = cap.stop();
     assert!(rows.iter().all(|r| r[0] == "7008"), "{rows:?}");
-    assert_attributed(&rows, 1, pid, &comm);
+    assert_attributed(&rows, 1, pid, &t.comm);
     assert_eq!(lines.count(), 0, "nothing more after the 12: {err:?}");
     assert!(tshark.wait().expect("tshark").success());
 }
@@ -937,10 +922,8 @@ fn stdout_streams_into_tshark() {
 #[test]
 fn a_full_disk_is_counted_as_loss() {
     require_root!();
-    let net = Net::new("full");
-    let _sink = udp_sink(&net.b, "10.99.0.2:7007");
-    let comm = unique_comm("full");
-    let dir = temp(&comm);
+    let t = Setup::new("full", &["10.99.0.2:7007"]);
+    let dir = temp(&t.comm);
     std::fs::create_dir_all(&dir).expect("dir");
     run(
         "mount",
@@ -962,23 +945,13 @@ fn a_full_disk_is_counted_as_loss() {
     let _mounted = Unmount(dir.clone());
     let file = dir.join("x.pcapng");
     let cap = Capture::start(
-        &net.a,
-        &["-i", "va", "-w", file.to_str().unwrap(), "--comm", &comm],
+        &t.net.a,
+        &["-i", "va", "-w", file.to_str().unwrap(), "--comm", &t.comm],
     );
-    let a_ns = Net::fd(&net.a);
-    let a = a_ns.as_raw_fd();
     let sent = 1000u32; // ~560 KB of blocks into 256 KiB
-    let pid = spawn_named(&comm, || {
-        enter(a);
-        send_udp(libc::AF_INET, &sockaddr4(B4, 7007), sent, 500);
-    });
-    assert_eq!(wait(pid), 0);
+    t.udp4(7007, sent, 500);
     let err = cap.stop();
-    let summary = err
-        .iter()
-        .find(|l| l.contains("packets seen"))
-        .expect("summary")
-        .clone();
+    let summary = summary(&err);
     let written = number_before(&summary, "written");
     let not_written = err
         .iter()
@@ -989,10 +962,110 @@ fn a_full_disk_is_counted_as_loss() {
     assert_eq!(written + not_written, u64::from(sent), "{err:?}");
     assert!(written > 0 && not_written > 0, "{summary}");
     assert_eq!(
-        tshark(&file, &["frame.number"]).len() as u64,
+        count(&file) as u64,
         written,
         "the file holds what was written"
     );
+}
+
+/// A capture that runs past 10 s writes a statistics block on the way, not only at the end:
+/// each block's delivered count is the packets before it in the file, and the counts of the
+/// periodic block grow into the final one.
+#[test]
+fn statistics_blocks_every_ten_seconds_add_up() {
+    require_root!();
+    let t = Setup::new("isb", &["10.99.0.2:7013"]);
+    let cap = t.capture(&[]);
+    let started = Instant::now();
+    let (first, second) = (30u64, 20u64);
+    t.udp4(7013, first as u32, 60);
+    // The periodic block is due 10 s after the start; 12 s leaves it time to be written.
+    std::thread::sleep(Duration::from_secs(12).saturating_sub(started.elapsed()));
+    t.udp4(7013, second as u32, 60);
+    let err = cap.stop();
+    let blocks = packets_and_statistics(&t.file);
+    let mut packets_before = 0u64;
+    let mut stats = Vec::new();
+    for block in &blocks {
+        match block {
+            None => packets_before += 1,
+            Some(s) => stats.push((packets_before, *s)),
+        }
+    }
+    assert_eq!(packets_before, first + second, "{err:?}");
+    assert_eq!(
+        stats.len(),
+        2,
+        "one periodic block and the final one: {stats:?}"
+    );
+    let (before_periodic, periodic) = stats[0];
+    let (before_final, last) = stats[1];
+    assert_eq!(before_periodic, first, "{blocks:?}");
+    assert_eq!(before_final, first + second);
+    // (received, dropped, accepted, delivered): accepted and delivered are this test's
+    // packets (--comm); received counts everything on the interface.
+    assert_eq!((periodic.1, periodic.2, periodic.3), (0, first, first));
+    assert_eq!(
+        (last.1, last.2, last.3),
+        (0, first + second, first + second)
+    );
+    assert!(
+        periodic.0 >= first && last.0 >= periodic.0 + second,
+        "{stats:?}"
+    );
+}
+
+/// The clsact path, as on a kernel without tcx (5.10, 6.1), forced on this one with the
+/// fault-injection knob: attached as a tc filter, every packet captured and attributed, and
+/// at exit no filter of ksight's left on the interface.
+#[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "refuses tcx on purpose: needs --features fault-injection (scripts/test)"
+)]
+fn clsact_when_tcx_is_refused() {
+    require_root!();
+    let t = Setup::new("cls", &["10.99.0.2:7014"]);
+    let filters = |direction: &str| {
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &t.net.a, "tc", "filter", "show", "dev", "va",
+            ])
+            .arg(direction)
+            .output()
+            .expect("tc");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let break_tcx = [("KSIGHT_BREAK_HOOK", "capture:tcx")];
+    let cap = t.capture_with(&["-i", "va"], &[], &break_tcx);
+    let started = cap
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("message=capturing"));
+    assert!(
+        started.as_ref().is_some_and(|l| l.contains("tc clsact")),
+        "{started:?}"
+    );
+    for direction in ["ingress", "egress"] {
+        let shown = filters(direction);
+        assert!(
+            shown.contains("bpf") && shown.contains("cap_tc_"),
+            "{direction}: {shown}"
+        );
+    }
+    let pid = t.udp4(7014, 17, 70);
+    let err = cap.stop();
+    let rows = tshark(&t.file, &["udp.dstport", "frame.comment"]);
+    assert_eq!(rows.len(), 17, "{err:?}");
+    assert!(rows.iter().all(|r| r[0] == "7014"), "{rows:?}");
+    assert_attributed(&rows, 1, pid, &t.comm);
+    for direction in ["ingress", "egress"] {
+        assert_eq!(
+            filters(direction),
+            "",
+            "{direction}: ksight's filter removed"
+        );
+    }
 }
 
 fn bad_input(args: &[&str]) -> String {

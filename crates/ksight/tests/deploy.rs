@@ -172,8 +172,9 @@ fn systemd_units_verify_and_are_rated_ok() {
     assert!(level <= 4.0, "exposure {level}: {rated}");
 }
 
-/// The release binary (scripts/release; scripts/test passes its path) runs `doctor` and
-/// `serve --check` in an empty root: only the binary, with /proc, /sys and /dev mounted.
+/// The release binary (scripts/release; scripts/test passes its path) runs `doctor`,
+/// `serve --check` and `capture` with a filter expression in an empty root: only the binary,
+/// with /proc, /sys and /dev mounted.
 #[test]
 fn the_static_binary_runs_in_an_empty_root() {
     require_root!();
@@ -189,6 +190,13 @@ fn the_static_binary_runs_in_an_empty_root() {
     std::fs::create_dir_all(&root).expect("empty root");
     let doctor = chroot::run(&root, &binary, &[], &["doctor", "--json"]);
     let check = chroot::run(&root, &binary, &[], &["serve", "--check"]);
+    // libpcap is linked in: an expression compiles (and a wrong one is libpcap's error).
+    let capture = |expression: &str| {
+        let args = ["capture", "-i", "lo", "-d", "1", "-w", "-", expression];
+        chroot::run(&root, &binary, &[], &args)
+    };
+    let filtered = capture("udp and dst port 53 and host 127.0.0.1");
+    let broken = capture("udp and and");
     let _ = std::fs::remove_dir_all(&root);
     let text = |o: &std::process::Output| {
         format!(
@@ -202,6 +210,19 @@ fn the_static_binary_runs_in_an_empty_root() {
     assert_eq!(report["btf"]["ok"], true, "{}", text(&doctor));
     assert!(check.status.success(), "serve --check: {}", text(&check));
     assert!(text(&check).contains("syscalls"), "{}", text(&check));
+    assert!(filtered.status.success(), "capture: {}", text(&filtered));
+    // pcapng's section header block type, first in the stream.
+    assert!(
+        filtered.stdout.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]),
+        "capture: {}",
+        text(&filtered)
+    );
+    assert_eq!(broken.status.code(), Some(2), "{}", text(&broken));
+    assert!(
+        String::from_utf8_lossy(&broken.stderr).contains("syntax error"),
+        "{}",
+        text(&broken)
+    );
 }
 
 /// The DaemonSet, Service and Namespace against the Kubernetes API schemas (strict), the
@@ -237,7 +258,13 @@ fn licence_notices_cover_every_linked_crate_and_library() {
             "{name} {version}"
         );
     }
-    for library in ["## libbpf (vendored", "## libelf", "## zlib", "## glibc"] {
+    for library in [
+        "## libbpf (vendored",
+        "## libpcap (libpcap-1.10.3",
+        "## libelf",
+        "## zlib",
+        "## glibc",
+    ] {
         assert!(notices.contains(library), "{library}");
     }
     assert!(

@@ -136,6 +136,10 @@ pub fn attach(obj: &LoadedObject, ifindex: u32) -> Result<Attachment> {
 }
 
 fn attach_tcx(obj: &LoadedObject, ifindex: u32) -> Result<Vec<Link>> {
+    // Fault-injection builds: the clsact path on this kernel too (tests/capture.rs).
+    if crate::faults::hook_broken("capture:tcx") {
+        bail!("tcx refused on purpose (KSIGHT_BREAK_HOOK=capture:tcx)");
+    }
     let mut links = Vec::new();
     for name in ["cap_tcx_ingress", "cap_tcx_egress"] {
         let prog = obj.program(name)?;

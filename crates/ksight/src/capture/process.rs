@@ -19,6 +19,9 @@ struct Proc {
 pub struct Namer {
     /// The comment of each owner seen (its bytes as the kernel wrote them).
     comments: HashMap<[u8; OWNER_BYTES], std::rc::Rc<str>>,
+    /// The last owner asked about and its comment: packets come in runs of one socket's,
+    /// and a compare is cheaper than hashing the owner for every packet.
+    last: Option<([u8; OWNER_BYTES], std::rc::Rc<str>)>,
     procs: HashMap<(u32, [u8; 16]), Proc>,
     enricher: Enricher,
     containers: HashMap<u64, (Option<String>, String)>,
@@ -33,6 +36,7 @@ impl Namer {
     pub fn new(enricher: Enricher) -> Namer {
         Namer {
             comments: HashMap::new(),
+            last: None,
             procs: HashMap::new(),
             enricher,
             containers: HashMap::new(),
@@ -44,14 +48,23 @@ impl Namer {
         let mut key = [0u8; OWNER_BYTES];
         // SAFETY: ks_cap_owner is Plain (a padding-free C struct): its bytes are all defined.
         key.copy_from_slice(unsafe { plain::as_bytes(o) });
-        if let Some(text) = self.comments.get(&key) {
-            return text.clone();
+        if let Some((last, text)) = &self.last {
+            if *last == key {
+                return text.clone();
+            }
         }
-        if self.comments.len() >= MAX_PROCS {
-            self.comments.clear();
-        }
-        let text: std::rc::Rc<str> = self.make_comment(o).into();
-        self.comments.insert(key, text.clone());
+        let text = match self.comments.get(&key) {
+            Some(text) => text.clone(),
+            None => {
+                if self.comments.len() >= MAX_PROCS {
+                    self.comments.clear();
+                }
+                let text: std::rc::Rc<str> = self.make_comment(o).into();
+                self.comments.insert(key, text.clone());
+                text
+            }
+        };
+        self.last = Some((key, text.clone()));
         text
     }
 

@@ -359,6 +359,11 @@ fn parse_labels(text: &str) -> HashMap<String, String> {
 /// Runs `work` in a forked child named `comm` and waits for it; returns the exit status.
 /// The child uses only raw syscalls and leaves with _exit, so forking a threaded test is safe.
 pub fn in_child(comm: &str, work: impl FnOnce()) -> i32 {
+    wait(fork_named(comm, work))
+}
+
+/// As `in_child`, without waiting: returns the child's pid (for `wait`).
+pub fn fork_named(comm: &str, work: impl FnOnce()) -> i32 {
     let name = std::ffi::CString::new(comm).expect("comm without NUL");
     // SAFETY: fork; the child only makes raw syscalls (async-signal-safe) and _exits.
     let pid = unsafe { libc::fork() };
@@ -370,7 +375,7 @@ pub fn in_child(comm: &str, work: impl FnOnce()) -> i32 {
         // SAFETY: ends the child without running the parent's atexit handlers.
         unsafe { libc::_exit(0) };
     }
-    wait(pid)
+    pid
 }
 
 pub fn wait(pid: i32) -> i32 {
