@@ -38,7 +38,9 @@ fn read_at(file: &File, offset: u64, len: u64) -> Option<Vec<u8>> {
 }
 
 struct Section {
+    name: u32,
     kind: u32,
+    addr: u64,
     offset: u64,
     size: u64,
     link: u32,
@@ -68,7 +70,9 @@ fn sections(file: &File, header: &[u8]) -> Option<Vec<Section>> {
         .chunks_exact(size)
         .map(|s| {
             Some(Section {
+                name: u32_at(s, 0)?,
                 kind: u32_at(s, 4)?,
+                addr: u64_at(s, 0x10)?,
                 offset: u64_at(s, 0x18)?,
                 size: u64_at(s, 0x20)?,
                 link: u32_at(s, 0x28)?,
@@ -76,6 +80,54 @@ fn sections(file: &File, header: &[u8]) -> Option<Vec<Section>> {
             })
         })
         .collect()
+}
+
+/// A section of an ELF file: its address as the file states it, and its bytes.
+pub struct NamedSection {
+    pub addr: u64,
+    pub data: Vec<u8>,
+}
+
+/// The sections of an ELF file named in `names` (e.g. `.eh_frame`), those it has; None when
+/// it is not ELF64 LE or unreadable.
+pub fn named_sections(file: &File, names: &[&str]) -> Option<Vec<(String, NamedSection)>> {
+    let header = read_at(file, 0, 64)?;
+    if header.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let sections = sections(file, &header)?;
+    let strings = sections.get(u16_at(&header, 0x3e)? as usize)?;
+    let strings = read_at(file, strings.offset, strings.size)?;
+    const SHT_NOBITS: u32 = 8;
+    let found = sections
+        .iter()
+        .filter(|s| s.kind != SHT_NOBITS)
+        .filter_map(|s| {
+            let name = strings.get(s.name as usize..)?.split(|&b| b == 0).next()?;
+            let name = std::str::from_utf8(name).ok()?;
+            names.contains(&name).then(|| {
+                let data = read_at(file, s.offset, s.size)?;
+                Some((name.to_string(), NamedSection { addr: s.addr, data }))
+            })?
+        })
+        .collect();
+    Some(found)
+}
+
+/// The address an ELF file states for its byte at file offset `offset` (through the PT_LOAD
+/// segment holding it): with a mapping's start and offset, where the file was loaded.
+pub fn offset_to_address(file: &File, offset: u64) -> Option<u64> {
+    let header = read_at(file, 0, 64)?;
+    if header.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let (table, size) = header_table(file, &header, [0x20, 0x36, 0x38], 56)?;
+    table.chunks_exact(size).find_map(|ph| {
+        let kind = u32_at(ph, 0)?;
+        let (file_offset, vaddr, filesz) = (u64_at(ph, 8)?, u64_at(ph, 0x10)?, u64_at(ph, 0x20)?);
+        let inside = (file_offset..file_offset.saturating_add(filesz)).contains(&offset);
+        (kind == PT_LOAD && inside).then(|| offset - file_offset + vaddr)
+    })
 }
 
 /// One of the ELF header's tables (section headers, program headers): its bytes and entry
