@@ -103,7 +103,7 @@ pub fn stacks(obj: &LoadedObject, counts: &[(ks_prof_key, u64)]) -> Result<HashM
     let ids = counts
         .iter()
         .flat_map(|(k, _)| [k.user_stack, k.kernel_stack])
-        .filter(|id| *id >= 0 && *id < super::copies::UNWOUND);
+        .filter(|id| *id >= 0 && !super::copies::is_unwound(*id));
     for id in ids {
         if out.contains_key(&id) {
             continue;
@@ -155,7 +155,7 @@ pub fn stacks_per_map(counts: &[(ks_prof_key, u64)]) -> (usize, usize) {
     let mut ids: Vec<i32> = counts
         .iter()
         .flat_map(|(k, _)| [k.user_stack, k.kernel_stack])
-        .filter(|id| *id >= 0 && *id < super::copies::UNWOUND)
+        .filter(|id| *id >= 0 && !super::copies::is_unwound(*id))
         .collect();
     ids.sort_unstable();
     ids.dedup();

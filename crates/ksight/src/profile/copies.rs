@@ -3,6 +3,7 @@
 //! frame-pointer stack), and the processes of prof_execs remembered as soon as they exec.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use ksight_bpf::abi::{ks_prof_copy, ks_prof_exec, ks_prof_key, ks_prof_unwind};
@@ -13,12 +14,19 @@ use super::symbols::Symbols;
 use super::unwind::Unwinding;
 use crate::bpf::LoadedObject;
 
-/// Stack ids from this one up are stacks unwound in user space (the kernel's ids are below
-/// KS_PROF_IN_MAP_B | the stack map's size).
+/// Stack ids with this bit are stacks unwound in user space (the kernel's are slots below
+/// 2^20, --stack-map-entries' limit, with KS_PROF_IN_MAP_B for the second map).
 pub const UNWOUND: i32 = 1 << 29;
+
+pub fn is_unwound(id: i32) -> bool {
+    id >= 0 && id & UNWOUND != 0
+}
 /// Copies a process is judged on: its frame pointers are used when all but one of these
 /// frame-pointer stacks are what the CFI gives.
 const JUDGED_ON: u32 = 8;
+/// How long after its exec a process's mappings are read again: the dynamic loader maps
+/// its libraries within milliseconds.
+const EXEC_SETTLE: Duration = Duration::from_millis(20);
 
 #[derive(Default)]
 struct Verdict {
@@ -45,6 +53,8 @@ pub struct Copies {
     unwind_map: MapHandle,
     /// --unwind auto: judge the processes.
     judge: bool,
+    /// Processes that exec'd, and when: their mappings are read again (settle_execs).
+    exec_pending: Vec<(u32, Instant)>,
 }
 
 impl Copies {
@@ -59,6 +69,7 @@ impl Copies {
             stack_maps: StackMaps::open(obj)?,
             unwind_map: obj.map("prof_unwind")?,
             judge,
+            exec_pending: Vec::new(),
         })
     }
 
@@ -76,8 +87,9 @@ impl Copies {
             symbols.remember(pid);
             self.unwinding.forget(pid);
         }
-        let ips = self.unwinding.unwind(symbols, &rec);
-        if self.judge && rec.key.user_stack >= 0 {
+        let (ips, complete) = self.unwinding.unwind(symbols, &rec);
+        // A stack the CFI could not unwind to its end says nothing of the frame pointers.
+        if self.judge && complete && rec.key.user_stack >= 0 {
             self.check_frame_pointers(pid, rec.key.user_stack, &ips);
         }
         let next = UNWOUND + self.stack_ids.len() as i32;
@@ -97,10 +109,26 @@ impl Copies {
             return;
         }
         symbols.remember_at_exec(rec.pid);
+        self.exec_pending.push((rec.pid, Instant::now()));
         self.unwinding.forget(rec.pid);
         if self.verdicts.remove(&rec.pid).is_some() {
             let _ = self.unwind_map.delete(&rec.pid.to_ne_bytes());
         }
+    }
+
+    /// Reads again the mappings of processes that exec'd at least EXEC_SETTLE ago, once the
+    /// dynamic loader has mapped their libraries (if they still live).
+    pub fn settle_execs(&mut self, symbols: &mut Symbols) {
+        let now = Instant::now();
+        self.exec_pending.retain(|&(pid, at)| {
+            if now.duration_since(at) < EXEC_SETTLE {
+                return true;
+            }
+            if !symbols.knows(pid) && symbols.remember(pid) {
+                self.unwinding.forget(pid);
+            }
+            false
+        });
     }
 
     /// Compares the frame-pointer stack of a sample with its CFI unwinding; after

@@ -48,7 +48,7 @@ const PROGRAM: &str = "profile_sample";
 /// How often new processes are looked for while sampling (their mappings remembered).
 const POLL: Duration = Duration::from_millis(200);
 /// How long a wait for stack copies and execs lasts at most.
-const RING_POLL: Duration = Duration::from_millis(50);
+const RING_POLL: Duration = Duration::from_millis(20);
 const EFAULT: i32 = 14;
 
 pub fn run(args: ProfileArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
@@ -238,6 +238,10 @@ fn sample(obj: &mut LoadedObject, args: &ProfileArgs, state: &RefCell<UserSide>)
             break;
         }
         consume(&ring, left.map_or(RING_POLL, |l| l.min(RING_POLL)))?;
+        {
+            let s = &mut *state.borrow_mut();
+            s.copies.settle_execs(&mut s.symbols);
+        }
         if Instant::now() < next_poll {
             continue;
         }
@@ -415,7 +419,7 @@ fn summary(
     let early: Vec<String> = copied
         .ends
         .iter()
-        .filter(|(end, _)| **end != "complete")
+        .filter(|(end, _)| **end != unwind::COMPLETE)
         .map(|(end, n)| format!("{end}={n}"))
         .collect();
     if !early.is_empty() {

@@ -15,6 +15,8 @@ use super::symbols::{FileId, Symbols};
 use crate::trace::elf;
 
 type Data = Arc<[u8]>;
+/// How a stack unwound to its end ends (the other ends say why it stopped early).
+pub const COMPLETE: &str = "complete";
 
 /// What a file contributes to unwinding, read once per file.
 #[derive(Clone)]
@@ -46,8 +48,9 @@ impl Unwinding {
     }
 
     /// The user stack of a copy: the sampled ip, then return addresses (as the kernel's
-    /// frame-pointer stacks), and how the unwinding ended (counted in `ends`).
-    pub fn unwind(&mut self, symbols: &Symbols, rec: &ks_prof_copy) -> Vec<u64> {
+    /// frame-pointer stacks), and whether the unwinding reached the stack's end (how it
+    /// ended is counted in `ends`).
+    pub fn unwind(&mut self, symbols: &Symbols, rec: &ks_prof_copy) -> (Vec<u64>, bool) {
         let pid = rec.key.pid;
         if !self.processes.contains_key(&pid) {
             let unwinder = self.build(symbols, pid);
@@ -58,7 +61,7 @@ impl Unwinding {
             _ => (vec![rec.ip], "no_mappings"),
         };
         *self.ends.entry(end).or_default() += 1;
-        ips
+        (ips, end == COMPLETE)
     }
 
     fn build(&mut self, symbols: &Symbols, pid: u32) -> UnwinderX86_64<Data> {
@@ -70,7 +73,7 @@ impl Unwinding {
                 .or_insert_with(|| read_unwind_info(m.file));
             let Some(info) = info else { continue };
             // Where the file's stated address 0 is in the process.
-            let Some(svma) = elf::offset_to_address(m.file, m.offset) else {
+            let Some(svma) = elf::executable_mapping_address(m.file, m.offset) else {
                 continue;
             };
             let base_avma = m.start.wrapping_sub(svma);
@@ -112,7 +115,7 @@ fn walk(
         }
         match frames.next() {
             Ok(Some(frame)) => ips.push(address(frame)),
-            Ok(None) => break "complete",
+            Ok(None) => break COMPLETE,
             Err(Error::CouldNotReadStack(_)) => break "stack_copy_too_short",
             Err(Error::FramepointerUnwindingMovedBackwards) => break "moved_backwards",
             Err(Error::DidNotAdvance) => break "did_not_advance",

@@ -114,19 +114,22 @@ pub fn named_sections(file: &File, names: &[&str]) -> Option<Vec<(String, NamedS
     Some(found)
 }
 
-/// The address an ELF file states for its byte at file offset `offset` (through the PT_LOAD
-/// segment holding it): with a mapping's start and offset, where the file was loaded.
-pub fn offset_to_address(file: &File, offset: u64) -> Option<u64> {
+/// The address an ELF file states for the start of an executable mapping of it at file
+/// offset `offset` (page-aligned): through the executable PT_LOAD segment the mapping holds,
+/// whose own offset may be further into the page (lld lays segments out so).
+pub fn executable_mapping_address(file: &File, offset: u64) -> Option<u64> {
+    const PAGE: u64 = 4096;
     let header = read_at(file, 0, 64)?;
     if header.get(..6)? != b"\x7fELF\x02\x01" {
         return None;
     }
     let (table, size) = header_table(file, &header, [0x20, 0x36, 0x38], 56)?;
     table.chunks_exact(size).find_map(|ph| {
-        let kind = u32_at(ph, 0)?;
+        let (kind, flags) = (u32_at(ph, 0)?, u32_at(ph, 4)?);
         let (file_offset, vaddr, filesz) = (u64_at(ph, 8)?, u64_at(ph, 0x10)?, u64_at(ph, 0x20)?);
-        let inside = (file_offset..file_offset.saturating_add(filesz)).contains(&offset);
-        (kind == PT_LOAD && inside).then(|| offset - file_offset + vaddr)
+        let pages = file_offset & !(PAGE - 1)..file_offset.saturating_add(filesz);
+        let holds = kind == PT_LOAD && flags & PF_X != 0 && pages.contains(&offset);
+        holds.then(|| vaddr.wrapping_add(offset).wrapping_sub(file_offset))
     })
 }
 
