@@ -271,7 +271,12 @@ fn a_process_that_exited_and_whose_binary_was_deleted_is_symbolized() {
     );
     let (whole, in_leaf) = whole_chain_share(&run);
     assert!(in_leaf >= 15, "only {in_leaf} samples in leaf");
-    assert!(whole * 100 >= in_leaf * 95, "{whole} of {in_leaf} whole");
+    assert!(
+        whole * 100 >= in_leaf * 95,
+        "{whole} of {in_leaf} whole: {:?}\n{}",
+        run.summary,
+        String::from_utf8_lossy(&run.stdout)
+    );
 }
 
 #[test]
