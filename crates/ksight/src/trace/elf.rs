@@ -197,6 +197,39 @@ mod tests {
         assert_eq!(function_offset(&exe, "ksight_no_such_function"), None);
     }
 
+    /// The test binary's own executable mapping, found through /proc/self/maps, is where the
+    /// ELF file says its text is: `main`'s address through the mapping is main's own.
+    #[test]
+    fn executable_mappings_are_placed_as_the_file_states() {
+        let exe = File::open("/proc/self/exe").expect("own binary");
+        let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
+        let exe_path = std::fs::read_link("/proc/self/exe").expect("exe link");
+        let line = maps
+            .lines()
+            .find(|l| l.contains(" r-xp ") && l.ends_with(exe_path.to_str().expect("utf-8")))
+            .expect("an executable mapping of the test binary");
+        let mut fields = line.split_whitespace();
+        let start = fields
+            .next()
+            .and_then(|r| r.split_once('-'))
+            .expect("range")
+            .0;
+        let start = u64::from_str_radix(start, 16).expect("hex");
+        let offset = u64::from_str_radix(fields.nth(1).expect("offset"), 16).expect("hex");
+        let svma = executable_mapping_address(&exe, offset).expect("a PF_X segment holds it");
+        let bias = start.wrapping_sub(svma);
+        let main_offset = function_offset(&exe, "main").expect("main");
+        let main_svma = executable_mapping_address(&exe, main_offset & !4095).expect("main's page")
+            + (main_offset & 4095);
+        assert_eq!(main_svma.wrapping_add(bias), main as usize as u64);
+        let sections = named_sections(&exe, &[".eh_frame", ".text"]).expect("sections");
+        assert_eq!(sections.len(), 2);
+    }
+
+    extern "C" {
+        fn main(argc: i32, argv: *const *const u8) -> i32;
+    }
+
     #[test]
     fn not_elf() {
         let file = File::open("/proc/self/status").expect("a text file");
