@@ -28,6 +28,9 @@ const JUDGED_ON: u32 = 8;
 /// its libraries within milliseconds.
 const EXEC_SETTLE: Duration = Duration::from_millis(20);
 
+/// Stacks by id: return addresses, innermost first.
+pub type Stacks = HashMap<i32, Vec<u64>>;
+
 #[derive(Default)]
 struct Verdict {
     checked: u32,
@@ -161,7 +164,7 @@ impl Copies {
     }
 
     /// The samples unwound here, as the kernel's counts are, and their stacks by id.
-    pub fn into_counts(self) -> (Vec<(ks_prof_key, u64)>, HashMap<i32, Vec<u64>>) {
+    pub fn into_counts(self) -> (Vec<(ks_prof_key, u64)>, Stacks) {
         let stacks = self.stack_ids.into_iter().map(|(s, id)| (id, s)).collect();
         (self.counts.into_values().collect(), stacks)
     }

@@ -221,7 +221,7 @@ mod tests {
         let main_offset = function_offset(&exe, "main").expect("main");
         let main_svma = executable_mapping_address(&exe, main_offset & !4095).expect("main's page")
             + (main_offset & 4095);
-        assert_eq!(main_svma.wrapping_add(bias), main as usize as u64);
+        assert_eq!(main_svma.wrapping_add(bias), main as *const () as u64);
         let sections = named_sections(&exe, &[".eh_frame", ".text"]).expect("sections");
         assert_eq!(sections.len(), 2);
     }
