@@ -57,10 +57,11 @@ struct {
 	__type(value, __u8);
 } prof_pids SEC(".maps");
 
-/* pid -> enum ks_prof_unwind, set by user space when it has judged the process. */
+/* pid -> enum ks_prof_unwind, set by user space when it has judged the process (a process
+ * it cannot note stays on stack copies). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536); /* --counts-map-entries */
+	__uint(max_entries, 65536);
 	__type(key, __u32);
 	__type(value, __u8);
 } prof_unwind SEC(".maps");
