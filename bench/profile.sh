@@ -4,7 +4,13 @@
 # `profile` of the issue: Debian's libbpf-tools package does not ship it), all at 99 Hz on
 # every CPU, on the same CPU-bound workload (bench/cpubound.c, WORK calls of
 # main -> outer -> middle -> leaf, pinned to CPU 0). Rounds alternate the tools (none first).
-# Per tool, medians of ROUNDS: the workload's time and its slowdown against no profiler; the
+# ksight runs twice: as it is (--unwind auto: the frame-pointer workload is judged to use its
+# frame pointers, counted in the kernel) and with --unwind dwarf (every sample of every
+# process copied to user space and unwound from .eh_frame: the cost of the path binaries
+# without frame pointers take), with the workload built with frame pointers and without.
+# TOOLS="none ksight …" picks some (bpftrace's stop takes ~50 s a round here).
+# Per tool, medians of ROUNDS: the workload's time (elapsed, and its own CPU time, which the
+# other tasks of a shared machine do not inflate) and its slowdown against no profiler; the
 # profiler's CPU time (user + system, its own process, and perf script for perf) per sample;
 # its peak RSS; the time from the stop signal to the symbolized output; for ksight and
 # bpftrace the BPF program's own ns per run (BPF statistics; perf samples without BPF). Then
@@ -18,23 +24,28 @@ WORK=${2:-400}
 T=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$T"' EXIT
 scripts/deps --bench
 gcc -O2 -fno-omit-frame-pointer -o "$T/cpubound" bench/cpubound.c
+gcc -O2 -fomit-frame-pointer -o "$T/cpubound-nofp" bench/cpubound.c
 cargo build --release --locked -q -p ksight
 KSIGHT=$PWD/target/release/ksight
-TOOLS=(none ksight perf bpftrace)
+read -r -a TOOLS <<< "${TOOLS:-none ksight ksight-dwarf ksight-nofp perf bpftrace}"
+# The workload each tool profiles: ksight-nofp is ksight (auto) on the build without frame
+# pointers, judged to need stack copies.
+workload() { case $1 in ksight-nofp) echo "$T/cpubound-nofp" ;; *) echo "$T/cpubound" ;; esac; }
 
 # start_tool NAME: starts it under /usr/bin/time (CPU, peak RSS), waits until it samples.
 start_tool() {
   : > "$T/err"
   case $1 in
     none) PID=; return ;;
-    ksight) /usr/bin/time -f '%U %S %M' -o "$T/time" "$KSIGHT" profile -F 99 -o "$T/ksight.folded" 2> "$T/err" & ;;
+    ksight | ksight-nofp) /usr/bin/time -f '%U %S %M' -o "$T/time" "$KSIGHT" profile -F 99 -o "$T/$1.folded" 2> "$T/err" & ;;
+    ksight-dwarf) /usr/bin/time -f '%U %S %M' -o "$T/time" "$KSIGHT" profile -F 99 --unwind dwarf -o "$T/$1.folded" 2> "$T/err" & ;;
     perf) /usr/bin/time -f '%U %S %M' -o "$T/time" perf record -F 99 -a -g -o "$T/perf.data" 2> "$T/err" > /dev/null & ;;
     bpftrace) /usr/bin/time -f '%U %S %M' -o "$T/time" bpftrace -e 'profile:hz:99 { @[kstack, ustack, comm] = count(); }' > "$T/bpftrace.out" 2> "$T/err" & ;;
   esac
   TIMEPID=$!
   for _ in $(seq 100); do PID=$(pgrep -P "$TIMEPID" || true); [ -n "$PID" ] && break; sleep 0.05; done
   local marker
-  case $1 in ksight) marker=sampling ;; bpftrace) marker=Attaching ;; perf) marker= ;; esac
+  case $1 in ksight*) marker=sampling ;; bpftrace) marker=Attaching ;; perf) marker= ;; esac
   if [ -n "$marker" ]; then
     for _ in $(seq 300); do grep -q "$marker" "$T/err" "$T/bpftrace.out" 2>/dev/null && break; sleep 0.1; done
   fi
@@ -64,7 +75,7 @@ stop_tool() {
 
 samples() {
   case $1 in
-    ksight) grep -o 'samples=[0-9]*' "$T/err" | cut -d= -f2 ;;
+    ksight*) grep -o 'samples=[0-9]*' "$T/err" | cut -d= -f2 ;;
     perf) awk 'NF && !/^[[:space:]]/ {n++} END {print n + 0}' "$T/perf.txt" ;;
     bpftrace) awk -F': ' '/^@\[/ || /^\]:/ {} /\]: [0-9]+$/ {n += $NF} END {print n + 0}' "$T/bpftrace.out" ;;
   esac
@@ -75,7 +86,8 @@ for round in $(seq "$ROUNDS"); do
   for tool in "${TOOLS[@]}"; do
     [ "$tool" = bpftrace ] && { stats_was=$(sysctl -n kernel.bpf_stats_enabled); sysctl -qw kernel.bpf_stats_enabled=1; }
     start_tool "$tool"
-    taskset -c 0 "$T/cpubound" "$WORK" >> "$T/$tool.ms"
+    read -r wall cpu_ms < <(taskset -c 0 "$(workload "$tool")" "$WORK")
+    echo "$wall" >> "$T/$tool.ms"; echo "$cpu_ms" >> "$T/$tool.cpu_ms"
     [ "$tool" = none ] && continue
     [ "$tool" = bpftrace ] && { bpftrace_bpf_ns >> "$T/bpftrace.bpf_ns"; sysctl -qw kernel.bpf_stats_enabled="$stats_was"; }
     stop_tool "$tool" >> "$T/$tool.stop"
@@ -88,7 +100,7 @@ for round in $(seq "$ROUNDS"); do
     n=$(samples "$tool")
     echo "$rss" >> "$T/$tool.rss"
     echo "$cpu * 1000000 / $n" | bc -l >> "$T/$tool.us_per_sample"
-    [ "$tool" = ksight ] && grep -o 'bpf_ns_per_run=[0-9]*' "$T/err" | cut -d= -f2 >> "$T/ksight.bpf_ns"
+    case $tool in ksight*) grep -o 'bpf_ns_per_run=[0-9]*' "$T/err" | cut -d= -f2 >> "$T/$tool.bpf_ns" ;; esac
   done
   echo "bench: round $round of $ROUNDS done" >&2
 done
@@ -96,17 +108,21 @@ done
 median() { sort -n "$1" | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 if [ "$ROUNDS" -gt 0 ]; then
 base=$(median "$T/none.ms")
+base_cpu=$(median "$T/none.cpu_ms")
 echo
 echo "Workload: $WORK calls of outer() pinned to CPU 0, median of $ROUNDS alternating rounds; every profiler at 99 Hz on all CPUs."
 echo
-echo "| profiler | workload ms | slowdown | profiler CPU µs per sample | BPF ns per run | peak RSS | stop to symbolized output |"
-echo "|---|---|---|---|---|---|---|"
-printf '| none | %.0f | | | | | |\n' "$base"
-for tool in ksight perf bpftrace; do
+echo "| profiler | workload ms | slowdown | workload CPU ms | CPU slowdown | profiler CPU µs per sample | BPF ns per run | peak RSS | stop to symbolized output |"
+echo "|---|---|---|---|---|---|---|---|---|"
+printf '| none | %.0f | | %.0f | | | | | |\n' "$base" "$base_cpu"
+for tool in "${TOOLS[@]}"; do
+  [ "$tool" = none ] && continue
   m=$(median "$T/$tool.ms")
+  c=$(median "$T/$tool.cpu_ms")
   slow=$(echo "($m - $base) * 100 / $base" | bc -l)
+  slow_cpu=$(echo "($c - $base_cpu) * 100 / $base_cpu" | bc -l)
   bpf=n/a; [ -f "$T/$tool.bpf_ns" ] && bpf=$(median "$T/$tool.bpf_ns")
-  printf '| %s | %.0f | %+.1f %% | %.0f | %s | %d MB | %.2f s |\n' "$tool" "$m" "$slow" \
+  printf '| %s | %.0f | %+.1f %% | %.0f | %+.1f %% | %.0f | %s | %d MB | %.2f s |\n' "$tool" "$m" "$slow" "$c" "$slow_cpu" \
     "$(median "$T/$tool.us_per_sample")" "$bpf" "$(( $(median "$T/$tool.rss") / 1024 ))" "$(median "$T/$tool.stop")"
 done
 fi

@@ -330,7 +330,16 @@ enum ks_prof_stat {
 	KS_PROF_PIDS_FAILED = 10,    /* prof_pids could not note a new process (it holds as many
 				      * entries as prof_counts, so not for want of room): it is
 				      * noted at its next new count, or read at the end */
-	KS_PROF_NR_STATS = 11,
+	KS_PROF_COPIED = 11,         /* sent to user space as a stack copy (prof_copies) */
+	KS_PROF_COPY_RINGBUF_FULL = 12, /* prof_copies was full: stored with its frame-pointer
+				      * stack instead */
+	KS_PROF_COPY_NO_REGS = 13,   /* sampled in the kernel on a kernel without
+				      * bpf_task_pt_regs (before 5.15): no user registers, stored
+				      * with its frame-pointer stack instead */
+	KS_PROF_COPY_UNREADABLE = 14, /* not even 512 bytes of user stack readable at sp: stored
+				       * with its frame-pointer stack instead */
+	KS_PROF_EXEC_LOST = 15,      /* an exec prof_execs had no room for (not a sample) */
+	KS_PROF_NR_STATS = 16,
 };
 
 /* ks_prof_config.flags: which filters are set. */
@@ -340,12 +349,28 @@ enum ks_prof_filter {
 	KS_PF_CGROUP = 4, /* the cgroup id is a key of the map prof_cgroups */
 };
 
+/* How a process's user stacks are taken: ks_prof_config.unwind (--unwind) and the values of
+ * the map prof_unwind (pid -> mode, set by user space once it has judged the process). */
+enum ks_prof_unwind {
+	/* --unwind auto; in prof_unwind: not judged yet (absent). Samples go to user space as
+	 * stack copies that also carry the frame-pointer stack id, which user space checks
+	 * against the unwind info of the process's mappings. */
+	KS_PROF_UNWIND_AUTO = 0,
+	KS_PROF_UNWIND_FP = 1,   /* frame pointers, counted in the kernel */
+	KS_PROF_UNWIND_COPY = 2, /* stack copies unwound in user space (.eh_frame) */
+};
+
 enum ks_prof_sizes {
 	/* The deepest stack the stack maps hold (the kernel's PERF_MAX_STACK_DEPTH). */
 	KS_PROF_MAX_DEPTH = 127,
 	/* A stack id with this bit is in prof_stacks_b, the map of stacks whose slot in
 	 * prof_stacks held another stack (a stack map keeps one stack per hash slot). */
 	KS_PROF_IN_MAP_B = 1 << 30,
+	/* Bytes of user stack (from sp up) a stack copy holds at most (perf --call-graph dwarf
+	 * copies 8 KiB by default); a copy is the largest power of two down to 512 that is
+	 * readable. */
+	KS_PROF_STACK_COPY = 16384,
+	KS_PROF_STACK_COPY_MIN = 512,
 };
 
 /* Set by user space before load (section .rodata.prof of profile.bpf.c). */
@@ -353,6 +378,7 @@ struct ks_prof_config {
 	__u32 flags; /* enum ks_prof_filter bits */
 	__u32 pid;   /* KS_PF_PID: thread-group id */
 	char comm[KS_COMM_LEN]; /* KS_PF_COMM: the process's (leader's) comm */
+	__u32 unwind; /* enum ks_prof_unwind: --unwind */
 };
 
 /* prof_counts key; the value is a __u64 sample count. */
@@ -365,6 +391,23 @@ struct ks_prof_key {
 	__s32 kernel_stack; /* id in prof_stacks, or -errno (-EFAULT: sampled in user mode) */
 	char comm[KS_COMM_LEN];   /* the process's (leader's) comm */
 	char thread[KS_COMM_LEN]; /* the thread's comm */
+};
+
+/* A record of prof_copies: one sample whose user stack user space unwinds. key.user_stack
+ * is the frame-pointer stack id while the process is not judged yet, else -ENOENT. */
+struct ks_prof_copy {
+	struct ks_prof_key key;
+	__u64 ip; /* the user registers at the sample */
+	__u64 sp;
+	__u64 bp;
+	__u32 stack_len; /* bytes of stack from sp */
+	__u32 pad;
+	__u8 stack[KS_PROF_STACK_COPY];
+};
+
+/* A record of prof_execs: a process that exec'd (its mappings are read at once). */
+struct ks_prof_exec {
+	__u32 pid;
 };
 
 /* One stack of prof_stacks: return addresses, innermost first, zero after the last. */

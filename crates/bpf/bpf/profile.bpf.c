@@ -7,6 +7,11 @@
  * and its user stack by frame pointers into prof_stacks, then adds one to prof_counts under
  * (process, thread, user stack id, kernel stack id): the common case is one map lookup and
  * an atomic add.
+ * A process without usable frame pointers gets its samples sent to user space instead, as
+ * copies of the top of its user stack with the registers (as perf --call-graph dwarf), which
+ * user space unwinds from .eh_frame: prof_unwind says per process which way it goes (user
+ * space judges each new process from its first copies, which also carry the frame-pointer
+ * stack to check).
  * Every run is counted in prof_stats by what became of it, so user space can account for
  * each one against the kernel's own run count.
  */
@@ -14,6 +19,7 @@
 
 #define KS_EFAULT 14
 #define KS_ENOMEM 12
+#define KS_ENOENT 2
 
 const volatile struct ks_prof_config ks_prof SEC(".rodata.prof") = {};
 
@@ -50,6 +56,27 @@ struct {
 	__type(key, __u32);
 	__type(value, __u8);
 } prof_pids SEC(".maps");
+
+/* pid -> enum ks_prof_unwind, set by user space when it has judged the process (a process
+ * it cannot note stays on stack copies). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} prof_unwind SEC(".maps");
+
+/* Samples with a copy of their user stack (struct ks_prof_copy). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20); /* --copy-buffer */
+} prof_copies SEC(".maps");
+
+/* Processes that exec'd (struct ks_prof_exec): user space reads their mappings at once. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 << 10);
+} prof_execs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -141,12 +168,97 @@ static __always_inline int count(struct ks_prof_key *key)
 	return 0;
 }
 
+/* x86_64: user addresses are below 2^47 (the kernel's are above 0xffff8...). */
+static __always_inline bool user_address(__u64 addr)
+{
+	return addr >> 47 == 0;
+}
+
+/* The user registers at the sample: the sampled ones when it hit user mode, else the task's
+ * saved ones (bpf_task_pt_regs, 5.15; older kernels have no way: false). */
+static __always_inline bool user_regs(struct bpf_perf_event_data *ctx, struct ks_prof_copy *rec)
+{
+	struct pt_regs regs;
+
+	if (user_address(ctx->regs.ip)) {
+		rec->ip = ctx->regs.ip;
+		rec->sp = ctx->regs.sp;
+		rec->bp = ctx->regs.bp;
+		return true;
+	}
+	if (!bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs))
+		return false;
+	/* bpf_get_current_task_btf (5.11) is there wherever bpf_task_pt_regs is. */
+	if (bpf_probe_read_kernel(&regs, sizeof(regs),
+				  (void *)bpf_task_pt_regs(bpf_get_current_task_btf())))
+		return false;
+	rec->ip = regs.ip;
+	rec->sp = regs.sp;
+	rec->bp = regs.bp;
+	return user_address(rec->ip);
+}
+
+/* Copies the largest power of two of bytes down to KS_PROF_STACK_COPY_MIN that is readable
+ * from sp (the stack's top may be nearer than KS_PROF_STACK_COPY). */
+static __always_inline bool copy_stack(struct ks_prof_copy *rec)
+{
+	void *sp = (void *)rec->sp;
+	__u32 len = KS_PROF_STACK_COPY;
+
+#pragma unroll
+	for (int i = 0; i < 6; i++) {
+		if (!bpf_probe_read_user(rec->stack, len, sp)) {
+			rec->stack_len = len;
+			return true;
+		}
+		len /= 2;
+	}
+	return false;
+}
+
+/* Sends the sample with a copy of its user stack; false (and counted why) if it could not,
+ * and then the caller stores it with its frame-pointer stack. */
+static __always_inline bool send_copy(struct bpf_perf_event_data *ctx, struct ks_prof_key *key)
+{
+	struct ks_prof_copy *rec = bpf_ringbuf_reserve(&prof_copies, sizeof(*rec), 0);
+	__u32 stat = KS_PROF_COPY_NO_REGS;
+
+	if (!rec) {
+		ks_count(&prof_stats, KS_PROF_COPY_RINGBUF_FULL, 1);
+		return false;
+	}
+	if (user_regs(ctx, rec)) {
+		if (copy_stack(rec)) {
+			rec->key = *key;
+			bpf_ringbuf_submit(rec, 0);
+			ks_count(&prof_stats, KS_PROF_COPIED, 1);
+			return true;
+		}
+		stat = KS_PROF_COPY_UNREADABLE;
+	}
+	bpf_ringbuf_discard(rec, 0);
+	ks_count(&prof_stats, stat, 1);
+	return false;
+}
+
+/* How this process's user stack is taken: --unwind, else what user space judged. */
+static __always_inline __u32 unwind_mode(__u32 pid)
+{
+	__u8 *mode;
+
+	if (ks_prof.unwind != KS_PROF_UNWIND_AUTO)
+		return ks_prof.unwind;
+	mode = bpf_map_lookup_elem(&prof_unwind, &pid);
+	return mode ? *mode : KS_PROF_UNWIND_AUTO;
+}
+
 SEC("perf_event")
 int profile_sample(struct bpf_perf_event_data *ctx)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u64 id = bpf_get_current_pid_tgid();
 	struct ks_prof_key key = {};
+	__u32 mode;
 	int err;
 
 	key.pid = id >> 32;
@@ -161,8 +273,17 @@ int profile_sample(struct bpf_perf_event_data *ctx)
 	}
 	bpf_get_current_comm(key.thread, sizeof(key.thread));
 	key.kernel_stack = stack_id(ctx, 0, KS_PROF_KSTACK_COLLISION, KS_PROF_KSTACK_FULL);
-	key.user_stack = stack_id(ctx, BPF_F_USER_STACK, KS_PROF_USTACK_COLLISION,
-				  KS_PROF_USTACK_FULL);
+	mode = unwind_mode(key.pid);
+	/* Not judged yet: the frame-pointer stack goes along for user space to check. */
+	key.user_stack = mode == KS_PROF_UNWIND_COPY ?
+				 -KS_ENOENT :
+				 stack_id(ctx, BPF_F_USER_STACK, KS_PROF_USTACK_COLLISION,
+					  KS_PROF_USTACK_FULL);
+	if (mode != KS_PROF_UNWIND_FP && send_copy(ctx, &key))
+		return 0;
+	if (key.user_stack == -KS_ENOENT)
+		key.user_stack = stack_id(ctx, BPF_F_USER_STACK, KS_PROF_USTACK_COLLISION,
+					  KS_PROF_USTACK_FULL);
 	err = count(&key);
 	if (!err)
 		ks_count(&prof_stats, KS_PROF_STORED, 1);
@@ -170,5 +291,27 @@ int profile_sample(struct bpf_perf_event_data *ctx)
 		ks_count(&prof_stats, KS_PROF_LOST_FULL, 1);
 	else
 		ks_count(&prof_stats, KS_PROF_LOST_FAILED, 1);
+	return 0;
+}
+
+/* A process that exec'd and that the filters keep: user space reads its mappings at once,
+ * so a process that lives for a moment is still named. */
+SEC("tp/sched/sched_process_exec")
+int profile_exec(void *ctx)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct ks_prof_key key = {};
+	struct ks_prof_exec *rec;
+
+	key.pid = bpf_get_current_pid_tgid() >> 32;
+	if (!wanted(&key, task))
+		return 0;
+	rec = bpf_ringbuf_reserve(&prof_execs, sizeof(*rec), 0);
+	if (!rec) {
+		ks_count(&prof_stats, KS_PROF_EXEC_LOST, 1);
+		return 0;
+	}
+	rec->pid = key.pid;
+	bpf_ringbuf_submit(rec, 0);
 	return 0;
 }

@@ -55,20 +55,37 @@ fn profile_workload(name: &str, start: impl FnOnce() -> Child, extra: &[&str]) -
 /// Of the samples whose innermost user frame is `leaf`, the share that carries the whole
 /// chain main → outer → middle → leaf.
 fn whole_chain_share(run: &Run) -> (u64, u64) {
+    whole_chain_share_in(run, "")
+}
+
+/// The same for functions named `PREFIXleaf` and so on (`chain::leaf` in Rust), the
+/// innermost frame being the program's own innermost: in Rust, the standard library's
+/// functions inlined into leaf come after it.
+fn whole_chain_share_in(run: &Run, prefix: &str) -> (u64, u64) {
+    let chain: Vec<String> = ["main", "outer", "middle", "leaf"]
+        .iter()
+        .map(|f| format!("{prefix}{f}"))
+        .collect();
     let mut in_leaf = 0;
     let mut whole = 0;
     for (frames, count) in run.folded() {
-        let user: Vec<&str> = frames
+        let mut user: Vec<&str> = frames
             .iter()
             .skip(1)
             .filter(|f| !f.ends_with("_[k]"))
             .map(String::as_str)
             .collect();
-        if user.last() != Some(&"leaf") {
+        if !prefix.is_empty() {
+            while user.last().is_some_and(|f| !f.starts_with(prefix)) {
+                user.pop();
+            }
+        }
+        if user.last() != Some(&chain[3].as_str()) {
             continue;
         }
         in_leaf += count;
-        if user.ends_with(&["main", "outer", "middle", "leaf"]) {
+        let chain: Vec<&str> = chain.iter().map(String::as_str).collect();
+        if user.ends_with(&chain) {
             whole += count;
         }
     }
@@ -76,7 +93,11 @@ fn whole_chain_share(run: &Run) -> (u64, u64) {
 }
 
 fn assert_whole_chains(run: &Run, what: &str) {
-    let (whole, in_leaf) = whole_chain_share(run);
+    assert_whole_chains_in(run, what, "");
+}
+
+fn assert_whole_chains_in(run: &Run, what: &str, prefix: &str) {
+    let (whole, in_leaf) = whole_chain_share_in(run, prefix);
     // 3 s at 49 Hz is 147 samples on a CPU of its own; the machine is shared.
     assert!(in_leaf >= 30, "{what}: only {in_leaf} samples in leaf");
     assert!(
@@ -96,6 +117,111 @@ fn frame_pointer_chains_are_whole_and_symbolized() {
     for (frames, _) in run.folded() {
         assert_eq!(frames[0], name, "every line starts with the filtered comm");
     }
+    // Its frame-pointer stacks are what its CFI gives: judged to use them.
+    assert_eq!(run.get("judged_frame_pointers"), 1, "{:?}", run.summary);
+    assert_eq!(run.get("judged_stack_copies"), 0, "{:?}", run.summary);
+    assert!(run.get("stored") > run.get("copied"), "{:?}", run.summary);
+    assert_copies_accounted(&run);
+}
+
+/// The samples written are those stored and copied; every copy was received; every run
+/// ends stored, copied, lost, idle or filtered.
+fn assert_copies_accounted(run: &Run) {
+    let delivered: u64 = run.folded().iter().map(|(_, c)| c).sum();
+    assert_eq!(
+        delivered,
+        run.get("stored") + run.get("copied"),
+        "{:?}",
+        run.summary
+    );
+    assert_eq!(
+        run.get("copies_received"),
+        run.get("copied"),
+        "{:?}",
+        run.summary
+    );
+    assert_eq!(
+        run.get("stored")
+            + run.get("copied")
+            + run.get("lost")
+            + run.get("idle")
+            + run.get("filtered"),
+        run.get("runs"),
+        "{:?}",
+        run.summary
+    );
+}
+
+/// Built -O2 -fomit-frame-pointer: its frame-pointer stacks are cut, so it is switched to
+/// stack copies, unwound from .eh_frame in user space.
+#[test]
+fn chains_without_frame_pointers_are_whole_and_symbolized() {
+    require_root!();
+    let name = unique_comm("nofp");
+    let bin = build("chain.c", &name, &["-fomit-frame-pointer"]);
+    let run = profile_workload(&name, || spawn(&bin, &[WORKLOAD_S]), &[]);
+    assert_whole_chains(&run, "no frame pointers");
+    assert_eq!(run.get("judged_stack_copies"), 1, "{:?}", run.summary);
+    assert_eq!(run.get("judged_frame_pointers"), 0, "{:?}", run.summary);
+    assert_eq!(run.get("stored"), 0, "{:?}", run.summary);
+    assert_copies_accounted(&run);
+}
+
+/// A Rust release binary: no frame pointers (rustc's default; its standard library is
+/// built without them either).
+#[test]
+fn a_rust_release_binary_is_unwound_whole_and_symbolized() {
+    require_root!();
+    let name = unique_comm("rust");
+    let dir = std::env::temp_dir().join(format!("ksight-profile-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let bin = dir.join(&name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workloads/chain.rs");
+    let status = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .args(["--edition", "2021", "-C", "opt-level=3", "-g", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .expect("rustc runs");
+    assert!(status.success(), "rustc chain.rs");
+    let run = profile_workload(&name, || spawn(&bin, &[WORKLOAD_S]), &[]);
+    assert_whole_chains_in(&run, "Rust release", "chain::");
+    assert_eq!(run.get("judged_stack_copies"), 1, "{:?}", run.summary);
+    assert_copies_accounted(&run);
+}
+
+/// Processes that live a tenth of a second, one after the other, profiled by frame
+/// pointers alone: each is remembered at its exec (not only at the next poll of new
+/// processes, 200 ms), so its frames are named though it is gone at the end.
+#[test]
+fn short_lived_processes_are_named_from_their_exec() {
+    require_root!();
+    let name = unique_comm("brief");
+    let bin = build("chain.c", &name, &["-fno-omit-frame-pointer"]);
+    let script = format!(
+        "sleep 0.5; for i in 1 2 3 4 5 6 7 8 9 10; do {} 0.1; done",
+        bin.display()
+    );
+    let run = profile_workload(
+        &name,
+        || {
+            Command::new("sh")
+                .args(["-c", &script])
+                .spawn()
+                .expect("sh")
+        },
+        &["--unwind", "fp"],
+    );
+    let (whole, in_leaf) = whole_chain_share(&run);
+    let total: u64 = run.folded().iter().map(|(_, c)| c).sum();
+    assert!(total >= 30, "only {total} samples");
+    // The rest is the start of each (exec, the dynamic loader). Remembered only at the next
+    // poll, half of them would be gone by then, their frames [unknown].
+    assert!(
+        whole * 100 >= total * 75,
+        "{whole} of {total} samples ({in_leaf} in leaf) carry main;outer;middle;leaf\n{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
 }
 
 #[test]
@@ -145,7 +271,12 @@ fn a_process_that_exited_and_whose_binary_was_deleted_is_symbolized() {
     );
     let (whole, in_leaf) = whole_chain_share(&run);
     assert!(in_leaf >= 15, "only {in_leaf} samples in leaf");
-    assert!(whole * 100 >= in_leaf * 95, "{whole} of {in_leaf} whole");
+    assert!(
+        whole * 100 >= in_leaf * 95,
+        "{whole} of {in_leaf} whole: {:?}\n{}",
+        run.summary,
+        String::from_utf8_lossy(&run.stdout)
+    );
 }
 
 #[test]
@@ -221,7 +352,14 @@ fn every_run_is_accounted_for_when_maps_are_too_small() {
     let run = profile_workload(
         &name,
         || spawn(&bin, &[WORKLOAD_S]),
-        &["--counts-map-entries", "1", "--stack-map-entries", "2"],
+        &[
+            "--counts-map-entries",
+            "1",
+            "--stack-map-entries",
+            "2",
+            "--unwind",
+            "fp",
+        ],
     );
     let delivered: u64 = run.folded().iter().map(|(_, c)| c).sum();
     assert_eq!(delivered, run.get("samples"));
@@ -254,7 +392,7 @@ fn a_stack_whose_slot_is_taken_goes_to_the_second_map() {
     let run = profile_workload(
         &name,
         || spawn(&bin, &[WORKLOAD_S]),
-        &["--stack-map-entries", "1"],
+        &["--stack-map-entries", "1", "--unwind", "fp"],
     );
     assert_eq!(run.get("stacks"), 1, "{:?}", run.summary);
     assert_eq!(run.get("stacks_second_map"), 1, "{:?}", run.summary);

@@ -14,8 +14,8 @@ pub const MAX_FREQUENCY: u64 = 999;
 #[command(
     after_help = "Filters are applied in the kernel before any stack is walked. \
 Ctrl-C stops sampling and still writes the profile.\n\
-Frames: user frames by frame pointers, then kernel frames (suffix _[k]); the first frame \
-of a folded line is the process name."
+Frames: user frames, then kernel frames (suffix _[k]); the first frame of a folded line is \
+the process name."
 )]
 pub struct ProfileArgs {
     /// Samples per second on each CPU (1 to 999).
@@ -50,6 +50,13 @@ pub struct ProfileArgs {
     #[arg(long, default_value = "folded", value_name = "FORMAT")]
     pub format: Format,
 
+    /// How user stacks are taken: auto (each process judged from its first samples: frame
+    /// pointers if its frame-pointer stacks are what its .eh_frame unwinding gives, else
+    /// stack copies), fp (frame pointers only), dwarf (copies of the stack's top, unwound
+    /// from .eh_frame in user space, for every process).
+    #[arg(long, default_value = "auto", value_name = "HOW")]
+    pub unwind: UnwindMode,
+
     /// Distinct stacks the kernel can hold (about 1 KiB each), plus a quarter as many for
     /// stacks whose slot was taken; a stack whose slot is taken in both is not kept (its
     /// samples are, and counted).
@@ -67,6 +74,13 @@ pub enum Format {
     Folded,
     Svg,
     Pprof,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnwindMode {
+    Auto,
+    Fp,
+    Dwarf,
 }
 
 pub fn parse_frequency(text: &str) -> Result<u64, String> {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use anyhow::{anyhow, Result};
 use ksight_bpf::abi::{ks_prof_key, ks_prof_sizes, ks_prof_stack, ks_prof_stat};
-use libbpf_rs::{MapCore, MapFlags};
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::bpf::{percpu_array_sums, LoadedObject};
 
@@ -21,6 +21,11 @@ pub const STAT_NAMES: [&str; ks_prof_stat::KS_PROF_NR_STATS.0 as usize] = [
     "kernel_stack_map_full",
     "stack_error_other",
     "pids_update_failed",
+    "copied",
+    "copy_ringbuf_full",
+    "copy_no_user_regs",
+    "copy_unreadable",
+    "exec_lost",
 ];
 
 /// prof_stats summed over CPUs, indexed by `enum ks_prof_stat`.
@@ -48,6 +53,11 @@ impl Stats {
         .into_iter()
         .map(|s| self.get(s))
         .sum()
+    }
+
+    /// Samples kept: counted in the kernel, or sent to user space as stack copies.
+    pub fn kept(&self) -> u64 {
+        self.get(ks_prof_stat::KS_PROF_STORED) + self.get(ks_prof_stat::KS_PROF_COPIED)
     }
 
     /// Samples that matched the filters and could not be kept.
@@ -88,35 +98,55 @@ pub fn pids(obj: &LoadedObject) -> Result<Vec<u32>> {
 
 /// The stacks the counts refer to, by id (either map): return addresses, innermost first.
 pub fn stacks(obj: &LoadedObject, counts: &[(ks_prof_key, u64)]) -> Result<HashMap<i32, Vec<u64>>> {
-    let (map_a, map_b) = (obj.map("prof_stacks")?, obj.map("prof_stacks_b")?);
-    let in_b = ks_prof_sizes::KS_PROF_IN_MAP_B.0 as i32;
+    let maps = StackMaps::open(obj)?;
     let mut out = HashMap::new();
     let ids = counts
         .iter()
         .flat_map(|(k, _)| [k.user_stack, k.kernel_stack])
-        .filter(|id| *id >= 0);
+        .filter(|id| *id >= 0 && !super::copies::is_unwound(*id));
     for id in ids {
         if out.contains_key(&id) {
             continue;
         }
+        if let Some(ips) = maps.read(id)? {
+            out.insert(id, ips);
+        }
+    }
+    Ok(out)
+}
+
+/// The two stack maps, to read a stack by id.
+pub struct StackMaps(MapHandle, MapHandle);
+
+impl StackMaps {
+    pub fn open(obj: &LoadedObject) -> Result<StackMaps> {
+        Ok(StackMaps(
+            obj.map("prof_stacks")?,
+            obj.map("prof_stacks_b")?,
+        ))
+    }
+
+    /// The stack of `id` (either map): return addresses, innermost first.
+    pub fn read(&self, id: i32) -> Result<Option<Vec<u64>>> {
+        let in_b = ks_prof_sizes::KS_PROF_IN_MAP_B.0 as i32;
         let (map, slot) = match id & in_b {
-            0 => (&map_a, id),
-            _ => (&map_b, id & !in_b),
+            0 => (&self.0, id),
+            _ => (&self.1, id & !in_b),
         };
         let Some(raw) = map.lookup(&slot.to_ne_bytes(), MapFlags::ANY)? else {
-            continue;
+            return Ok(None);
         };
         let mut stack = ks_prof_stack::default();
         plain::copy_from_bytes(&mut stack, &raw).map_err(|e| anyhow!("bad stack: {e:?}"))?;
-        let ips: Vec<u64> = stack
-            .ips
-            .iter()
-            .copied()
-            .take_while(|ip| *ip != 0)
-            .collect();
-        out.insert(id, ips);
+        Ok(Some(
+            stack
+                .ips
+                .iter()
+                .copied()
+                .take_while(|ip| *ip != 0)
+                .collect(),
+        ))
     }
-    Ok(out)
 }
 
 /// Distinct stacks the counts refer to in prof_stacks and in prof_stacks_b.
@@ -125,7 +155,7 @@ pub fn stacks_per_map(counts: &[(ks_prof_key, u64)]) -> (usize, usize) {
     let mut ids: Vec<i32> = counts
         .iter()
         .flat_map(|(k, _)| [k.user_stack, k.kernel_stack])
-        .filter(|id| *id >= 0)
+        .filter(|id| *id >= 0 && !super::copies::is_unwound(*id))
         .collect();
     ids.sort_unstable();
     ids.dedup();

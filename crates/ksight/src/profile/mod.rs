@@ -2,20 +2,25 @@
 //!
 //! A software cpu-clock perf event per online CPU runs profile.bpf.c, which checks the
 //! filters, walks the kernel stack and the user stack (frame pointers) into a stack trace map
-//! and counts samples per (process, thread, stacks) in the kernel. While it samples, user
-//! space remembers each new process's mappings (symbols.rs), so a process that exits before
-//! the end is still named. At the end (duration or Ctrl-C) the programs are detached, every
+//! and counts samples per (process, thread, stacks) in the kernel; the samples of processes
+//! without usable frame pointers come to user space as stack copies instead, unwound from
+//! .eh_frame (copies.rs, unwind.rs). While it samples, user space remembers each new
+//! process's mappings (symbols.rs), at exec and at its first sample, so a process that exits
+//! before the end is still named. At the end (duration or Ctrl-C) the programs are detached, every
 //! run is accounted for against the kernel's own run count (BPF stats), and the profile is
 //! symbolized and written as folded stacks, an SVG flame graph or pprof.
 
 mod args;
 mod collect;
+mod copies;
 mod model;
 mod output;
 mod perf;
 mod pprof;
 mod symbols;
+mod unwind;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -25,19 +30,25 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
 pub use args::ProfileArgs;
-use ksight_bpf::abi::{ks_prof_config, ks_prof_filter, ks_prof_key, ks_prof_stat};
+use ksight_bpf::abi::{ks_prof_config, ks_prof_filter, ks_prof_key};
 
 use crate::bpf::{self, LoadConfig, LoadSpec, LoadedObject};
 use crate::enrich::cgroup::{Hierarchy, Resolver};
 use crate::trace::cgroups::{self, CgroupFilter};
 use crate::{bad_input, names, privileges, trace};
+use args::UnwindMode;
 use collect::{Stats, STAT_NAMES};
+use copies::Copies;
+use ksight_bpf::abi::ks_prof_unwind;
+use libbpf_rs::RingBufferBuilder;
 use model::{Frame, Profile, Stack};
 use symbols::Symbols;
 
 const PROGRAM: &str = "profile_sample";
 /// How often new processes are looked for while sampling (their mappings remembered).
 const POLL: Duration = Duration::from_millis(200);
+/// How long a wait for stack copies and execs lasts at most.
+const RING_POLL: Duration = Duration::from_millis(20);
 const EFAULT: i32 = 14;
 
 pub fn run(args: ProfileArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
@@ -67,30 +78,55 @@ pub fn run(args: ProfileArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
         obj.attach_perf_event(PROGRAM, fd)?;
     }
     tracing::info!(frequency = args.frequency, "sampling");
-    let mut symbols = Symbols::new();
-    sample(&obj, &args, &mut symbols)?;
-    obj.detach_all();
+    let state = RefCell::new(UserSide {
+        symbols: Symbols::new(),
+        copies: Copies::new(&obj, args.unwind == UnwindMode::Auto)?,
+    });
+    sample(&mut obj, &args, &state)?;
     let duration = started.1.elapsed();
     let (runs, run_ns) = run_stats(&obj);
     drop(stats_fd);
     let stats = Stats::read(&obj)?;
-    let counts = collect::counts(&obj)?;
+    let UserSide {
+        mut symbols,
+        copies,
+    } = state.into_inner();
+    let copied = CopyReport {
+        received: copies.received,
+        judged: (copies.judged.frame_pointers, copies.judged.stack_copies),
+        ends: copies.unwinding.ends.clone(),
+    };
+    let mut counts = collect::counts(&obj)?;
+    let (unwound_counts, unwound_stacks) = copies.into_counts();
+    counts.extend(unwound_counts);
+    let per_map = collect::stacks_per_map(&counts);
+    let mut stacks = collect::stacks(&obj, &counts)?;
+    stacks.extend(unwound_stacks);
     let profile = build(
-        &obj,
         &counts,
+        &stacks,
         &mut symbols,
         &args,
         (started.0, duration),
         &filter,
-    )?;
-    output::write(&profile, args.format, &mut *out)?;
-    summary(
-        &profile,
-        &stats,
-        (runs, run_ns),
-        collect::stacks_per_map(&counts),
     );
+    output::write(&profile, args.format, &mut *out)?;
+    summary(&profile, &stats, (runs, run_ns), per_map, &copied);
     Ok(ExitCode::SUCCESS)
+}
+
+/// What user space keeps while sampling: the processes' mappings and the stack copies.
+struct UserSide {
+    symbols: Symbols,
+    copies: Copies,
+}
+
+/// The stack copies, for the summary.
+struct CopyReport {
+    received: u64,
+    /// Processes judged to use frame pointers, and stack copies.
+    judged: (u64, u64),
+    ends: std::collections::BTreeMap<&'static str, u64>,
 }
 
 fn open_output(path: Option<&Path>) -> Result<Box<dyn Write>> {
@@ -138,7 +174,7 @@ fn load(
     let spec = LoadSpec {
         name: "profile",
         bytes: ksight_bpf::objects::PROFILE,
-        programs: &[PROGRAM],
+        programs: &[PROGRAM, "profile_exec"],
         max_entries: &max_entries,
         broken_target: None,
         sections: &sections,
@@ -167,22 +203,50 @@ fn prof_config(args: &ProfileArgs, filter: &CgroupFilter) -> ks_prof_config {
     if filter.ids.is_some() {
         c.flags |= ks_prof_filter::KS_PF_CGROUP.0;
     }
+    c.unwind = match args.unwind {
+        UnwindMode::Auto => ks_prof_unwind::KS_PROF_UNWIND_AUTO.0,
+        UnwindMode::Fp => ks_prof_unwind::KS_PROF_UNWIND_FP.0,
+        UnwindMode::Dwarf => ks_prof_unwind::KS_PROF_UNWIND_COPY.0,
+    };
     c
 }
 
-/// Samples until the duration is over or a stop signal came; meanwhile remembers every new
-/// process and shows progress on a terminal.
-fn sample(obj: &LoadedObject, args: &ProfileArgs, symbols: &mut Symbols) -> Result<()> {
+/// Samples until the duration is over or a stop signal came, then detaches; meanwhile
+/// unwinds the stack copies, remembers every new process and shows progress on a terminal.
+fn sample(obj: &mut LoadedObject, args: &ProfileArgs, state: &RefCell<UserSide>) -> Result<()> {
+    let (copies_map, execs_map) = (obj.map("prof_copies")?, obj.map("prof_execs")?);
+    let mut builder = RingBufferBuilder::new();
+    builder.add(&copies_map, |data: &[u8]| {
+        let s = &mut *state.borrow_mut();
+        s.copies.record(&mut s.symbols, data);
+        0
+    })?;
+    builder.add(&execs_map, |data: &[u8]| {
+        let s = &mut *state.borrow_mut();
+        s.copies.exec(&mut s.symbols, data);
+        0
+    })?;
+    let ring = builder.build()?;
     let start = Instant::now();
     let tty = std::io::stderr().is_terminal();
     let mut shown = Duration::ZERO;
+    let mut next_poll = start + POLL;
     loop {
         let elapsed = start.elapsed();
         let left = args.duration.map(|d| d.saturating_sub(elapsed));
         if trace::stopping() || left == Some(Duration::ZERO) {
             break;
         }
-        std::thread::sleep(left.map_or(POLL, |l| l.min(POLL)));
+        consume(&ring, left.map_or(RING_POLL, |l| l.min(RING_POLL)))?;
+        {
+            let s = &mut *state.borrow_mut();
+            s.copies.settle_execs(&mut s.symbols);
+        }
+        if Instant::now() < next_poll {
+            continue;
+        }
+        next_poll = Instant::now() + POLL;
+        let symbols = &mut state.borrow_mut().symbols;
         for pid in collect::pids(obj)? {
             if !symbols.knows(pid) {
                 symbols.remember(pid);
@@ -191,7 +255,7 @@ fn sample(obj: &LoadedObject, args: &ProfileArgs, symbols: &mut Symbols) -> Resu
         symbols.refresh_perf_maps();
         if tty && elapsed >= shown + Duration::from_secs(1) {
             shown = elapsed;
-            let stored = Stats::read(obj).map_or(0, |s| s.get(ks_prof_stat::KS_PROF_STORED));
+            let stored = Stats::read(obj).map_or(0, |s| s.kept());
             eprint!(
                 "\rksight profile: {} s, {stored} samples ",
                 elapsed.as_secs()
@@ -200,6 +264,24 @@ fn sample(obj: &LoadedObject, args: &ProfileArgs, symbols: &mut Symbols) -> Resu
     }
     if tty {
         eprintln!();
+    }
+    obj.detach_all();
+    // The copies still in the buffer were taken before the stop.
+    consume(&ring, Duration::ZERO)?;
+    Ok(())
+}
+
+/// Waits up to `timeout` for records, then handles every one there is.
+fn consume(ring: &libbpf_rs::RingBuffer<'_>, timeout: Duration) -> Result<()> {
+    let mut ret = ring.poll_raw(timeout);
+    if ret >= 0 || ret == -libc::EINTR {
+        ret = ring.consume_raw().min(0);
+    }
+    if ret < 0 && ret != -libc::EINTR {
+        bail!(
+            "reading the stack copies: {}",
+            std::io::Error::from_raw_os_error(-ret)
+        );
     }
     Ok(())
 }
@@ -213,14 +295,13 @@ fn run_stats(obj: &LoadedObject) -> (u64, u64) {
 }
 
 fn build(
-    obj: &LoadedObject,
     counts: &[(ks_prof_key, u64)],
+    stacks: &HashMap<i32, Vec<u64>>,
     symbols: &mut Symbols,
     args: &ProfileArgs,
     (started, duration): (SystemTime, Duration),
     filter: &CgroupFilter,
-) -> Result<Profile> {
-    let stacks = collect::stacks(obj, counts)?;
+) -> Profile {
     for (key, _) in counts {
         if !symbols.knows(key.pid) {
             symbols.remember(key.pid);
@@ -241,13 +322,13 @@ fn build(
                 key.user_stack,
                 false,
                 |ips| symbols.user_frames(key.pid, ips),
-                &stacks,
+                stacks,
             );
             frames.extend(stack_frames(
                 key.kernel_stack,
                 true,
                 |ips| symbols.kernel_frames(ips),
-                &stacks,
+                stacks,
             ));
             Stack {
                 pid: key.pid,
@@ -260,12 +341,12 @@ fn build(
             }
         })
         .collect();
-    Ok(Profile {
+    Profile {
         stacks: out,
         frequency: args.frequency,
         started,
         duration,
-    })
+    }
 }
 
 /// The frames of one stack id; a stack the kernel could not record is one frame saying so.
@@ -309,20 +390,44 @@ impl ContainerNames {
 /// One line on stderr: samples kept, every run of the program by what became of it (their
 /// sum is `runs`, the kernel's count), the program's own CPU time per run, and the distinct
 /// stacks kept in each stack map.
-fn summary(profile: &Profile, stats: &Stats, (runs, run_ns): (u64, u64), stacks: (usize, usize)) {
+fn summary(
+    profile: &Profile,
+    stats: &Stats,
+    (runs, run_ns): (u64, u64),
+    stacks: (usize, usize),
+    copied: &CopyReport,
+) {
     let mut line = format!(
-        "ksight profile: samples={} lost={} runs={runs} bpf_ns_per_run={} duration_s={:.1} stacks={} stacks_second_map={}",
+        "ksight profile: samples={} lost={} runs={runs} bpf_ns_per_run={} duration_s={:.1} stacks={} stacks_second_map={} copies_received={} judged_frame_pointers={} judged_stack_copies={}",
         profile.samples(),
         stats.lost(),
         run_ns.checked_div(runs).unwrap_or(0),
         profile.duration.as_secs_f64(),
         stacks.0,
         stacks.1,
+        copied.received,
+        copied.judged.0,
+        copied.judged.1,
     );
     for (name, value) in STAT_NAMES.iter().zip(&stats.0) {
         line.push_str(&format!(" {name}={value}"));
     }
+    for (end, n) in &copied.ends {
+        line.push_str(&format!(" unwind_{end}={n}"));
+    }
     eprintln!("{line}");
+    let early: Vec<String> = copied
+        .ends
+        .iter()
+        .filter(|(end, _)| **end != unwind::COMPLETE)
+        .map(|(end, n)| format!("{end}={n}"))
+        .collect();
+    if !early.is_empty() {
+        eprintln!(
+            "ksight profile: user stacks unwound from stack copies that stopped early: {}",
+            early.join(" ")
+        );
+    }
     if stats.lost() > 0 {
         eprintln!(
             "ksight profile: {} samples lost (the counts map was full: raise --counts-map-entries or shorten the profile)",

@@ -18,7 +18,7 @@ use blazesym::MaybeDefault;
 
 /// A file by device and inode: one open file per binary, however many processes map it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct FileId {
+pub struct FileId {
     dev: u64,
     inode: u64,
 }
@@ -38,9 +38,21 @@ struct JitSymbol {
     name: String,
 }
 
+/// A file-backed executable mapping of a process, with its open file (unwind.rs).
+pub struct MappedFile<'a> {
+    pub start: u64,
+    pub end: u64,
+    pub offset: u64,
+    pub id: FileId,
+    pub file: &'a File,
+    pub name: &'a str,
+}
+
 #[derive(Default)]
 struct Process {
     mappings: Vec<Mapping>,
+    /// Read at exec, before the dynamic loader mapped the libraries: read again when seen.
+    at_exec: bool,
     jit: Vec<JitSymbol>,
     /// Size of the perf map when read: it is read again when it grew.
     perf_map_len: u64,
@@ -78,14 +90,46 @@ impl Symbols {
         }
     }
 
+    /// Whether `pid`'s mappings were read since it started running its program.
     pub fn knows(&self, pid: u32) -> bool {
-        self.processes.contains_key(&pid)
+        self.processes.get(&pid).is_some_and(|p| !p.at_exec)
     }
 
-    /// Reads (again) the mappings and perf map of `pid`; quietly nothing if it is gone.
-    pub fn remember(&mut self, pid: u32) {
+    /// Reads the mappings of a process that just exec'd (before it may exit); they are read
+    /// again when it is seen in a sample (the libraries are mapped after exec).
+    pub fn remember_at_exec(&mut self, pid: u32) {
+        if self.remember(pid) {
+            if let Some(p) = self.processes.get_mut(&pid) {
+                p.at_exec = true;
+            }
+        }
+    }
+
+    /// The executable file mappings of `pid` as last read.
+    pub fn mappings(&self, pid: u32) -> Vec<MappedFile<'_>> {
+        let Some(p) = self.processes.get(&pid) else {
+            return Vec::new();
+        };
+        p.mappings
+            .iter()
+            .filter_map(|m| {
+                Some(MappedFile {
+                    start: m.start,
+                    end: m.end,
+                    offset: m.offset,
+                    id: m.file,
+                    file: self.files.get(&m.file)?,
+                    name: &m.module,
+                })
+            })
+            .collect()
+    }
+
+    /// Reads (again) the mappings and perf map of `pid`; false (and nothing changed) if it
+    /// is gone.
+    pub fn remember(&mut self, pid: u32) -> bool {
         let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
-            return;
+            return false;
         };
         let mut mappings = Vec::new();
         for line in maps.lines() {
@@ -105,7 +149,9 @@ impl Symbols {
         }
         let process = self.processes.entry(pid).or_default();
         process.mappings = mappings;
+        process.at_exec = false;
         read_perf_map(pid, process);
+        true
     }
 
     /// Reads the perf maps of known live processes again when they grew (a JIT adds lines).

@@ -43,7 +43,9 @@ fn read_at(file: &File, offset: u64, len: u64) -> Option<Vec<u8>> {
 }
 
 struct Section {
+    name: u32,
     kind: u32,
+    addr: u64,
     offset: u64,
     size: u64,
     link: u32,
@@ -73,7 +75,9 @@ fn sections(file: &File, header: &[u8]) -> Option<Vec<Section>> {
         .chunks_exact(size)
         .map(|s| {
             Some(Section {
+                name: u32_at(s, 0)?,
                 kind: u32_at(s, 4)?,
+                addr: u64_at(s, 0x10)?,
                 offset: u64_at(s, 0x18)?,
                 size: u64_at(s, 0x20)?,
                 link: u32_at(s, 0x28)?,
@@ -81,6 +85,57 @@ fn sections(file: &File, header: &[u8]) -> Option<Vec<Section>> {
             })
         })
         .collect()
+}
+
+/// A section of an ELF file: its address as the file states it, and its bytes.
+pub struct NamedSection {
+    pub addr: u64,
+    pub data: Vec<u8>,
+}
+
+/// The sections of an ELF file named in `names` (e.g. `.eh_frame`), those it has; None when
+/// it is not ELF64 LE or unreadable.
+pub fn named_sections(file: &File, names: &[&str]) -> Option<Vec<(String, NamedSection)>> {
+    let header = read_at(file, 0, 64)?;
+    if header.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let sections = sections(file, &header)?;
+    let strings = sections.get(u16_at(&header, 0x3e)? as usize)?;
+    let strings = read_at(file, strings.offset, strings.size)?;
+    const SHT_NOBITS: u32 = 8;
+    let found = sections
+        .iter()
+        .filter(|s| s.kind != SHT_NOBITS)
+        .filter_map(|s| {
+            let name = strings.get(s.name as usize..)?.split(|&b| b == 0).next()?;
+            let name = std::str::from_utf8(name).ok()?;
+            names.contains(&name).then(|| {
+                let data = read_at(file, s.offset, s.size)?;
+                Some((name.to_string(), NamedSection { addr: s.addr, data }))
+            })?
+        })
+        .collect();
+    Some(found)
+}
+
+/// The address an ELF file states for the start of an executable mapping of it at file
+/// offset `offset` (page-aligned): through the executable PT_LOAD segment the mapping holds,
+/// whose own offset may be further into the page (lld lays segments out so).
+pub fn executable_mapping_address(file: &File, offset: u64) -> Option<u64> {
+    const PAGE: u64 = 4096;
+    let header = read_at(file, 0, 64)?;
+    if header.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let (table, size) = header_table(file, &header, [0x20, 0x36, 0x38], 56)?;
+    table.chunks_exact(size).find_map(|ph| {
+        let (kind, flags) = (u32_at(ph, 0)?, u32_at(ph, 4)?);
+        let (file_offset, vaddr, filesz) = (u64_at(ph, 8)?, u64_at(ph, 0x10)?, u64_at(ph, 0x20)?);
+        let pages = file_offset & !(PAGE - 1)..file_offset.saturating_add(filesz);
+        let holds = kind == PT_LOAD && flags & PF_X != 0 && pages.contains(&offset);
+        holds.then(|| vaddr.wrapping_add(offset).wrapping_sub(file_offset))
+    })
 }
 
 /// One of the ELF header's tables (section headers, program headers): its bytes and entry
@@ -145,6 +200,39 @@ mod tests {
         assert!(main > 0);
         assert_eq!(function_offset(&exe, "malloc"), None);
         assert_eq!(function_offset(&exe, "ksight_no_such_function"), None);
+    }
+
+    /// The test binary's own executable mapping, found through /proc/self/maps, is where the
+    /// ELF file says its text is: `main`'s address through the mapping is main's own.
+    #[test]
+    fn executable_mappings_are_placed_as_the_file_states() {
+        let exe = File::open("/proc/self/exe").expect("own binary");
+        let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
+        let exe_path = std::fs::read_link("/proc/self/exe").expect("exe link");
+        let line = maps
+            .lines()
+            .find(|l| l.contains(" r-xp ") && l.ends_with(exe_path.to_str().expect("utf-8")))
+            .expect("an executable mapping of the test binary");
+        let mut fields = line.split_whitespace();
+        let start = fields
+            .next()
+            .and_then(|r| r.split_once('-'))
+            .expect("range")
+            .0;
+        let start = u64::from_str_radix(start, 16).expect("hex");
+        let offset = u64::from_str_radix(fields.nth(1).expect("offset"), 16).expect("hex");
+        let svma = executable_mapping_address(&exe, offset).expect("a PF_X segment holds it");
+        let bias = start.wrapping_sub(svma);
+        let main_offset = function_offset(&exe, "main").expect("main");
+        let main_svma = executable_mapping_address(&exe, main_offset & !4095).expect("main's page")
+            + (main_offset & 4095);
+        assert_eq!(main_svma.wrapping_add(bias), main as *const () as u64);
+        let sections = named_sections(&exe, &[".eh_frame", ".text"]).expect("sections");
+        assert_eq!(sections.len(), 2);
+    }
+
+    extern "C" {
+        fn main(argc: i32, argv: *const *const u8) -> i32;
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 mod args;
 pub mod cgroups;
-mod elf;
+pub(crate) mod elf;
 mod event;
 mod readline;
 mod stream;

@@ -1,0 +1,198 @@
+//! The user side of stack copies: the records of prof_copies unwound (unwind.rs) and
+//! counted here, each new process judged from its first copies (they also carry its
+//! frame-pointer stack), and the processes of prof_execs remembered as soon as they exec.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use ksight_bpf::abi::{ks_prof_copy, ks_prof_exec, ks_prof_key, ks_prof_unwind};
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use super::collect::StackMaps;
+use super::symbols::Symbols;
+use super::unwind::Unwinding;
+use crate::bpf::LoadedObject;
+
+/// Stack ids with this bit are stacks unwound in user space (the kernel's are slots below
+/// 2^20, --stack-map-entries' limit, with KS_PROF_IN_MAP_B for the second map).
+pub const UNWOUND: i32 = 1 << 29;
+
+pub fn is_unwound(id: i32) -> bool {
+    id >= 0 && id & UNWOUND != 0
+}
+/// Copies a process is judged on: its frame pointers are used when all but one of these
+/// frame-pointer stacks are what the CFI gives.
+const JUDGED_ON: u32 = 8;
+/// How long after its exec a process's mappings are read again: the dynamic loader maps
+/// its libraries within milliseconds.
+const EXEC_SETTLE: Duration = Duration::from_millis(20);
+
+/// Stacks by id: return addresses, innermost first.
+pub type Stacks = HashMap<i32, Vec<u64>>;
+
+#[derive(Default)]
+struct Verdict {
+    checked: u32,
+    broken: u32,
+}
+
+/// How the processes were judged, for the summary.
+#[derive(Default)]
+pub struct Judged {
+    pub frame_pointers: u64,
+    pub stack_copies: u64,
+}
+
+pub struct Copies {
+    pub unwinding: Unwinding,
+    /// Samples by (key whose user_stack is an unwound stack's id).
+    counts: HashMap<Vec<u8>, (ks_prof_key, u64)>,
+    stack_ids: HashMap<Vec<u64>, i32>,
+    verdicts: HashMap<u32, Verdict>,
+    pub judged: Judged,
+    pub received: u64,
+    stack_maps: StackMaps,
+    unwind_map: MapHandle,
+    /// --unwind auto: judge the processes.
+    judge: bool,
+    /// Processes that exec'd, and when: their mappings are read again (settle_execs).
+    exec_pending: Vec<(u32, Instant)>,
+}
+
+impl Copies {
+    pub fn new(obj: &LoadedObject, judge: bool) -> Result<Copies> {
+        Ok(Copies {
+            unwinding: Unwinding::new(),
+            counts: HashMap::new(),
+            stack_ids: HashMap::new(),
+            verdicts: HashMap::new(),
+            judged: Judged::default(),
+            received: 0,
+            stack_maps: StackMaps::open(obj)?,
+            unwind_map: obj.map("prof_unwind")?,
+            judge,
+            exec_pending: Vec::new(),
+        })
+    }
+
+    /// One record of prof_copies.
+    pub fn record(&mut self, symbols: &mut Symbols, data: &[u8]) {
+        let mut rec = ks_prof_copy::default();
+        // A shorter record would be a bug of the BPF side: skipped, and visible as
+        // received < copied in the summary.
+        if plain::copy_from_bytes(&mut rec, data).is_err() {
+            return;
+        }
+        self.received += 1;
+        let pid = rec.key.pid;
+        if !symbols.knows(pid) {
+            symbols.remember(pid);
+            self.unwinding.forget(pid);
+        }
+        let (ips, complete) = self.unwinding.unwind(symbols, &rec);
+        // A stack the CFI could not unwind to its end says nothing of the frame pointers.
+        if self.judge && complete && rec.key.user_stack >= 0 {
+            self.check_frame_pointers(pid, rec.key.user_stack, &ips);
+        }
+        let next = UNWOUND + self.stack_ids.len() as i32;
+        let id = *self.stack_ids.entry(ips).or_insert(next);
+        let mut key = rec.key;
+        key.user_stack = id;
+        // SAFETY: ks_prof_key is Plain (a padding-free C struct); the slice borrows key.
+        let bytes = unsafe { plain::as_bytes(&key) }.to_vec();
+        self.counts.entry(bytes).or_insert((key, 0)).1 += 1;
+    }
+
+    /// One record of prof_execs: the process's mappings read now, its verdict forgotten
+    /// (a new program).
+    pub fn exec(&mut self, symbols: &mut Symbols, data: &[u8]) {
+        let mut rec = ks_prof_exec::default();
+        if plain::copy_from_bytes(&mut rec, data).is_err() {
+            return;
+        }
+        symbols.remember_at_exec(rec.pid);
+        self.exec_pending.push((rec.pid, Instant::now()));
+        self.unwinding.forget(rec.pid);
+        if self.verdicts.remove(&rec.pid).is_some() {
+            let _ = self.unwind_map.delete(&rec.pid.to_ne_bytes());
+        }
+    }
+
+    /// Reads again the mappings of processes that exec'd at least EXEC_SETTLE ago, once the
+    /// dynamic loader has mapped their libraries (if they still live).
+    pub fn settle_execs(&mut self, symbols: &mut Symbols) {
+        let now = Instant::now();
+        self.exec_pending.retain(|&(pid, at)| {
+            if now.duration_since(at) < EXEC_SETTLE {
+                return true;
+            }
+            if !symbols.knows(pid) && symbols.remember(pid) {
+                self.unwinding.forget(pid);
+            }
+            false
+        });
+    }
+
+    /// Compares the frame-pointer stack of a sample with its CFI unwinding; after
+    /// JUDGED_ON samples, tells the BPF program which way this process goes.
+    fn check_frame_pointers(&mut self, pid: u32, fp_stack: i32, unwound: &[u64]) {
+        let Ok(Some(fp)) = self.stack_maps.read(fp_stack) else {
+            return;
+        };
+        let verdict = self.verdicts.entry(pid).or_default();
+        if verdict.checked >= JUDGED_ON {
+            return;
+        }
+        verdict.checked += 1;
+        if !chains_agree(&fp, unwound) {
+            verdict.broken += 1;
+        }
+        if verdict.checked < JUDGED_ON {
+            return;
+        }
+        let mode = if verdict.broken <= 1 {
+            self.judged.frame_pointers += 1;
+            ks_prof_unwind::KS_PROF_UNWIND_FP
+        } else {
+            self.judged.stack_copies += 1;
+            ks_prof_unwind::KS_PROF_UNWIND_COPY
+        };
+        let _ = self
+            .unwind_map
+            .update(&pid.to_ne_bytes(), &[mode.0 as u8], MapFlags::ANY);
+    }
+
+    /// The samples unwound here, as the kernel's counts are, and their stacks by id.
+    pub fn into_counts(self) -> (Vec<(ks_prof_key, u64)>, Stacks) {
+        let stacks = self.stack_ids.into_iter().map(|(s, id)| (id, s)).collect();
+        (self.counts.into_values().collect(), stacks)
+    }
+}
+
+/// Whether a frame-pointer stack is what the CFI unwinding of the same sample gives. Both
+/// start at the sampled ip; the frame-pointer walk goes on as long as it finds frame
+/// records, so it may end earlier or later than the CFI walk at the bottom of the stack
+/// (in the C library's start code, which keeps no frame pointer): only the frames both
+/// have are compared, and the frame-pointer stack must have all but the CFI's last two.
+fn chains_agree(fp: &[u64], cfi: &[u64]) -> bool {
+    let both = fp.len().min(cfi.len());
+    fp[..both] == cfi[..both] && fp.len() + 2 >= cfi.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chains_agree_when_the_frame_pointer_walk_has_the_cfis_frames() {
+        assert!(chains_agree(&[1, 2, 3, 4], &[1, 2, 3, 4]));
+        // the start code's last frames: missing or followed by garbage
+        assert!(chains_agree(&[1, 2, 3], &[1, 2, 3, 4, 5]));
+        assert!(chains_agree(&[1, 2, 3, 4, 99], &[1, 2, 3, 4]));
+        // the caller of a function without a frame skipped
+        assert!(!chains_agree(&[1, 3, 4, 5], &[1, 2, 3, 4, 5]));
+        // a chain cut short
+        assert!(!chains_agree(&[1], &[1, 2, 3, 4, 5]));
+    }
+}
