@@ -91,17 +91,33 @@ impl Copies {
             self.unwinding.forget(pid);
         }
         let (ips, complete) = self.unwinding.unwind(symbols, &rec);
-        // A stack the CFI could not unwind to its end says nothing of the frame pointers.
-        if self.judge && complete && rec.key.user_stack >= 0 {
-            self.check_frame_pointers(pid, rec.key.user_stack, &ips);
+        let mut key = rec.key;
+        if complete {
+            if self.judge && rec.key.user_stack >= 0 {
+                self.check_frame_pointers(pid, rec.key.user_stack, &ips);
+            }
+        } else if self.frame_pointers_went_further(rec.key.user_stack, ips.len()) {
+            // The CFI walk stopped early (say the process exited and its binary was deleted
+            // before the copy was read): the frame-pointer stack of the same sample says
+            // more, and is what this sample is counted with.
+            self.count(key);
+            return;
         }
         let next = UNWOUND + self.stack_ids.len() as i32;
-        let id = *self.stack_ids.entry(ips).or_insert(next);
-        let mut key = rec.key;
-        key.user_stack = id;
+        key.user_stack = *self.stack_ids.entry(ips).or_insert(next);
+        self.count(key);
+    }
+
+    fn count(&mut self, key: ks_prof_key) {
         // SAFETY: ks_prof_key is Plain (a padding-free C struct); the slice borrows key.
         let bytes = unsafe { plain::as_bytes(&key) }.to_vec();
         self.counts.entry(bytes).or_insert((key, 0)).1 += 1;
+    }
+
+    /// Whether the kernel's frame-pointer stack `fp_stack` has more than `unwound` frames.
+    fn frame_pointers_went_further(&self, fp_stack: i32, unwound: usize) -> bool {
+        fp_stack >= 0
+            && matches!(self.stack_maps.read(fp_stack), Ok(Some(fp)) if fp.len() > unwound)
     }
 
     /// One record of prof_execs: the process's mappings read now, its verdict forgotten
