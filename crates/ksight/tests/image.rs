@@ -164,4 +164,12 @@ fn the_image_holds_the_binary_and_notices_and_runs_with_the_documented_capabilit
     assert_eq!(report["btf"]["ok"], true, "{}", text(&doctor));
     assert!(check.status.success(), "serve --check: {}", text(&check));
     assert!(text(&check).contains("syscalls"), "{}", text(&check));
+    // The bounding set is what limits it: without BPF, PERFMON and SYS_ADMIN it cannot load.
+    let without = chroot::run_inside(&root, ENTRYPOINT, &["serve", "--check"], &[24]);
+    assert_eq!(without.status.code(), Some(1), "{}", text(&without));
+    assert!(
+        text(&without).contains("needs root (or CAP_BPF and CAP_PERFMON)"),
+        "{}",
+        text(&without)
+    );
 }
