@@ -26,16 +26,53 @@ pub fn run(root: &Path, binary: &str, host_dirs: &[&str], args: &[&str]) -> Outp
             Err(_) => {}
         }
     }
-    let mounts = mounts(root, &binds);
+    spawn(root, &binds, &binary, args, None)
+}
+
+/// Runs `program` (a path inside `root`, e.g. an image's entrypoint) chrooted into `root`
+/// with /dev bound in, fresh sysfs and /proc, and only the capabilities `keep` in its
+/// bounding set (root's exec then gets only those, as under `--cap-drop=ALL --cap-add=…`).
+pub fn run_inside(root: &Path, program: &str, args: &[&str], keep: &[u32]) -> Output {
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .expect("cap_last_cap")
+        .trim()
+        .parse()
+        .expect("a number");
+    let drop: Vec<u32> = (0..=last).filter(|cap| !keep.contains(cap)).collect();
+    spawn(root, &["/dev".into()], Path::new(program), args, Some(drop))
+}
+
+fn spawn(
+    root: &Path,
+    binds: &[PathBuf],
+    program: &Path,
+    args: &[&str],
+    drop_caps: Option<Vec<u32>>,
+) -> Output {
+    let mounts = mounts(root, binds);
     let root_c = c(root);
-    let mut command = Command::new(&binary);
+    let mut command = Command::new(program);
     command.args(args);
     // SAFETY: between fork and exec the child only makes syscalls on memory prepared before
     // the fork (no allocation, no locks).
     unsafe {
-        command.pre_exec(move || enter(&mounts, &root_c));
+        command.pre_exec(move || {
+            enter(&mounts, &root_c)?;
+            drop_capabilities(drop_caps.as_deref().unwrap_or_default())
+        });
     }
     command.output().expect("run in a chroot")
+}
+
+/// In the forked child, after chroot: removes `caps` from the bounding set.
+fn drop_capabilities(caps: &[u32]) -> std::io::Result<()> {
+    for &cap in caps {
+        // SAFETY: a plain prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 type Mount = (CString, CString, Option<&'static CStr>);
