@@ -121,35 +121,7 @@ fn frame_pointer_chains_are_whole_and_symbolized() {
     assert_eq!(run.get("judged_frame_pointers"), 1, "{:?}", run.summary);
     assert_eq!(run.get("judged_stack_copies"), 0, "{:?}", run.summary);
     assert!(run.get("stored") > run.get("copied"), "{:?}", run.summary);
-    assert_copies_accounted(&run);
-}
-
-/// The samples written are those stored and copied; every copy was received; every run
-/// ends stored, copied, lost, idle or filtered.
-fn assert_copies_accounted(run: &Run) {
-    let delivered: u64 = run.folded().iter().map(|(_, c)| c).sum();
-    assert_eq!(
-        delivered,
-        run.get("stored") + run.get("copied"),
-        "{:?}",
-        run.summary
-    );
-    assert_eq!(
-        run.get("copies_received"),
-        run.get("copied"),
-        "{:?}",
-        run.summary
-    );
-    assert_eq!(
-        run.get("stored")
-            + run.get("copied")
-            + run.get("lost")
-            + run.get("idle")
-            + run.get("filtered"),
-        run.get("runs"),
-        "{:?}",
-        run.summary
-    );
+    run.assert_accounted();
 }
 
 /// Built -O2 -fomit-frame-pointer: its frame-pointer stacks are cut, so it is switched to
@@ -164,7 +136,7 @@ fn chains_without_frame_pointers_are_whole_and_symbolized() {
     assert_eq!(run.get("judged_stack_copies"), 1, "{:?}", run.summary);
     assert_eq!(run.get("judged_frame_pointers"), 0, "{:?}", run.summary);
     assert_eq!(run.get("stored"), 0, "{:?}", run.summary);
-    assert_copies_accounted(&run);
+    run.assert_accounted();
 }
 
 /// A Rust release binary: no frame pointers (rustc's default; its standard library is
@@ -187,7 +159,7 @@ fn a_rust_release_binary_is_unwound_whole_and_symbolized() {
     let run = profile_workload(&name, || spawn(&bin, &[WORKLOAD_S]), &[]);
     assert_whole_chains_in(&run, "Rust release", "chain::");
     assert_eq!(run.get("judged_stack_copies"), 1, "{:?}", run.summary);
-    assert_copies_accounted(&run);
+    run.assert_accounted();
 }
 
 /// Processes that live a tenth of a second, one after the other, profiled by frame

@@ -167,6 +167,20 @@ impl Drop for Server {
     }
 }
 
+/// The static release binary scripts/test builds (scripts/release) and names in
+/// KSIGHT_STATIC_BINARY; None, said loudly, outside CI when unset (a failure in CI).
+pub fn static_binary() -> Option<String> {
+    let binary = std::env::var("KSIGHT_STATIC_BINARY").ok();
+    if binary.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "KSIGHT_STATIC_BINARY unset in CI: scripts/test builds it with scripts/release"
+        );
+        eprintln!("SKIPPED: KSIGHT_STATIC_BINARY unset (scripts/release builds the binary)");
+    }
+    binary
+}
+
 /// `binary serve` with only the process collector on `127.0.0.1:port`, for tests that need
 /// their own `Command` (another user, a fault to inject, stderr kept for themselves).
 pub fn process_only_serve(binary: impl AsRef<std::ffi::OsStr>, port: u16) -> Command {

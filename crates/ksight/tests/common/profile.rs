@@ -28,6 +28,22 @@ impl Run {
     pub fn folded(&self) -> Vec<(Vec<String>, u64)> {
         folded_lines(&String::from_utf8_lossy(&self.stdout))
     }
+
+    /// The samples written are those stored and copied; every copy was received; every run
+    /// of the program ends stored, copied, lost, idle or filtered (the kernel's run count).
+    pub fn assert_accounted(&self) {
+        let delivered: u64 = self.folded().iter().map(|(_, c)| c).sum();
+        let summary = &self.summary;
+        let stored_or_copied = self.get("stored") + self.get("copied");
+        assert_eq!(delivered, stored_or_copied, "{summary:?}");
+        assert_eq!(
+            self.get("copies_received"),
+            self.get("copied"),
+            "{summary:?}"
+        );
+        let ended = ["stored", "copied", "lost", "idle", "filtered"].map(|k| self.get(k));
+        assert_eq!(ended.iter().sum::<u64>(), self.get("runs"), "{summary:?}");
+    }
 }
 
 pub fn profile(args: &[&str]) -> Run {
