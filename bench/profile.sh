@@ -8,7 +8,10 @@
 # frame pointers, counted in the kernel) and with --unwind dwarf (every sample of every
 # process copied to user space and unwound from .eh_frame: the cost of the path binaries
 # without frame pointers take), with the workload built with frame pointers and without.
-# TOOLS="none ksight …" picks some (bpftrace's stop takes ~50 s a round here).
+# The floor is an empty perf_event program on the same cpu-clock events at 99 Hz
+# (crates/bpf/examples/floor.rs): what any BPF profiler costs the workload before it does
+# anything. The slowdowns are given against no profiler and against the floor.
+# TOOLS="none floor ksight …" picks some (bpftrace's stop takes ~50 s a round here).
 # Per tool, medians of ROUNDS: the workload's time (elapsed, and its own CPU time, which the
 # other tasks of a shared machine do not inflate) and its slowdown against no profiler; the
 # profiler's CPU time (user + system, its own process, and perf script for perf) per sample;
@@ -26,8 +29,9 @@ scripts/deps --bench
 gcc -O2 -fno-omit-frame-pointer -o "$T/cpubound" bench/cpubound.c
 gcc -O2 -fomit-frame-pointer -o "$T/cpubound-nofp" bench/cpubound.c
 cargo build --release --locked -q -p ksight
-KSIGHT=$PWD/target/release/ksight
-read -r -a TOOLS <<< "${TOOLS:-none ksight ksight-dwarf ksight-nofp perf bpftrace}"
+cargo build --release --locked -q -p ksight-bpf --example floor
+KSIGHT=$PWD/target/release/ksight FLOOR=$PWD/target/release/examples/floor
+read -r -a TOOLS <<< "${TOOLS:-none floor ksight ksight-dwarf ksight-nofp perf bpftrace}"
 # The workload each tool profiles: ksight-nofp is ksight (auto) on the build without frame
 # pointers, judged to need stack copies.
 workload() { case $1 in ksight-nofp) echo "$T/cpubound-nofp" ;; *) echo "$T/cpubound" ;; esac; }
@@ -37,6 +41,7 @@ start_tool() {
   : > "$T/err"
   case $1 in
     none) PID=; return ;;
+    floor) /usr/bin/time -f '%U %S %M' -o "$T/time" env FLOOR_HZ=99 "$FLOOR" probe_perf_event > "$T/err" 2>&1 & ;;
     ksight | ksight-nofp) /usr/bin/time -f '%U %S %M' -o "$T/time" "$KSIGHT" profile -F 99 -o "$T/$1.folded" 2> "$T/err" & ;;
     ksight-dwarf) /usr/bin/time -f '%U %S %M' -o "$T/time" "$KSIGHT" profile -F 99 --unwind dwarf -o "$T/$1.folded" 2> "$T/err" & ;;
     perf) /usr/bin/time -f '%U %S %M' -o "$T/time" perf record -F 99 -a -g -o "$T/perf.data" 2> "$T/err" > /dev/null & ;;
@@ -45,7 +50,7 @@ start_tool() {
   TIMEPID=$!
   for _ in $(seq 100); do PID=$(pgrep -P "$TIMEPID" || true); [ -n "$PID" ] && break; sleep 0.05; done
   local marker
-  case $1 in ksight*) marker=sampling ;; bpftrace) marker=Attaching ;; perf) marker= ;; esac
+  case $1 in ksight*) marker=sampling ;; bpftrace) marker=Attaching ;; floor) marker=attached ;; perf) marker= ;; esac
   if [ -n "$marker" ]; then
     for _ in $(seq 300); do grep -q "$marker" "$T/err" "$T/bpftrace.out" 2>/dev/null && break; sleep 0.1; done
   fi
@@ -89,6 +94,7 @@ for round in $(seq "$ROUNDS"); do
     read -r wall cpu_ms < <(taskset -c 0 "$(workload "$tool")" "$WORK")
     echo "$wall" >> "$T/$tool.ms"; echo "$cpu_ms" >> "$T/$tool.cpu_ms"
     [ "$tool" = none ] && continue
+    [ "$tool" = floor ] && { kill "$PID"; wait "$TIMEPID" || true; continue; }
     [ "$tool" = bpftrace ] && { bpftrace_bpf_ns >> "$T/bpftrace.bpf_ns"; sysctl -qw kernel.bpf_stats_enabled="$stats_was"; }
     stop_tool "$tool" >> "$T/$tool.stop"
     read -r u s rss < <(tail -1 "$T/time")
@@ -106,23 +112,33 @@ for round in $(seq "$ROUNDS"); do
 done
 
 median() { sort -n "$1" | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+# paired A B: the median over rounds of (A's value / B's value - 1) in percent: the rounds
+# alternate, so a pair saw the same moment of the machine.
+paired() {
+  [ -f "$T/$2" ] || { echo n/a; return; }
+  paste "$T/$1" "$T/$2" | awk '{printf "%.6f\n", ($1 / $2 - 1) * 100}' > "$T/pair"
+  printf '%+.1f %%' "$(median "$T/pair")"
+}
 if [ "$ROUNDS" -gt 0 ]; then
 base=$(median "$T/none.ms")
 base_cpu=$(median "$T/none.cpu_ms")
 echo
-echo "Workload: $WORK calls of outer() pinned to CPU 0, median of $ROUNDS alternating rounds; every profiler at 99 Hz on all CPUs."
+echo "Workload: $WORK calls of outer() pinned to CPU 0, $ROUNDS alternating rounds; every profiler at 99 Hz on all CPUs. Times are medians; slowdowns are medians of each round's ratio, against no profiler and against the floor (an empty program on the same events)."
 echo
-echo "| profiler | workload ms | slowdown | workload CPU ms | CPU slowdown | profiler CPU µs per sample | BPF ns per run | peak RSS | stop to symbolized output |"
-echo "|---|---|---|---|---|---|---|---|---|"
-printf '| none | %.0f | | %.0f | | | | | |\n' "$base" "$base_cpu"
+echo "| profiler | workload ms | slowdown | vs floor | workload CPU ms | CPU slowdown | CPU vs floor | profiler CPU µs per sample | BPF ns per run | peak RSS | stop to symbolized output |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
+printf '| none | %.0f | | | %.0f | | | | | | |\n' "$base" "$base_cpu"
 for tool in "${TOOLS[@]}"; do
   [ "$tool" = none ] && continue
-  m=$(median "$T/$tool.ms")
-  c=$(median "$T/$tool.cpu_ms")
-  slow=$(echo "($m - $base) * 100 / $base" | bc -l)
-  slow_cpu=$(echo "($c - $base_cpu) * 100 / $base_cpu" | bc -l)
+  slow=$(paired "$tool.ms" none.ms) slow_cpu=$(paired "$tool.cpu_ms" none.cpu_ms)
+  if [ "$tool" = floor ]; then
+    printf '| floor | %.0f | %s | | %.0f | %s | | | | | |\n' "$(median "$T/floor.ms")" "$slow" "$(median "$T/floor.cpu_ms")" "$slow_cpu"
+    continue
+  fi
   bpf=n/a; [ -f "$T/$tool.bpf_ns" ] && bpf=$(median "$T/$tool.bpf_ns")
-  printf '| %s | %.0f | %+.1f %% | %.0f | %+.1f %% | %.0f | %s | %d MB | %.2f s |\n' "$tool" "$m" "$slow" "$c" "$slow_cpu" \
+  printf '| %s | %.0f | %s | %s | %.0f | %s | %s | %.0f | %s | %d MB | %.2f s |\n' "$tool" \
+    "$(median "$T/$tool.ms")" "$slow" "$(paired "$tool.ms" floor.ms)" \
+    "$(median "$T/$tool.cpu_ms")" "$slow_cpu" "$(paired "$tool.cpu_ms" floor.cpu_ms)" \
     "$(median "$T/$tool.us_per_sample")" "$bpf" "$(( $(median "$T/$tool.rss") / 1024 ))" "$(median "$T/$tool.stop")"
 done
 fi

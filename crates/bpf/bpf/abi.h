@@ -405,9 +405,19 @@ struct ks_prof_copy {
 	__u8 stack[KS_PROF_STACK_COPY];
 };
 
-/* A record of prof_execs: a process that exec'd (its mappings are read at once). */
+/* ks_prof_exec.kind: why user space is to read a process's mappings (again). */
+enum ks_prof_exec_kind {
+	KS_PROF_EXECD = 0,   /* it exec'd: a new program (its verdict forgotten too) */
+	KS_PROF_MAPPED = 1,  /* a sampled process mapped more code from a file (dlopen) */
+	KS_PROF_REJUDGE = 2, /* the same, by a process judged to use its frame pointers: its
+			      * prof_unwind entry is gone, so it is judged again from its next
+			      * copies (the new code may have none) */
+};
+
+/* A record of prof_execs: a process whose mappings are read at once. */
 struct ks_prof_exec {
 	__u32 pid;
+	__u32 kind; /* enum ks_prof_exec_kind */
 };
 
 /* One stack of prof_stacks: return addresses, innermost first, zero after the last. */

@@ -69,7 +69,7 @@ struct {
 /* Samples with a copy of their user stack (struct ks_prof_copy). */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 8 << 20); /* --copy-buffer */
+	__uint(max_entries, 8 << 20); /* --ring-buffer-size */
 } prof_copies SEC(".maps");
 
 /* Processes that exec'd (struct ks_prof_exec): user space reads their mappings at once. */
@@ -294,6 +294,21 @@ int profile_sample(struct bpf_perf_event_data *ctx)
 	return 0;
 }
 
+/* Tells user space to read a process's mappings: false (and counted) if prof_execs is full. */
+static __always_inline bool send_exec(__u32 pid, __u32 kind)
+{
+	struct ks_prof_exec *rec = bpf_ringbuf_reserve(&prof_execs, sizeof(*rec), 0);
+
+	if (!rec) {
+		ks_count(&prof_stats, KS_PROF_EXEC_LOST, 1);
+		return false;
+	}
+	rec->pid = pid;
+	rec->kind = kind;
+	bpf_ringbuf_submit(rec, 0);
+	return true;
+}
+
 /* A process that exec'd and that the filters keep: user space reads its mappings at once,
  * so a process that lives for a moment is still named. */
 SEC("tp/sched/sched_process_exec")
@@ -301,17 +316,35 @@ int profile_exec(void *ctx)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct ks_prof_key key = {};
-	struct ks_prof_exec *rec;
 
 	key.pid = bpf_get_current_pid_tgid() >> 32;
-	if (!wanted(&key, task))
+	if (wanted(&key, task))
+		send_exec(key.pid, KS_PROF_EXECD);
+	return 0;
+}
+
+#define KS_PROT_EXEC 4
+
+/* mmap of code from a file (dlopen) by a process already sampled or judged: user space
+ * reads its mappings again, and a process judged to use its frame pointers goes back to
+ * stack copies until it is judged again, since the new code may have none. A process not
+ * sampled yet needs neither: its mappings are read at its first sample. */
+SEC("tp/syscalls/sys_enter_mmap")
+int profile_mmap(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 pid;
+	__u8 *mode;
+
+	if (!(ctx->args[2] & KS_PROT_EXEC) || (int)ctx->args[4] < 0)
 		return 0;
-	rec = bpf_ringbuf_reserve(&prof_execs, sizeof(*rec), 0);
-	if (!rec) {
-		ks_count(&prof_stats, KS_PROF_EXEC_LOST, 1);
+	pid = bpf_get_current_pid_tgid() >> 32;
+	mode = bpf_map_lookup_elem(&prof_unwind, &pid);
+	if (mode && *mode == KS_PROF_UNWIND_FP) {
+		if (send_exec(pid, KS_PROF_REJUDGE))
+			bpf_map_delete_elem(&prof_unwind, &pid);
 		return 0;
 	}
-	rec->pid = key.pid;
-	bpf_ringbuf_submit(rec, 0);
+	if (mode || bpf_map_lookup_elem(&prof_pids, &pid))
+		send_exec(pid, KS_PROF_MAPPED);
 	return 0;
 }

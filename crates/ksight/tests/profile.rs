@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::profile::{folded_lines, profile, Run};
+use common::profile::{folded_lines, profile, profile_with, Run};
 use common::*;
 
 /// How long the workloads run: longer than a profile (common::profile::PROFILE_S).
@@ -66,8 +66,14 @@ fn whole_chain_share_in(run: &Run, prefix: &str) -> (u64, u64) {
         .iter()
         .map(|f| format!("{prefix}{f}"))
         .collect();
-    let mut in_leaf = 0;
-    let mut whole = 0;
+    chain_share(run, &chain, prefix)
+}
+
+/// Of the samples whose innermost user frame (of those starting with `prefix`) is the last
+/// of `chain`, how many end with the whole chain, and how many there are.
+fn chain_share(run: &Run, chain: &[String], prefix: &str) -> (u64, u64) {
+    let (mut whole, mut in_leaf) = (0, 0);
+    let chain: Vec<&str> = chain.iter().map(String::as_str).collect();
     for (frames, count) in run.folded() {
         let mut user: Vec<&str> = frames
             .iter()
@@ -80,11 +86,10 @@ fn whole_chain_share_in(run: &Run, prefix: &str) -> (u64, u64) {
                 user.pop();
             }
         }
-        if user.last() != Some(&chain[3].as_str()) {
+        if user.last() != chain.last() {
             continue;
         }
         in_leaf += count;
-        let chain: Vec<&str> = chain.iter().map(String::as_str).collect();
         if user.ends_with(&chain) {
             whole += count;
         }
@@ -352,6 +357,76 @@ fn every_run_is_accounted_for_when_maps_are_too_small() {
         "{:?}",
         run.summary
     );
+}
+
+/// A process judged to use its frame pointers that then dlopen's a library built without
+/// them: the mmap of the library's code takes the verdict away in the kernel, the process is
+/// judged again from copies (and switched to them), and the library's frames are symbolized
+/// from its mappings read again.
+#[test]
+fn a_library_without_frame_pointers_dlopened_later_is_unwound_whole() {
+    require_root!();
+    let name = unique_comm("dlopen");
+    let bin = build("dlopen.c", &name, &["-fno-omit-frame-pointer"]);
+    let lib = build(
+        "dlopen_lib.c",
+        &format!("{name}.so"),
+        &["-shared", "-fPIC", "-fomit-frame-pointer"],
+    );
+    // It dlopen's the library once the trigger file exists: made when the profile has
+    // sampled its own code long enough to judge it (8 copies: 16 ms at 499 Hz).
+    let trigger = bin.with_extension("go");
+    let mut child = spawn(
+        &bin,
+        &[
+            trigger.to_str().expect("utf-8 path"),
+            lib.to_str().expect("utf-8 path"),
+            WORKLOAD_S,
+        ],
+    );
+    let run = profile_with(&["--comm", &name], || {
+        std::thread::sleep(Duration::from_millis(500));
+        std::fs::write(&trigger, b"").expect("create the trigger file");
+    });
+    let _ = child.wait();
+    let summary = &run.summary;
+    assert_eq!(run.get("judged_again"), 1, "{summary:?}");
+    assert_eq!(run.get("judged_frame_pointers"), 1, "{summary:?}");
+    assert_eq!(run.get("judged_stack_copies"), 1, "{summary:?}");
+    let chain = ["main", "chain_run", "outer", "middle", "leaf"].map(String::from);
+    let (whole, in_leaf) = chain_share(&run, &chain, "");
+    assert!(in_leaf >= 30, "only {in_leaf} samples in leaf");
+    assert!(
+        whole * 100 >= in_leaf * 95,
+        "{whole} of {in_leaf} samples in leaf carry main;chain_run;outer;middle;leaf\n{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    run.assert_accounted();
+}
+
+/// A copy that finds the ring buffer full is counted, and its sample kept with its
+/// frame-pointer stack: a ring buffer smaller than one copy (16.5 KiB) refuses every copy.
+#[test]
+fn copies_that_find_the_ring_buffer_full_are_counted_and_kept() {
+    require_root!();
+    let name = unique_comm("ringfull");
+    let bin = build("chain.c", &name, &["-fno-omit-frame-pointer"]);
+    let run = profile_workload(
+        &name,
+        || spawn(&bin, &[WORKLOAD_S]),
+        &["--unwind", "dwarf", "--ring-buffer-size", "4K"],
+    );
+    run.assert_accounted();
+    assert_eq!(run.get("copied"), 0, "{:?}", run.summary);
+    assert!(run.get("copy_ringbuf_full") > 0, "{:?}", run.summary);
+    // --unwind dwarf: every sample the filter kept tried a copy, and each found it full.
+    assert_eq!(
+        run.get("copy_ringbuf_full"),
+        run.get("stored") + run.get("lost"),
+        "{:?}",
+        run.summary
+    );
+    assert_whole_chains(&run, "frame pointers after a full ring buffer");
 }
 
 /// A stack whose slot in the stack map is taken goes to the second map: with one slot in
@@ -647,7 +722,7 @@ fn ksight_profile(args: &[&str]) -> Output {
 #[test]
 fn bad_input_is_one_line_and_exit_2() {
     // No root needed: every one is refused before anything is loaded.
-    let cases: [&[&str]; 8] = [
+    let cases: [&[&str]; 9] = [
         &["--format", "flame"],
         &["-F", "0"],
         &["-F", "1000"],
@@ -656,6 +731,7 @@ fn bad_input_is_one_line_and_exit_2() {
         &["-o", "/nonexistent/dir/profile.folded", "-d", "1"],
         &["--stack-map-entries", "0"],
         &["--counts-map-entries", "-1"],
+        &["--ring-buffer-size", "5000"],
     ];
     for args in cases {
         let out = ksight_profile(args);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::trace::{parse_comm, parse_container};
+use crate::trace::{parse_comm, parse_container, parse_ring_size};
 
 /// The highest sampling frequency: beyond it the profiler's own cost stops being small.
 pub const MAX_FREQUENCY: u64 = 999;
@@ -67,6 +67,12 @@ pub struct ProfileArgs {
     /// finds it full is lost, and counted.
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..=1 << 24), value_name = "N")]
     pub counts_map_entries: u32,
+
+    /// Ring buffer for stack copies (about 16.5 KiB each), in bytes: a power of two, at least
+    /// 4096 (suffixes K, M). A copy that finds it full is counted, and its sample kept with
+    /// its frame-pointer stack.
+    #[arg(long = "ring-buffer-size", default_value = "8M", value_parser = parse_ring_size, value_name = "BYTES")]
+    pub ring_buffer_size: u32,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use ksight_bpf::abi::{ks_prof_copy, ks_prof_exec, ks_prof_key, ks_prof_unwind};
+use ksight_bpf::abi::{ks_prof_copy, ks_prof_exec, ks_prof_exec_kind, ks_prof_key, ks_prof_unwind};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use super::collect::StackMaps;
@@ -42,6 +42,8 @@ struct Verdict {
 pub struct Judged {
     pub frame_pointers: u64,
     pub stack_copies: u64,
+    /// Judged to use frame pointers, then mapped more code: judged again.
+    pub again: u64,
 }
 
 pub struct Copies {
@@ -56,8 +58,9 @@ pub struct Copies {
     unwind_map: MapHandle,
     /// --unwind auto: judge the processes.
     judge: bool,
-    /// Processes that exec'd, and when: their mappings are read again (settle_execs).
-    exec_pending: Vec<(u32, Instant)>,
+    /// Processes that exec'd or mapped code, and when: their mappings are read again
+    /// (settle_execs), or at once when a copy of theirs comes first.
+    exec_pending: HashMap<u32, Instant>,
 }
 
 impl Copies {
@@ -72,7 +75,7 @@ impl Copies {
             stack_maps: StackMaps::open(obj)?,
             unwind_map: obj.map("prof_unwind")?,
             judge,
-            exec_pending: Vec::new(),
+            exec_pending: HashMap::new(),
         })
     }
 
@@ -86,7 +89,8 @@ impl Copies {
         }
         self.received += 1;
         let pid = rec.key.pid;
-        if !symbols.knows(pid) {
+        // A copy taken after an exec or a dlopen: the new mappings exist by now.
+        if !symbols.knows(pid) || self.exec_pending.remove(&pid).is_some() {
             symbols.remember(pid);
             self.unwinding.forget(pid);
         }
@@ -120,30 +124,41 @@ impl Copies {
             && matches!(self.stack_maps.read(fp_stack), Ok(Some(fp)) if fp.len() > unwound)
     }
 
-    /// One record of prof_execs: the process's mappings read now, its verdict forgotten
-    /// (a new program).
+    /// One record of prof_execs: the process's mappings read now (after an exec, before it
+    /// may exit) and again in a moment (settle_execs); its verdict forgotten after an exec (a
+    /// new program) or a dlopen that took its frame-pointer verdict away (the kernel
+    /// deleted it).
     pub fn exec(&mut self, symbols: &mut Symbols, data: &[u8]) {
         let mut rec = ks_prof_exec::default();
         if plain::copy_from_bytes(&mut rec, data).is_err() {
             return;
         }
-        symbols.remember_at_exec(rec.pid);
-        self.exec_pending.push((rec.pid, Instant::now()));
-        self.unwinding.forget(rec.pid);
-        if self.verdicts.remove(&rec.pid).is_some() {
-            let _ = self.unwind_map.delete(&rec.pid.to_ne_bytes());
+        let kind = ks_prof_exec_kind(rec.kind);
+        if kind == ks_prof_exec_kind::KS_PROF_EXECD {
+            symbols.remember_at_exec(rec.pid);
+            if self.verdicts.remove(&rec.pid).is_some() {
+                let _ = self.unwind_map.delete(&rec.pid.to_ne_bytes());
+            }
+        } else if kind == ks_prof_exec_kind::KS_PROF_REJUDGE
+            && self.verdicts.remove(&rec.pid).is_some()
+        {
+            self.judged.again += 1;
         }
+        self.exec_pending
+            .entry(rec.pid)
+            .or_insert_with(Instant::now);
+        self.unwinding.forget(rec.pid);
     }
 
-    /// Reads again the mappings of processes that exec'd at least EXEC_SETTLE ago, once the
-    /// dynamic loader has mapped their libraries (if they still live).
+    /// Reads again the mappings of processes that exec'd or mapped code at least
+    /// EXEC_SETTLE ago, once the dynamic loader has mapped the libraries (if they still live).
     pub fn settle_execs(&mut self, symbols: &mut Symbols) {
         let now = Instant::now();
-        self.exec_pending.retain(|&(pid, at)| {
+        self.exec_pending.retain(|&pid, &mut at| {
             if now.duration_since(at) < EXEC_SETTLE {
                 return true;
             }
-            if !symbols.knows(pid) && symbols.remember(pid) {
+            if symbols.remember(pid) {
                 self.unwinding.forget(pid);
             }
             false

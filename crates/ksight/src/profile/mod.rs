@@ -93,7 +93,11 @@ pub fn run(args: ProfileArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     } = state.into_inner();
     let copied = CopyReport {
         received: copies.received,
-        judged: (copies.judged.frame_pointers, copies.judged.stack_copies),
+        judged: (
+            copies.judged.frame_pointers,
+            copies.judged.stack_copies,
+            copies.judged.again,
+        ),
         ends: copies.unwinding.ends.clone(),
     };
     let mut counts = collect::counts(&obj)?;
@@ -124,8 +128,9 @@ struct UserSide {
 /// The stack copies, for the summary.
 struct CopyReport {
     received: u64,
-    /// Processes judged to use frame pointers, and stack copies.
-    judged: (u64, u64),
+    /// Processes judged to use frame pointers, to need stack copies, and judged again after
+    /// mapping more code.
+    judged: (u64, u64, u64),
     ends: std::collections::BTreeMap<&'static str, u64>,
 }
 
@@ -170,11 +175,12 @@ fn load(
         ),
         ("prof_counts".to_string(), args.counts_map_entries),
         ("prof_pids".to_string(), args.counts_map_entries),
+        ("prof_copies".to_string(), args.ring_buffer_size),
     ];
     let spec = LoadSpec {
         name: "profile",
         bytes: ksight_bpf::objects::PROFILE,
-        programs: &[PROGRAM, "profile_exec"],
+        programs: &[PROGRAM, "profile_exec", "profile_mmap"],
         max_entries: &max_entries,
         broken_target: None,
         sections: &sections,
@@ -398,7 +404,7 @@ fn summary(
     copied: &CopyReport,
 ) {
     let mut line = format!(
-        "ksight profile: samples={} lost={} runs={runs} bpf_ns_per_run={} duration_s={:.1} stacks={} stacks_second_map={} copies_received={} judged_frame_pointers={} judged_stack_copies={}",
+        "ksight profile: samples={} lost={} runs={runs} bpf_ns_per_run={} duration_s={:.1} stacks={} stacks_second_map={} copies_received={} judged_frame_pointers={} judged_stack_copies={} judged_again={}",
         profile.samples(),
         stats.lost(),
         run_ns.checked_div(runs).unwrap_or(0),
@@ -408,6 +414,7 @@ fn summary(
         copied.received,
         copied.judged.0,
         copied.judged.1,
+        copied.judged.2,
     );
     for (name, value) in STAT_NAMES.iter().zip(&stats.0) {
         line.push_str(&format!(" {name}={value}"));

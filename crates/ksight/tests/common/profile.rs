@@ -1,7 +1,8 @@
 //! Running `ksight profile` in tests: its output and its summary line.
 
 use std::collections::HashMap;
-use std::process::Command;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
 
 use super::KSIGHT;
 
@@ -47,17 +48,43 @@ impl Run {
 }
 
 pub fn profile(args: &[&str]) -> Run {
-    let out = Command::new(KSIGHT)
+    profile_with(args, || {})
+}
+
+/// `profile`, calling `sampling` once ksight says it samples (its "sampling" log line).
+pub fn profile_with(args: &[&str], sampling: impl FnOnce()) -> Run {
+    let mut child = Command::new(KSIGHT)
         .args(["profile", "-d", PROFILE_S])
         .args(args)
         .args(match args.contains(&"-F") {
             true => &[][..],
             false => &["-F", FREQUENCY][..],
         })
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run ksight profile");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "ksight profile {args:?}: {stderr}");
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        stdout.read_to_end(&mut out).expect("read stdout");
+        out
+    });
+    let mut stderr = String::new();
+    let mut sampling = Some(sampling);
+    for line in BufReader::new(child.stderr.take().expect("piped")).lines() {
+        let line = line.expect("utf-8 stderr");
+        if line.contains("message=sampling") {
+            if let Some(f) = sampling.take() {
+                f();
+            }
+        }
+        stderr.push_str(&line);
+        stderr.push('\n');
+    }
+    let status = child.wait().expect("wait for ksight profile");
+    let stdout = reader.join().expect("stdout reader");
+    assert!(status.success(), "ksight profile {args:?}: {stderr}");
     let line = stderr
         .lines()
         .find(|l| l.starts_with("ksight profile: samples="))
@@ -67,10 +94,7 @@ pub fn profile(args: &[&str]) -> Run {
         .filter_map(|kv| kv.split_once('='))
         .filter_map(|(k, v)| Some((k.to_string(), v.parse::<u64>().ok()?)))
         .collect();
-    Run {
-        stdout: out.stdout,
-        summary,
-    }
+    Run { stdout, summary }
 }
 
 /// Folded lines as (frames, count); every line must parse.
