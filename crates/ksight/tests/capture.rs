@@ -407,12 +407,36 @@ fn udp_datagrams_are_counted_and_attributed_v4_and_v6() {
         &rows[..3]
     );
     assert_attributed(&rows, 3, pid, &t.comm);
+    // --comment short: the one sending thread's first packet says Cmd, Args and Cgroup too.
+    assert_eq!(with_full_comment(&rows, 3), [0], "{:?}", &rows[..2]);
     let summary = summary(&err);
     assert!(
         summary.contains(&format!("{} written", n4 + n6)),
         "{summary}"
     );
     assert!(summary.contains(" 0 lost"), "{summary}");
+}
+
+/// The rows whose comment (column `col`) has the keys only an owner's first packet in a file
+/// carries (--comment short).
+fn with_full_comment(rows: &[Vec<String>], col: usize) -> Vec<usize> {
+    let full = |c: &str| c.contains("\\nCmd: ") && c.contains("\\nArgs: ");
+    (0..rows.len())
+        .filter(|&i| rows[i].get(col).is_some_and(|c| full(c)))
+        .collect()
+}
+
+#[test]
+fn comment_full_names_the_command_on_every_packet() {
+    require_root!();
+    let t = Setup::new("full", &["10.99.0.2:7008"]);
+    let cap = t.capture(&["--comment", "full"]);
+    let pid = t.udp4(7008, 9, 100);
+    let err = cap.stop();
+    let rows = tshark(&t.file, &["frame.comment"]);
+    assert_eq!(rows.len(), 9, "{err:?}");
+    assert_attributed(&rows, 0, pid, &t.comm);
+    assert_eq!(with_full_comment(&rows, 0), (0..9).collect::<Vec<_>>());
 }
 
 /// A TCP client in A, connected before the capture starts, then 10 request/response rounds
@@ -732,6 +756,9 @@ fn rotation_by_size_gives_readable_files_that_add_up() {
     for f in &files {
         let n = count(f);
         assert!(n > 0, "{} is empty", f.display());
+        // Each file names the command in its own first packet of the sender.
+        let rows = tshark(f, &["frame.comment"]);
+        assert_eq!(with_full_comment(&rows, 0), [0], "{}", f.display());
         let size = std::fs::metadata(f).expect("size").len();
         if f != files.last().expect("last") {
             assert!(

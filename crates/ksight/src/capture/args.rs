@@ -71,6 +71,13 @@ pub struct CaptureArgs {
     #[arg(long, value_name = "ID", value_parser = parse_container)]
     pub container: Option<String>,
 
+    /// What each packet's comment says of its process: short (PID, Comm, ThreadId, UserId,
+    /// ContainerId; the first packet of each thread in each file also Cmd, Args and Cgroup)
+    /// or full (all of them on every packet, as ptcpdump; about 2.5 times the bytes written
+    /// per small packet).
+    #[arg(long, default_value = "short", value_name = "HOW")]
+    pub comment: CommentMode,
+
     /// tcpdump filter expression (several words are joined with spaces).
     #[arg(
         value_name = "EXPRESSION",
@@ -78,6 +85,12 @@ pub struct CaptureArgs {
         allow_hyphen_values = false
     )]
     pub expression: Vec<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommentMode {
+    Short,
+    Full,
 }
 
 impl CaptureArgs {

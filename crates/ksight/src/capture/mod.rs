@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 pub use args::CaptureArgs;
+use args::CommentMode;
 use ksight_bpf::abi::{ks_cap_config, ks_cap_filter, ks_cap_hdr, ks_cap_ifstats};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, RingBufferBuilder};
 
@@ -69,7 +70,7 @@ pub fn run(args: CaptureArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     let session = RefCell::new(Session {
         output,
         filter,
-        namer: Namer::new(enricher),
+        namer: Namer::new(enricher, args.comment == CommentMode::Full),
         clock: Clock::now(),
         limit: args.count,
         known: BTreeMap::new(),
@@ -315,7 +316,8 @@ impl Session {
         if self.done() {
             return 0;
         }
-        let comment = self.namer.comment(&h.owner);
+        self.output.maybe_rotate();
+        let comment = self.namer.comment(&h.owner, self.output.generation);
         let packet = Packet {
             ifindex: h.ifindex,
             wall_ns: self.clock.wall(h.ts_ns),

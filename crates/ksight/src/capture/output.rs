@@ -113,6 +113,9 @@ pub struct Output {
     pub files: Vec<PathBuf>,
     /// Packets that could not be written (a full disk, a closed pipe).
     pub lost: u64,
+    /// Files begun plus flushes that failed: what a packet before a change of it wrote is
+    /// not in the file any more (packet comments say more on an owner's first packet).
+    pub generation: u64,
     /// The last write error, for the report.
     pub last_error: Option<String>,
 }
@@ -134,6 +137,7 @@ impl Output {
             file_started: Instant::now(),
             files: Vec::new(),
             lost: 0,
+            generation: 0,
             last_error: None,
         };
         out.start_file()?;
@@ -169,6 +173,7 @@ impl Output {
             (Box::new(file), Some(again))
         };
         self.dest = Some(Dest { out, file, good: 0 });
+        self.generation += 1;
         self.file_packets = 0;
         self.file_started = Instant::now();
         self.new_section()
@@ -212,8 +217,9 @@ impl Output {
         self.interface_id(iface.index, &move |_| Some(copy.clone()));
     }
 
-    /// Starts a new file when -C or -G says so.
-    fn maybe_rotate(&mut self) {
+    /// Starts a new file when -C or -G says so (before a packet's comment is chosen, since
+    /// a new file changes `generation`).
+    pub fn maybe_rotate(&mut self) {
         let by_size = self
             .plan
             .max_bytes
@@ -310,6 +316,7 @@ impl Output {
                     let _ = file.seek(SeekFrom::Start(dest.good));
                 }
                 self.lost += packets;
+                self.generation += 1;
                 self.failed(anyhow!("{err}"));
                 self.redescribe();
             }
@@ -381,26 +388,45 @@ fn encode_packet(out: &mut Vec<u8>, interface_id: u32, p: &Packet<'_>) -> usize 
     let comment = bounded_comment(p.comment);
     let options = 8 + 4 + comment.len() + pad(comment.len()) + 4;
     let size = 12 + 20 + p.data.len() + pad(p.data.len()) + options;
-    out.reserve(size);
-    let u32s = |out: &mut Vec<u8>, values: &[u32]| {
-        for v in values {
-            out.extend_from_slice(&v.to_ne_bytes());
+    // The fixed fields are put together on the stack and appended in one go: this runs for
+    // every packet, and each append checks the vector's capacity.
+    let words = |values: &[u32], into: &mut [u8]| {
+        for (chunk, v) in into.chunks_exact_mut(4).zip(values) {
+            chunk.copy_from_slice(&v.to_ne_bytes());
         }
     };
+    let mut head = [0u8; 28];
+    let ts = [(p.wall_ns >> 32) as u32, p.wall_ns as u32];
+    words(
+        &[
+            EPB,
+            size as u32,
+            interface_id,
+            ts[0],
+            ts[1],
+            p.data.len() as u32,
+            p.original_len,
+        ],
+        &mut head,
+    );
+    // The flags option (code, length, value) and the comment option's code and length.
+    let mut opts = [0u8; 12];
+    opts[..2].copy_from_slice(&OPT_FLAGS.to_ne_bytes());
+    opts[2..4].copy_from_slice(&4u16.to_ne_bytes());
+    opts[4..8].copy_from_slice(&(p.direction & 3).to_ne_bytes());
+    opts[8..10].copy_from_slice(&OPT_COMMENT.to_ne_bytes());
+    opts[10..].copy_from_slice(&(comment.len() as u16).to_ne_bytes());
     let zeros = [0u8; 3];
-    u32s(out, &[EPB, size as u32, interface_id]);
-    u32s(out, &[(p.wall_ns >> 32) as u32, p.wall_ns as u32]);
-    u32s(out, &[p.data.len() as u32, p.original_len]);
+    out.reserve(size);
+    out.extend_from_slice(&head);
     out.extend_from_slice(p.data);
     out.extend_from_slice(&zeros[..pad(p.data.len())]);
-    out.extend_from_slice(&OPT_FLAGS.to_ne_bytes());
-    out.extend_from_slice(&4u16.to_ne_bytes());
-    u32s(out, &[p.direction & 3]);
-    out.extend_from_slice(&OPT_COMMENT.to_ne_bytes());
-    out.extend_from_slice(&(comment.len() as u16).to_ne_bytes());
+    out.extend_from_slice(&opts);
     out.extend_from_slice(comment.as_bytes());
     out.extend_from_slice(&zeros[..pad(comment.len())]);
-    u32s(out, &[0, size as u32]); // opt_endofopt, then the block's length again
+    let mut tail = [0u8; 8];
+    words(&[0, size as u32], &mut tail); // opt_endofopt, then the block's length again
+    out.extend_from_slice(&tail);
     size
 }
 
