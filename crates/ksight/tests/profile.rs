@@ -122,6 +122,14 @@ fn frame_pointer_chains_are_whole_and_symbolized() {
     for (frames, _) in run.folded() {
         assert_eq!(frames[0], name, "every line starts with the filtered comm");
     }
+    // One tower: the copies it was judged on are counted with frame-pointer stacks too (a
+    // CFI walk goes on below main, into _start, where the frame-pointer walk stops).
+    let bottoms: std::collections::BTreeSet<String> = run
+        .folded()
+        .into_iter()
+        .map(|(f, _)| f[1].clone())
+        .collect();
+    assert_eq!(bottoms.len(), 1, "outermost frames: {bottoms:?}");
     // Its frame-pointer stacks are what its CFI gives: judged to use them.
     assert_eq!(run.get("judged_frame_pointers"), 1, "{:?}", run.summary);
     assert_eq!(run.get("judged_stack_copies"), 0, "{:?}", run.summary);

@@ -35,6 +35,11 @@ pub type Stacks = HashMap<i32, Vec<u64>>;
 struct Verdict {
     checked: u32,
     broken: u32,
+    /// The samples checked so far, with their unwound stacks: counted once the verdict is
+    /// in, with the stacks it chooses, so that a process's samples all have stacks of one
+    /// kind (a frame-pointer walk and a CFI walk may end differently at the bottom, in the C
+    /// library's start code, and would show as two towers in a flame graph).
+    held: Vec<(ks_prof_key, Vec<u64>)>,
 }
 
 /// How the processes were judged, for the summary.
@@ -95,18 +100,24 @@ impl Copies {
             self.unwinding.forget(pid);
         }
         let (ips, complete) = self.unwinding.unwind(symbols, &rec);
-        let mut key = rec.key;
+        let key = rec.key;
         if complete {
-            if self.judge && rec.key.user_stack >= 0 {
-                self.check_frame_pointers(pid, rec.key.user_stack, &ips);
+            if self.judge && key.user_stack >= 0 {
+                self.check_frame_pointers(key, ips);
+                return;
             }
-        } else if self.frame_pointers_went_further(rec.key.user_stack, ips.len()) {
+        } else if self.frame_pointers_went_further(key.user_stack, ips.len()) {
             // The CFI walk stopped early (say the process exited and its binary was deleted
             // before the copy was read): the frame-pointer stack of the same sample says
             // more, and is what this sample is counted with.
             self.count(key);
             return;
         }
+        self.count_unwound(key, ips);
+    }
+
+    /// Counts a sample with the stack unwound here.
+    fn count_unwound(&mut self, mut key: ks_prof_key, ips: Vec<u64>) {
         let next = UNWOUND + self.stack_ids.len() as i32;
         key.user_stack = *self.stack_ids.entry(ips).or_insert(next);
         self.count(key);
@@ -134,6 +145,7 @@ impl Copies {
             return;
         }
         let kind = ks_prof_exec_kind(rec.kind);
+        self.release_held(rec.pid);
         if kind == ks_prof_exec_kind::KS_PROF_EXECD {
             symbols.remember_at_exec(rec.pid);
             if self.verdicts.remove(&rec.pid).is_some() {
@@ -165,24 +177,35 @@ impl Copies {
         });
     }
 
-    /// Compares the frame-pointer stack of a sample with its CFI unwinding; after
-    /// JUDGED_ON samples, tells the BPF program which way this process goes.
-    fn check_frame_pointers(&mut self, pid: u32, fp_stack: i32, unwound: &[u64]) {
-        let Ok(Some(fp)) = self.stack_maps.read(fp_stack) else {
-            return;
+    /// Compares the frame-pointer stack of a sample (key.user_stack) with its CFI
+    /// unwinding; after JUDGED_ON samples, tells the BPF program which way this process goes
+    /// and counts the samples held until then with the stacks of that way.
+    fn check_frame_pointers(&mut self, key: ks_prof_key, unwound: Vec<u64>) {
+        let pid = key.pid;
+        let fp = match self.stack_maps.read(key.user_stack) {
+            Ok(Some(fp)) => fp,
+            _ => return self.count_unwound(key, unwound),
         };
         let verdict = self.verdicts.entry(pid).or_default();
         if verdict.checked >= JUDGED_ON {
-            return;
+            // Judged meanwhile (copies already in the ring buffer): the verdict's stacks.
+            let frame_pointers = verdict.broken <= 1;
+            return match frame_pointers {
+                true => self.count(key),
+                false => self.count_unwound(key, unwound),
+            };
         }
         verdict.checked += 1;
-        if !chains_agree(&fp, unwound) {
+        if !chains_agree(&fp, &unwound) {
             verdict.broken += 1;
         }
+        verdict.held.push((key, unwound));
         if verdict.checked < JUDGED_ON {
             return;
         }
-        let mode = if verdict.broken <= 1 {
+        let frame_pointers = verdict.broken <= 1;
+        let held = std::mem::take(&mut verdict.held);
+        let mode = if frame_pointers {
             self.judged.frame_pointers += 1;
             ks_prof_unwind::KS_PROF_UNWIND_FP
         } else {
@@ -192,10 +215,33 @@ impl Copies {
         let _ = self
             .unwind_map
             .update(&pid.to_ne_bytes(), &[mode.0 as u8], MapFlags::ANY);
+        for (key, unwound) in held {
+            match frame_pointers {
+                true => self.count(key),
+                false => self.count_unwound(key, unwound),
+            }
+        }
+    }
+
+    /// Counts the samples of a process not judged (yet) with their unwound stacks: copies
+    /// are what the stack held.
+    fn release_held(&mut self, pid: u32) {
+        let held = self
+            .verdicts
+            .get_mut(&pid)
+            .map(|v| std::mem::take(&mut v.held))
+            .unwrap_or_default();
+        for (key, unwound) in held {
+            self.count_unwound(key, unwound);
+        }
     }
 
     /// The samples unwound here, as the kernel's counts are, and their stacks by id.
-    pub fn into_counts(self) -> (Vec<(ks_prof_key, u64)>, Stacks) {
+    pub fn into_counts(mut self) -> (Vec<(ks_prof_key, u64)>, Stacks) {
+        let pids: Vec<u32> = self.verdicts.keys().copied().collect();
+        for pid in pids {
+            self.release_held(pid);
+        }
         let stacks = self.stack_ids.into_iter().map(|(s, id)| (id, s)).collect();
         (self.counts.into_values().collect(), stacks)
     }
