@@ -5,8 +5,10 @@
 # everything on A's veth into a file on tmpfs (/dev/shm), attached and settled before the
 # flood. For each paced rate (then unpaced): packets lost by the capture (the tool's own
 # count: tcpdump's "dropped by kernel", ksight's ring-buffer losses), the tool's CPU time
-# per packet, and the sender's time against no capture. Median of ROUNDS, rounds interleaved.
-# Prints Markdown tables. Run as root on an otherwise idle machine.
+# per packet (from the scheduler's nanosecond run time of its threads), and the sender's time
+# against no capture. Median of ROUNDS, rounds interleaved. DIR: where the files go (default
+# /dev/shm, a tmpfs; a directory on disk such as /var/tmp gives the page-cache path a capture
+# to disk takes). Prints Markdown tables. Run as root on an otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -14,7 +16,8 @@ COUNT=${2:-200000}
 # datagrams per second; 0: as fast as the sender goes (RATES="…" to choose)
 read -r -a RATES <<< "${RATES:-50000 100000 150000 200000 0}"
 A=ksbenchA$$ B=ksbenchB$$
-T=$(mktemp -d /dev/shm/ksight-bench.XXXXXX)
+DIR=${DIR:-/dev/shm}
+T=$(mktemp -d "$DIR/ksight-bench.XXXXXX")
 cleanup() {
   kill $(jobs -p) 2>/dev/null || true
   ip netns del "$A" 2>/dev/null || true
@@ -26,7 +29,6 @@ scripts/deps --bench
 gcc -O2 -o "$T/udpflood" bench/udpflood.c
 cargo build --release --locked -q -p ksight
 KSIGHT=$PWD/target/release/ksight
-HZ=$(getconf CLK_TCK)
 
 ip netns add "$A"; ip netns add "$B"
 ip -n "$A" link add va type veth peer name vb
@@ -62,7 +64,8 @@ stop_tool() {
   kill -INT "$PID"; wait "$PID" 2>/dev/null || true
 }
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# cpu_ns PID: the nanoseconds its threads have run (user and system).
+cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{n += $1} END {print n}'; }
 
 # lost NAME: what the tool says it could not capture.
 lost() {
@@ -77,13 +80,13 @@ lost() {
 measure() {
   local t0 t1 ns
   start_tool "$1"
-  [ -n "$PID" ] && t0=$(cpu_ticks "$PID")
+  [ -n "$PID" ] && t0=$(cpu_ns "$PID")
   ns=$(nsenter --net="/run/netns/$A" "$T/udpflood" 10.99.0.2 9 "$COUNT" "$2" 64)
   sleep 0.5 # the tool catches up with what is buffered
-  [ -n "$PID" ] && t1=$(cpu_ticks "$PID")
+  [ -n "$PID" ] && t1=$(cpu_ns "$PID")
   stop_tool "$1"
   local cpu=-
-  [ -n "$PID" ] && cpu=$(( (t1 - t0) * 1000000000 / HZ / COUNT ))
+  [ -n "$PID" ] && cpu=$(( (t1 - t0) / COUNT ))
   echo "$ns $(lost "$1") $cpu"
 }
 
@@ -103,7 +106,7 @@ done
 
 echo "UDP flood over veth, $COUNT datagrams of 64 bytes per round, median of $ROUNDS rounds"
 echo "($(nproc) vCPUs, kernel $(uname -r)); lost = the tool's own count; CPU = the capturing"
-echo "process's user+system time per packet."
+echo "process's run time per packet (user and system); files in $DIR ($(findmnt -no FSTYPE --target "$DIR"))."
 echo
 echo "| rate (pps) | tool | sender pps | sender slowdown | lost | CPU ns/packet |"
 echo "|---|---|---:|---:|---:|---:|"
