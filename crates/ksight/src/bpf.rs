@@ -3,6 +3,7 @@
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use ksight_bpf::abi::{ks_config, ks_ctl};
@@ -556,6 +557,24 @@ pub fn hash_entry_count(map: &MapHandle) -> Result<u64> {
         std::mem::swap(&mut cursor, &mut next);
         started = true;
     }
+}
+
+/// Waits up to `timeout` for a ring buffer's records, then handles every record there is.
+/// Records submitted without a wakeup do not make epoll report the ring ready, so it
+/// consumes after every wait; EINTR (a stop signal arriving) is an ordinary return, and
+/// the caller checks for the stop.
+pub fn poll_ring(ring: &libbpf_rs::RingBuffer<'_>, timeout: Duration, what: &str) -> Result<()> {
+    let mut ret = ring.poll_raw(timeout);
+    if ret >= 0 || ret == -libc::EINTR {
+        ret = ring.consume_raw().min(0);
+    }
+    if ret < 0 && ret != -libc::EINTR {
+        bail!(
+            "reading {what}: {}",
+            std::io::Error::from_raw_os_error(-ret)
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

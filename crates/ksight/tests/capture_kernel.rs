@@ -127,7 +127,7 @@ fn udp_on_lo_is_captured_attributed_and_the_hook_removed() {
     let attach = if kernel_has_tcx() {
         "attach=tcx"
     } else {
-        "attach=clsact"
+        "attach=\"tc clsact\""
     };
     assert!(stderr.contains(attach), "{attach} expected: {stderr}");
     let packets = packets(&file);

@@ -466,16 +466,7 @@ fn capture_loop(
     let mut next_stats = Instant::now() + STATISTICS;
     let mut losses = LossReport::default();
     loop {
-        let mut ret = ring.poll_raw(POLL);
-        if ret >= 0 || ret == -libc::EINTR {
-            ret = ring.consume_raw().min(0);
-        }
-        if ret < 0 && ret != -libc::EINTR {
-            bail!(
-                "reading the ring buffer: {}",
-                std::io::Error::from_raw_os_error(-ret)
-            );
-        }
+        bpf::poll_ring(&ring, POLL, "the ring buffer")?;
         let mut s = session.borrow_mut();
         s.output.flush();
         let counts = s.kernel_counts(obj)?;

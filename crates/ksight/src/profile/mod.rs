@@ -243,7 +243,11 @@ fn sample(obj: &mut LoadedObject, args: &ProfileArgs, state: &RefCell<UserSide>)
         if trace::stopping() || left == Some(Duration::ZERO) {
             break;
         }
-        consume(&ring, left.map_or(RING_POLL, |l| l.min(RING_POLL)))?;
+        bpf::poll_ring(
+            &ring,
+            left.map_or(RING_POLL, |l| l.min(RING_POLL)),
+            "the stack copies",
+        )?;
         {
             let s = &mut *state.borrow_mut();
             s.copies.settle_execs(&mut s.symbols);
@@ -273,22 +277,7 @@ fn sample(obj: &mut LoadedObject, args: &ProfileArgs, state: &RefCell<UserSide>)
     }
     obj.detach_all();
     // The copies still in the buffer were taken before the stop.
-    consume(&ring, Duration::ZERO)?;
-    Ok(())
-}
-
-/// Waits up to `timeout` for records, then handles every one there is.
-fn consume(ring: &libbpf_rs::RingBuffer<'_>, timeout: Duration) -> Result<()> {
-    let mut ret = ring.poll_raw(timeout);
-    if ret >= 0 || ret == -libc::EINTR {
-        ret = ring.consume_raw().min(0);
-    }
-    if ret < 0 && ret != -libc::EINTR {
-        bail!(
-            "reading the stack copies: {}",
-            std::io::Error::from_raw_os_error(-ret)
-        );
-    }
+    bpf::poll_ring(&ring, Duration::ZERO, "the stack copies")?;
     Ok(())
 }
 

@@ -165,19 +165,7 @@ pub fn run(
     // that starts on a CPU where the same program was preempted: counted by the kernel.
     let skipped_before = obj.skipped_runs();
     loop {
-        // EINTR (SIGINT arriving) is an ordinary return here; STOP is checked below.
-        let mut ret = ring.poll_raw(POLL);
-        // Records submitted without a wakeup do not make epoll report the ring ready:
-        // consume whatever is there after every wait.
-        if ret >= 0 || ret == -libc::EINTR {
-            ret = ring.consume_raw().min(0);
-        }
-        if ret < 0 && ret != -libc::EINTR {
-            anyhow::bail!(
-                "reading the ring buffer: {}",
-                std::io::Error::from_raw_os_error(-ret)
-            );
-        }
+        crate::bpf::poll_ring(&ring, POLL, "the ring buffer")?;
         lost.report(&lost_map, kinds, &mut sink.borrow_mut(), false)?;
         sink.borrow_mut().flush();
         if let Some(probes) = sink.borrow_mut().probes.as_mut() {
