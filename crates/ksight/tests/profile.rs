@@ -377,9 +377,9 @@ fn a_library_without_frame_pointers_dlopened_later_is_unwound_whole() {
     let name = unique_comm("dlopen");
     let bin = build("dlopen.c", &name, &["-fno-omit-frame-pointer"]);
     let lib = build(
-        "dlopen_lib.c",
+        "chain.c",
         &format!("{name}.so"),
-        &["-shared", "-fPIC", "-fomit-frame-pointer"],
+        &["-shared", "-fPIC", "-fomit-frame-pointer", "-Dmain=chain_main"],
     );
     // It dlopen's the library once the trigger file exists: made when the profile has
     // sampled its own code long enough to judge it (8 copies: 16 ms at 499 Hz).
@@ -401,12 +401,12 @@ fn a_library_without_frame_pointers_dlopened_later_is_unwound_whole() {
     assert_eq!(run.get("judged_again"), 1, "{summary:?}");
     assert_eq!(run.get("judged_frame_pointers"), 1, "{summary:?}");
     assert_eq!(run.get("judged_stack_copies"), 1, "{summary:?}");
-    let chain = ["main", "chain_run", "outer", "middle", "leaf"].map(String::from);
+    let chain = ["main", "chain_main", "outer", "middle", "leaf"].map(String::from);
     let (whole, in_leaf) = chain_share(&run, &chain, "");
     assert!(in_leaf >= 30, "only {in_leaf} samples in leaf");
     assert!(
         whole * 100 >= in_leaf * 95,
-        "{whole} of {in_leaf} samples in leaf carry main;chain_run;outer;middle;leaf\n{}",
+        "{whole} of {in_leaf} samples in leaf carry main;chain_main;outer;middle;leaf\n{}",
         String::from_utf8_lossy(&run.stdout)
     );
     run.assert_accounted();

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 /* ksight profile tests: runs its own code, built with frame pointers (so it is judged to use
- * them), until the file TRIGGER (argv[1]) exists; then dlopen's LIB (argv[2], dlopen_lib.c
- * built without) and runs its hot path chain_run -> outer -> middle -> leaf for SECONDS
- * (argv[3]). */
+ * them), until the file TRIGGER (argv[1]) exists; then dlopen's LIB (argv[2]: chain.c built
+ * -shared -fomit-frame-pointer -Dmain=chain_main) and runs its hot path chain_main -> outer
+ * -> middle -> leaf for SECONDS (argv[3]). */
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,9 +42,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s\n", dlerror());
 		return 1;
 	}
-	void (*run)(double) = (void (*)(double))dlsym(lib, "chain_run");
+	int (*run)(int, char **) = (int (*)(int, char **))dlsym(lib, "chain_main");
 	if (!run)
 		return 1;
-	run(atof(argv[3]));
-	return 0;
+	char *args[] = {argv[0], argv[3], NULL};
+	return run(2, args);
 }
