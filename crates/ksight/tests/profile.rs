@@ -379,7 +379,12 @@ fn a_library_without_frame_pointers_dlopened_later_is_unwound_whole() {
     let lib = build(
         "chain.c",
         &format!("{name}.so"),
-        &["-shared", "-fPIC", "-fomit-frame-pointer", "-Dmain=chain_main"],
+        &[
+            "-shared",
+            "-fPIC",
+            "-fomit-frame-pointer",
+            "-Dmain=chain_main",
+        ],
     );
     // It dlopen's the library once the trigger file exists: made when the profile has
     // sampled its own code long enough to judge it (8 copies: 16 ms at 499 Hz).

@@ -256,7 +256,9 @@ impl NamespacedBash {
     /// Waits until `tracer` has both its uprobe and its uretprobe on this bash's binary
     /// (bpftool perf lists them; they are attached one after the other).
     fn wait_probed_by(&self, tracer: &Tracer) {
-        let wanted = format!("/proc/{}/root{}", self.term.pid(), self.path);
+        // ksight probes the file through the mapping itself (readline.rs): a link under
+        // this bash's map_files; only its own binary defines readline() among its mappings.
+        let wanted = format!("/proc/{}/map_files/", self.term.pid());
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let out = Command::new("bpftool")
@@ -268,7 +270,9 @@ impl NamespacedBash {
                 list.as_array().is_some_and(|l| {
                     l.iter().any(|p| {
                         p["pid"] == tracer.child.id()
-                            && p["filename"] == wanted.as_str()
+                            && p["filename"]
+                                .as_str()
+                                .is_some_and(|f| f.starts_with(&wanted))
                             && p["fd_type"] == kind
                     })
                 })
@@ -277,7 +281,11 @@ impl NamespacedBash {
             if probed {
                 return;
             }
-            assert!(Instant::now() < deadline, "{wanted} never probed");
+            assert!(
+                Instant::now() < deadline,
+                "{} (through {wanted}) never probed",
+                self.path
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

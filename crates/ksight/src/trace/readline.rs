@@ -2,12 +2,14 @@
 //! (bash carries readline inside itself on Debian; other programs map libreadline.so).
 //!
 //! A uprobe belongs to a file (an inode), so one attachment covers every process that maps
-//! it, started before or after. Files are found per process, through the process's own view
-//! of the filesystem (`/proc/PID/root/PATH`), so a container's bash, which exists only in its
-//! mount namespace, is found too: every process at start, and each process that execs
-//! afterwards (the exec records of trace.bpf.c, not printed unless asked for). A file is
-//! known by the device and inode /proc/PID/maps shows (the real file under overlayfs), so
-//! one file is probed once however many paths lead to it.
+//! it, started before or after. Files are found per process, through the mapping itself
+//! (`/proc/PID/map_files/START-END`, a link to the very file mapped), so a container's bash,
+//! which exists only in its mount namespace, is found too, whatever path /proc/PID/maps
+//! prints for it (a path from that namespace's root, which is not ksight's when ksight runs
+//! in a chroot): every process at start, and each process that execs afterwards (the exec
+//! records of trace.bpf.c, not printed unless asked for). A file is known by the device and
+//! inode /proc/PID/maps shows (the real file under overlayfs), so one file is probed once
+//! however many paths lead to it.
 //!
 //! The one gap: a readline() call already running when its file gets probed is not seen on
 //! return, so the first line read by the first process of a file never seen before (found
@@ -103,10 +105,10 @@ impl<'a> Probes<'a> {
         let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
             return;
         };
-        for (id, path) in maps.lines().filter_map(executable_mapping) {
-            if self.seen.insert(id) {
-                let through_its_root = Path::new(&format!("/proc/{pid}/root")).join(&path[1..]);
-                self.consider(&through_its_root, &path);
+        for m in maps.lines().filter_map(executable_mapping) {
+            if self.seen.insert(m.id) {
+                let mapped = PathBuf::from(format!("/proc/{pid}/map_files/{}", m.range));
+                self.consider(&mapped, &m.path);
             }
         }
     }
@@ -154,11 +156,21 @@ impl<'a> Probes<'a> {
     }
 }
 
-/// The file identity and path of an executable file mapping of a /proc/PID/maps line
-/// (`start-end perms offset major:minor inode path`); None for anything else.
-fn executable_mapping(line: &str) -> Option<(FileId, String)> {
+/// An executable file mapping of /proc/PID/maps.
+#[derive(Debug, PartialEq, Eq)]
+struct Mapping {
+    id: FileId,
+    /// `start-end`, as /proc/PID/map_files names the mapping.
+    range: String,
+    /// The path maps prints (for logs).
+    path: String,
+}
+
+/// The executable file mapping of a /proc/PID/maps line (`start-end perms offset
+/// major:minor inode path`); None for anything else.
+fn executable_mapping(line: &str) -> Option<Mapping> {
     let mut fields = line.splitn(6, ' ');
-    let (_, perms, _, dev, inode) = (
+    let (range, perms, _, dev, inode) = (
         fields.next()?,
         fields.next()?,
         fields.next()?,
@@ -169,7 +181,7 @@ fn executable_mapping(line: &str) -> Option<(FileId, String)> {
     if perms.as_bytes().get(2) != Some(&b'x') || !path.starts_with('/') {
         return None;
     }
-    // A file deleted since (an upgraded binary) has no path to probe it by.
+    // A file deleted since (an upgraded binary) is not worth probing: nothing new maps it.
     if path.ends_with(" (deleted)") {
         return None;
     }
@@ -179,7 +191,11 @@ fn executable_mapping(line: &str) -> Option<(FileId, String)> {
         u32::from_str_radix(minor, 16).ok()?,
         inode.parse().ok()?,
     );
-    (id.2 != 0).then(|| (id, path.to_string()))
+    (id.2 != 0).then(|| Mapping {
+        id,
+        range: range.to_string(),
+        path: path.to_string(),
+    })
 }
 
 /// The identity /proc/self/maps gives `path` once mapped: under overlayfs that is the real
@@ -262,11 +278,15 @@ mod tests {
         let line = "55d0c-55d0d r-xp 00020000 fd:01 1835021                    /usr/bin/bash";
         assert_eq!(
             executable_mapping(line),
-            Some(((0xfd, 1, 1835021), "/usr/bin/bash".to_string()))
+            Some(Mapping {
+                id: (0xfd, 1, 1835021),
+                range: "55d0c-55d0d".into(),
+                path: "/usr/bin/bash".into()
+            })
         );
         let spaced = "1-2 r-xp 0 08:02 7 /tmp/a b";
         assert_eq!(
-            executable_mapping(spaced).map(|(_, p)| p),
+            executable_mapping(spaced).map(|m| m.path),
             Some("/tmp/a b".into())
         );
         for skipped in [
@@ -287,6 +307,6 @@ mod tests {
         assert!(maps
             .lines()
             .filter_map(executable_mapping)
-            .any(|(i, _)| i == id));
+            .any(|m| m.id == id));
     }
 }
