@@ -8,7 +8,11 @@
 # per packet (from the scheduler's nanosecond run time of its threads), and the sender's time
 # against no capture. Median of ROUNDS, rounds interleaved. DIR: where the files go (default
 # /dev/shm, a tmpfs; a directory on disk such as /var/tmp gives the page-cache path a capture
-# to disk takes). Prints Markdown tables. Run as root on an otherwise idle machine.
+# to disk takes). The sender runs on CPU 0 and the capturing tool on CPU 1: the kernel here
+# does not account interrupt time apart (no CONFIG_IRQ_TIME_ACCOUNTING), so the flood's
+# network softirqs, which run on the sender's CPU, would otherwise be charged to whichever
+# task they interrupt, the tool's run time swinging 4-fold from round to round.
+# Prints Markdown tables. Run as root on an otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -48,9 +52,9 @@ start_tool() {
   rm -f "$T/cap" "$T/err"; : > "$T/err"
   case $1 in
     none) PID=; return ;;
-    tcpdump) ip netns exec "$A" tcpdump -i va -w "$T/cap" 2> "$T/err" & ;;
+    tcpdump) ip netns exec "$A" taskset -c 1 tcpdump -i va -w "$T/cap" 2> "$T/err" & ;;
     # setns only (nsenter --net): ksight keeps this host's cgroup mounts for its socket hooks
-    ksight) nsenter --net="/run/netns/$A" "$KSIGHT" capture -i va -w "$T/cap" 2> "$T/err" & ;;
+    ksight) nsenter --net="/run/netns/$A" taskset -c 1 "$KSIGHT" capture -i va -w "$T/cap" 2> "$T/err" & ;;
   esac
   PID=$!
   local marker; case $1 in tcpdump) marker="listening on" ;; ksight) marker="message=capturing" ;; esac
@@ -81,7 +85,7 @@ measure() {
   local t0 t1 ns
   start_tool "$1"
   [ -n "$PID" ] && t0=$(cpu_ns "$PID")
-  ns=$(nsenter --net="/run/netns/$A" "$T/udpflood" 10.99.0.2 9 "$COUNT" "$2" 64)
+  ns=$(nsenter --net="/run/netns/$A" taskset -c 0 "$T/udpflood" 10.99.0.2 9 "$COUNT" "$2" 64)
   sleep 0.5 # the tool catches up with what is buffered
   [ -n "$PID" ] && t1=$(cpu_ns "$PID")
   stop_tool "$1"
@@ -106,7 +110,7 @@ done
 
 echo "UDP flood over veth, $COUNT datagrams of 64 bytes per round, median of $ROUNDS rounds"
 echo "($(nproc) vCPUs, kernel $(uname -r)); lost = the tool's own count; CPU = the capturing"
-echo "process's run time per packet (user and system); files in $DIR ($(findmnt -no FSTYPE --target "$DIR"))."
+echo "process's run time per packet (user and system); files in $DIR ($(findmnt -fno FSTYPE --target "$DIR"))."
 echo
 echo "| rate (pps) | tool | sender pps | sender slowdown | lost | CPU ns/packet |"
 echo "|---|---|---:|---:|---:|---:|"
