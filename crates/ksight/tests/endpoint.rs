@@ -71,7 +71,26 @@ fn gzip_when_asked_with_the_same_samples() {
     require_root!();
     let server = Server::start(&["--collectors", "process,syscalls"]);
     let addr = format!("127.0.0.1:{}", server.port);
-    let (plain_head, plain) = get(&addr, "/metrics", "").expect("plain scrape");
+    // The process counters get their first series with the first fork, exec and exit seen:
+    // one is made here and waited for, so that no family appears between the two scrapes.
+    let _ = Command::new("true").status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (plain_head, plain) = loop {
+        let (head, body) = get(&addr, "/metrics", "").expect("plain scrape");
+        let text = String::from_utf8_lossy(&body);
+        let families = ["execs", "exits", "forks"];
+        if families
+            .iter()
+            .all(|f| text.contains(&format!("ksight_process_{f}_total{{")))
+        {
+            break (head, body);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no process events counted: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(
         !plain_head.to_lowercase().contains("content-encoding"),
         "{plain_head}"
