@@ -17,6 +17,7 @@ mod names;
 mod pins;
 mod privileges;
 mod profile;
+mod ring;
 mod serve;
 mod table;
 mod trace;

@@ -15,7 +15,6 @@ mod output;
 mod owners;
 mod process;
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::Path;
@@ -26,11 +25,12 @@ use anyhow::{anyhow, bail, Result};
 pub use args::CaptureArgs;
 use args::CommentMode;
 use ksight_bpf::abi::{ks_cap_config, ks_cap_filter, ks_cap_hdr, ks_cap_ifstats};
-use libbpf_rs::{MapCore, MapFlags, MapHandle, RingBufferBuilder};
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::bad_input;
 use crate::bpf::{self, LoadConfig, LoadSpec, LoadedObject};
 use crate::enrich::{Enricher, LabelSet};
+use crate::ring::BatchRing;
 use crate::trace::{install_cgroups, install_stop_handler, resolve_cgroups, stopping, Clock};
 use filter::Filter;
 use iface::{Attachment, Interface};
@@ -67,7 +67,7 @@ pub fn run(args: CaptureArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     }
     let owners = owners::start(&obj)?;
     let (enricher, _) = Enricher::new("cgroup,container".parse::<LabelSet>().unwrap_or_default());
-    let session = RefCell::new(Session {
+    let mut session = Session {
         output,
         filter,
         namer: Namer::new(enricher, args.comment == CommentMode::Full),
@@ -77,23 +77,18 @@ pub fn run(args: CaptureArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
         attached: BTreeMap::new(),
         accepted: Vec::new(),
         handed: 0,
-    });
+    };
     install_stop_handler();
-    session.borrow_mut().attach_wanted(&obj, &wanted)?;
-    let kinds: Vec<&str> = session
-        .borrow()
-        .attached
-        .values()
-        .map(|(_, a)| a.kind())
-        .collect();
+    session.attach_wanted(&obj, &wanted)?;
+    let kinds: Vec<&str> = session.attached.values().map(|(_, a)| a.kind()).collect();
     tracing::info!(
-        interfaces = %session.borrow().attached_names(),
+        interfaces = %session.attached_names(),
         attach = kinds.first().copied().unwrap_or("none"),
         socket_hooks = owners.hooks_attached,
         "capturing"
     );
-    let result = capture_loop(&obj, &session, &wanted, args.duration);
-    let mut s = session.borrow_mut();
+    let result = capture_loop(&obj, &mut session, &wanted, args.duration);
+    let s = &mut session;
     let stats = s.kernel_counts(&obj).unwrap_or_default();
     s.output.flush(); // the statistics then count every packet delivered
     s.write_statistics(&stats);
@@ -292,11 +287,11 @@ impl Session {
         Ok(())
     }
 
-    fn record(&mut self, data: &[u8]) -> i32 {
+    fn record(&mut self, data: &[u8]) {
         let size = std::mem::size_of::<ks_cap_hdr>();
         let mut h = ks_cap_hdr::default();
         if data.len() < size || plain::copy_from_bytes(&mut h, &data[..size]).is_err() {
-            return 0;
+            return;
         }
         let end = (size + h.caplen as usize).min(data.len());
         let frame = &data[size..end];
@@ -306,7 +301,7 @@ impl Session {
             .map_or(iface::Framing::Ethernet, |i| i.framing);
         if let Some(f) = &self.filter {
             if !f.matches(framing, frame, h.len) {
-                return 0;
+                return;
             }
         }
         match self.accepted.iter_mut().find(|(i, _)| *i == h.ifindex) {
@@ -314,7 +309,7 @@ impl Session {
             None => self.accepted.push((h.ifindex, 1)),
         }
         if self.done() {
-            return 0;
+            return;
         }
         self.output.maybe_rotate();
         let comment = self.namer.comment(&h.owner, self.output.generation);
@@ -329,7 +324,6 @@ impl Session {
         let known = &self.known;
         self.output.write(&packet, &|i| known.get(&i).cloned());
         self.handed += 1;
-        0
     }
 
     fn done(&self) -> bool {
@@ -453,21 +447,18 @@ impl LossReport {
 
 fn capture_loop(
     obj: &LoadedObject,
-    session: &RefCell<Session>,
+    s: &mut Session,
     wanted: &Wanted,
     duration: Option<Duration>,
 ) -> Result<()> {
-    let events = obj.map("cap_events")?;
-    let mut builder = RingBufferBuilder::new();
-    builder.add(&events, |data: &[u8]| session.borrow_mut().record(data))?;
-    let ring = builder.build()?;
+    let ring = BatchRing::new(&obj.map("cap_events")?)?;
     let deadline = duration.map(|d| Instant::now() + d);
     let mut next_scan = Instant::now() + RESCAN;
     let mut next_stats = Instant::now() + STATISTICS;
     let mut losses = LossReport::default();
     loop {
-        bpf::poll_ring(&ring, POLL, "the ring buffer")?;
-        let mut s = session.borrow_mut();
+        ring.wait(POLL)?;
+        ring.consume(|data| s.record(data));
         s.output.flush();
         let counts = s.kernel_counts(obj)?;
         losses.report(counts.values().map(|c| c.lost).sum(), &s.output, false);
@@ -485,10 +476,9 @@ fn capture_loop(
         }
     }
     // What is in the buffer was captured before the stop: write it, then count.
-    if !session.borrow().done() {
-        ring.consume_raw();
+    if !s.done() {
+        ring.consume(|data| s.record(data));
     }
-    let s = session.borrow();
     let lost = s.kernel_counts(obj)?.values().map(|c| c.lost).sum();
     losses.report(lost, &s.output, true);
     Ok(())
