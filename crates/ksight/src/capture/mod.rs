@@ -289,17 +289,17 @@ impl Session {
 
     fn record(&mut self, data: &[u8]) {
         let size = std::mem::size_of::<ks_cap_hdr>();
-        let mut h = ks_cap_hdr::default();
-        if data.len() < size || plain::copy_from_bytes(&mut h, &data[..size]).is_err() {
+        // Records start 8-byte aligned in the ring, so the header is read in place.
+        let Ok(h) = plain::from_bytes::<ks_cap_hdr>(data) else {
             return;
-        }
+        };
         let end = (size + h.caplen as usize).min(data.len());
         let frame = &data[size..end];
-        let framing = self
-            .known
-            .get(&h.ifindex)
-            .map_or(iface::Framing::Ethernet, |i| i.framing);
         if let Some(f) = &self.filter {
+            let framing = self
+                .known
+                .get(&h.ifindex)
+                .map_or(iface::Framing::Ethernet, |i| i.framing);
             if !f.matches(framing, frame, h.len) {
                 return;
             }

@@ -34,7 +34,7 @@ pub struct Namer {
     /// The last owner asked about and its comments (its full comment is in the current
     /// file by then): packets come in runs of one socket's, and a compare is cheaper than
     /// hashing the owner for every packet.
-    last: Option<(Owner, Rc<Comment>)>,
+    last: Option<(ks_cap_owner, Rc<Comment>)>,
     /// --comment full: every packet carries every key.
     always_full: bool,
     /// Owners whose full comment is in the current file, and that file (Output's count).
@@ -69,21 +69,21 @@ impl Namer {
     /// count of files begun, which also counts writes that failed): the full one if it is
     /// the owner's first packet there (or --comment full), else the short one.
     pub fn comment(&mut self, o: &ks_cap_owner, file: u64) -> Rc<str> {
-        let mut key: Owner = [0u8; OWNER_BYTES];
-        // SAFETY: ks_cap_owner is Plain (a padding-free C struct): its bytes are all defined.
-        key.copy_from_slice(unsafe { plain::as_bytes(o) });
         if file != self.file {
             self.file = file;
             self.described.clear();
             self.last = None;
         }
         if let Some((last, c)) = &self.last {
-            if *last == key {
+            if same_owner(last, o) {
                 return self.later(c);
             }
         }
+        let mut key: Owner = [0u8; OWNER_BYTES];
+        // SAFETY: ks_cap_owner is Plain (a padding-free C struct): its bytes are all defined.
+        key.copy_from_slice(unsafe { plain::as_bytes(o) });
         let c = self.comments_of(&key, o);
-        self.last = Some((key, c.clone()));
+        self.last = Some((*o, c.clone()));
         match self.described.insert(key) {
             true => c.full.clone(),
             false => self.later(&c),
@@ -178,6 +178,17 @@ impl Namer {
         self.containers.insert(id, value.clone());
         value
     }
+}
+
+/// Field by field: this runs for every packet, and the compiler turns a compare of the
+/// owner's 40 bytes into a call to bcmp.
+fn same_owner(a: &ks_cap_owner, b: &ks_cap_owner) -> bool {
+    a.pid == b.pid
+        && a.tid == b.tid
+        && a.uid == b.uid
+        && a.cgroup == b.cgroup
+        && a.pad == b.pad
+        && a.comm == b.comm
 }
 
 fn read_proc(pid: u32, comm: &str) -> Proc {
