@@ -94,7 +94,7 @@ measure() {
   echo "$ns $(lost "$1") $cpu"
 }
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR ? a[int((NR+1)/2)] : "-")}'; }
+median() { awk 'NF' | sort -n | awk '{a[NR]=$1} END {print (NR ? a[int((NR+1)/2)] : "-")}'; }
 
 read -r -a TOOLS <<< "${TOOLS:-none tcpdump ksight}"
 declare -A SENDER LOST CPU
@@ -112,16 +112,18 @@ echo "UDP flood over veth, $COUNT datagrams of 64 bytes per round, median of $RO
 echo "($(nproc) vCPUs, kernel $(uname -r)); lost = the tool's own count; CPU = the capturing"
 echo "process's run time per packet (user and system); files in $DIR ($(findmnt -fno FSTYPE --target "$DIR"))."
 echo
-# paired_ratio TOOL RATE: the median over rounds of TOOL's CPU over tcpdump's in the same
-# round (the machine's speed drifts between rounds; a round's two tools run back to back).
+# paired_ratio ARRAY TOOL RATE: the median over rounds of ARRAY[TOOL,RATE] over
+# ARRAY[tcpdump,RATE] in the same round (the machine's speed drifts between rounds; a round's
+# tools run back to back).
 paired_ratio() {
-  [ "$1" = ksight ] && [ -n "${CPU[tcpdump,$2]:-}" ] || { echo -; return; }
-  paste -d' ' <(tr ' ' '\n' <<< "${CPU[ksight,$2]}") <(tr ' ' '\n' <<< "${CPU[tcpdump,$2]}") |
+  local -n values=$1
+  [ "$2" = ksight ] && [ -n "${values[tcpdump,$3]:-}" ] || { echo -; return; }
+  paste -d' ' <(tr ' ' '\n' <<< "${values[ksight,$3]}") <(tr ' ' '\n' <<< "${values[tcpdump,$3]}") |
     awk 'NF == 2 && $2 > 0 {print $1 / $2}' | median | awk '{printf "%.2f", $1}'
 }
 
-echo "| rate (pps) | tool | sender pps | sender slowdown | lost | CPU ns/packet | CPU / tcpdump's |"
-echo "|---|---|---:|---:|---:|---:|---:|"
+echo "| rate (pps) | tool | sender pps | sender slowdown | sender time / with tcpdump | lost | CPU ns/packet | CPU / tcpdump's |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|"
 for rate in "${RATES[@]}"; do
   base=$(tr ' ' '\n' <<< "${SENDER[none,$rate]}" | median)
   for tool in "${TOOLS[@]}"; do
@@ -131,11 +133,12 @@ for rate in "${RATES[@]}"; do
     l=$(tr ' ' '\n' <<< "${LOST[$tool,$rate]}" | grep -v '^-$' | sort -n | tail -1)
     c=$(tr ' ' '\n' <<< "${CPU[$tool,$rate]}" | grep -v '^-$' | median)
     label=$([ "$rate" = 0 ] && echo unpaced || echo "$rate")
-    echo "| $label | $tool | $pps | $slow | ${l:--} | ${c:--} | $(paired_ratio "$tool" "$rate") |"
+    echo "| $label | $tool | $pps | $slow | $(paired_ratio SENDER "$tool" "$rate") | ${l:--} | ${c:--} | $(paired_ratio CPU "$tool" "$rate") |"
   done
 done
 echo
-echo "CPU / tcpdump's: the median of each round's ratio of ksight's CPU to tcpdump's."
+echo "The two ratios: the median over rounds of ksight's figure over tcpdump's in the same round"
+echo "(the sender's time to send them all; the tool's CPU per packet)."
 echo "lost: the worst round. Highest rate without loss in any round (this rate and every"
 echo "lower one):"
 for tool in "${TOOLS[@]}"; do
