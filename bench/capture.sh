@@ -8,7 +8,8 @@
 # per packet (from the scheduler's nanosecond run time of its threads), and the sender's time
 # against no capture. Median of ROUNDS, rounds interleaved. DIR: where the files go (default
 # /dev/shm, a tmpfs; a directory on disk such as /var/tmp gives the page-cache path a capture
-# to disk takes). The sender runs on CPU 0 and the capturing tool on CPU 1: the kernel here
+# to disk takes). BUFFER: -B for both tools, in KiB (default: each tool's own, 2 MiB for
+# both). The sender runs on CPU 0 and the capturing tool on CPU 1: the kernel here
 # does not account interrupt time apart (no CONFIG_IRQ_TIME_ACCOUNTING), so the flood's
 # network softirqs, which run on the sender's CPU, would otherwise be charged to whichever
 # task they interrupt, the tool's run time swinging 4-fold from round to round.
@@ -52,9 +53,9 @@ start_tool() {
   rm -f "$T/cap" "$T/err"; : > "$T/err"
   case $1 in
     none) PID=; return ;;
-    tcpdump) ip netns exec "$A" taskset -c 1 tcpdump -i va -w "$T/cap" 2> "$T/err" & ;;
+    tcpdump) ip netns exec "$A" taskset -c 1 tcpdump -i va ${BUFFER:+-B "$BUFFER"} -w "$T/cap" 2> "$T/err" & ;;
     # setns only (nsenter --net): ksight keeps this host's cgroup mounts for its socket hooks
-    ksight) nsenter --net="/run/netns/$A" taskset -c 1 "$KSIGHT" capture -i va -w "$T/cap" 2> "$T/err" & ;;
+    ksight) nsenter --net="/run/netns/$A" taskset -c 1 "$KSIGHT" capture -i va ${BUFFER:+-B "$BUFFER"} -w "$T/cap" 2> "$T/err" & ;;
   esac
   PID=$!
   local marker; case $1 in tcpdump) marker="listening on" ;; ksight) marker="message=capturing" ;; esac
