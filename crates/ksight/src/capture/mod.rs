@@ -3,10 +3,11 @@
 //!
 //! One object (capture.bpf.c). Its TC programs copy each packet whose process passes
 //! --pid/--comm/--container into a ring buffer; the cgroup socket hooks and a task_file
-//! iterator tell them which process uses a socket (owners.rs). User space runs the tcpdump
-//! expression (filter.rs), writes pcapng (output.rs) and reports the kernel's per-interface
-//! counters: received, lost to a full ring buffer, accepted, delivered — in statistics blocks
-//! every 10 s and at the end, on stderr as losses happen, and in a summary at exit.
+//! iterator tell them which process uses a socket (owners.rs). User space reads the ring
+//! buffer in batches (crate::ring), runs the tcpdump expression (filter.rs), writes pcapng
+//! (output.rs) and reports the kernel's per-interface counters: received, lost to a full ring
+//! buffer, accepted, delivered — in statistics blocks every 10 s and at the end, on stderr as
+//! losses happen, and in a summary at exit.
 
 mod args;
 mod filter;
