@@ -23,9 +23,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use libbpf_rs::{MapCore, MapHandle};
 
-const BUSY_BIT: u32 = 1 << 31;
-const DISCARD_BIT: u32 = 1 << 30;
-const HEADER: usize = 8;
+// The kernel's uapi numbers, as libbpf-sys generates them.
+const BUSY_BIT: u32 = libbpf_sys::BPF_RINGBUF_BUSY_BIT;
+const DISCARD_BIT: u32 = libbpf_sys::BPF_RINGBUF_DISCARD_BIT;
+const HEADER: usize = libbpf_sys::BPF_RINGBUF_HDR_SZ as usize;
 
 pub struct BatchRing {
     /// The reader's position (its own page, writable).
@@ -125,12 +126,11 @@ impl BatchRing {
         Ok(())
     }
 
-    /// Hands every record committed by now to `each`, oldest first; returns how many.
-    pub fn consume(&self, mut each: impl FnMut(&[u8])) -> usize {
+    /// Hands every record committed by now to `each`, oldest first.
+    pub fn consume(&self, mut each: impl FnMut(&[u8])) {
         let mut pos = self.consumer_pos().load(Ordering::Relaxed);
         let end = self.producer_pos().load(Ordering::Acquire);
         let mut released = pos;
-        let mut handed = 0;
         while pos < end {
             let header = self.record_at(pos);
             // SAFETY: the record's header lies in the data mapping (masked offset, 8-byte
@@ -147,7 +147,6 @@ impl BatchRing {
                 // does not touch them until the position moves past them.
                 let data = unsafe { std::slice::from_raw_parts(header.add(HEADER), size) };
                 each(data);
-                handed += 1;
             }
             pos += (size + HEADER).next_multiple_of(8);
             if pos - released >= self.release_every {
@@ -158,7 +157,6 @@ impl BatchRing {
         if pos != released {
             self.consumer_pos().store(pos, Ordering::Release);
         }
-        handed
     }
 
     fn record_at(&self, pos: usize) -> *const u8 {
