@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
-/* Empty programs, one per hook kind: `ksight doctor` loads and attaches each to learn what
- * this kernel really offers. The bench floors use the sys_enter/sys_exit ones, and the
+/* Empty programs, one per hook kind, and one per optional feature of capture: the feature
+ * probes (features.rs, which both the loaders and `ksight doctor` use) load and attach each
+ * alone to learn what this kernel really offers. The bench floors use the sys_enter/sys_exit ones, and the
  * probe_floor_* programs below (empty programs on the collectors' hooks, bench/collectors.sh). */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -151,6 +152,68 @@ int BPF_PROG(probe_floor_sched_process_exit)
 SEC("tp_btf/page_fault_user")
 int BPF_PROG(probe_floor_page_fault_user)
 {
+	return 0;
+}
+
+/* Capture's optional features, each probed alone: a TC program for tcx and for a clsact
+ * filter; the cgroup socket hooks writing socket storage; the task_file iterator reading a
+ * file's socket and its storage (a kernel may refuse any one of them). probe_sk is created
+ * only for the probes that use it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64);
+} probe_sk SEC(".maps");
+
+SEC("tcx/ingress")
+int probe_tcx(struct __sk_buff *skb)
+{
+	return -1; /* TCX_NEXT */
+}
+
+SEC("tc")
+int probe_tc(struct __sk_buff *skb)
+{
+	return -1; /* TC_ACT_UNSPEC */
+}
+
+static __always_inline void probe_mark(struct bpf_sock *sk)
+{
+	__u64 *seen;
+
+	if (!sk)
+		return;
+	seen = bpf_sk_storage_get(&probe_sk, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (seen)
+		*seen = 1;
+}
+
+SEC("cgroup/sock_create")
+int probe_sock_create(struct bpf_sock *sk)
+{
+	probe_mark(sk);
+	return 1; /* allow */
+}
+
+SEC("cgroup/connect4")
+int probe_connect4(struct bpf_sock_addr *ctx)
+{
+	probe_mark(ctx->sk);
+	return 1; /* allow */
+}
+
+SEC("iter/task_file")
+int probe_task_file(struct bpf_iter__task_file *ctx)
+{
+	struct file *file = ctx->file;
+	struct socket *sock;
+
+	if (!file)
+		return 0;
+	sock = bpf_sock_from_file(file);
+	if (sock && sock->sk)
+		bpf_sk_storage_get(&probe_sk, sock->sk, 0, 0);
 	return 0;
 }
 

@@ -1,18 +1,20 @@
 //! `ksight doctor`: what this kernel really supports, found by loading and attaching tiny
-//! programs (not by reading version numbers), and the hook each collector would use.
+//! programs (not by reading version numbers; crate::features, which the jobs themselves ask),
+//! what each job (serve, trace, profile, capture, `serve --pin`) can do with it, and the hook
+//! each collector would use.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use clap::Args;
-use libbpf_rs::{Link, ObjectBuilder};
 use serde::Serialize;
 
-use crate::bpf::{kernel_reason, LoadConfig};
+use crate::bpf::LoadConfig;
 use crate::collector::{self, Limits, OptionValues};
 use crate::collectors;
 use crate::enrich::Enricher;
+use crate::features::{self, Answer, Feature};
 use crate::hooks::Hook;
 use crate::privileges;
 
@@ -31,7 +33,11 @@ struct Report {
     /// A BPF filesystem at /sys/fs/bpf, for `serve --pin`.
     bpffs: Check,
     privileges: Privileges,
-    hooks: Vec<Feature>,
+    /// The hook kinds, the ring buffer and task storage (the keys scripts/vmtest reads).
+    hooks: Vec<Answer>,
+    /// Every feature probed, hooks included.
+    features: Vec<Answer>,
+    jobs: Vec<JobReport>,
     collectors: Vec<CollectorReport>,
     ok: bool,
 }
@@ -52,13 +58,6 @@ struct Privileges {
 }
 
 #[derive(Serialize)]
-struct Feature {
-    name: String,
-    ok: bool,
-    detail: String,
-}
-
-#[derive(Serialize)]
 struct CollectorReport {
     name: &'static str,
     default: bool,
@@ -66,12 +65,115 @@ struct CollectorReport {
     detail: String,
 }
 
-pub fn run(
-    args: DoctorArgs,
-    btf: Option<&'static Path>,
-    tracefs: privileges::Tracefs,
-) -> Result<ExitCode> {
-    let report = build_report(btf, tracefs);
+/// What a job does with one feature.
+#[derive(Clone, Copy)]
+enum Role {
+    /// The job cannot run without it.
+    Needed,
+    /// One feature of the group (the first that works is used).
+    OneOf(&'static str),
+    /// Without it the job runs, without what the text says.
+    Optional(&'static str),
+}
+
+struct Need {
+    feature: Feature,
+    role: Role,
+}
+
+const fn needed(feature: Feature) -> Need {
+    Need {
+        feature,
+        role: Role::Needed,
+    }
+}
+
+const fn one_of(group: &'static str, feature: Feature) -> Need {
+    Need {
+        feature,
+        role: Role::OneOf(group),
+    }
+}
+
+const fn optional(feature: Feature, gives: &'static str) -> Need {
+    Need {
+        feature,
+        role: Role::Optional(gives),
+    }
+}
+
+/// What each job uses, in the order its loader tries them.
+const JOBS: [(&str, &[Need]); 5] = [
+    (
+        "serve",
+        &[
+            one_of("a tracing hook", Feature::TpBtf),
+            one_of("a tracing hook", Feature::RawTp),
+            one_of("a tracing hook", Feature::Tracepoint),
+            optional(Feature::Fentry, "the files collector's cheapest hook"),
+            optional(
+                Feature::Kprobe,
+                "the files collector's hook where fentry is refused",
+            ),
+            optional(Feature::TaskStorage, "the sched collector's per-task state"),
+            optional(Feature::Tracefs, "classic tracepoints, the last fallback"),
+        ],
+    ),
+    (
+        "trace",
+        &[
+            needed(Feature::RingBuffer),
+            one_of("a tracing hook", Feature::TpBtf),
+            one_of("a tracing hook", Feature::RawTp),
+            one_of("a tracing hook", Feature::Tracepoint),
+            optional(Feature::Uprobe, "trace readline"),
+        ],
+    ),
+    (
+        "profile",
+        &[
+            needed(Feature::PerfEvent),
+            needed(Feature::StackMap),
+            needed(Feature::RingBuffer),
+            needed(Feature::Tracepoint),
+        ],
+    ),
+    (
+        "capture",
+        &[
+            one_of("a TC hook", Feature::Tcx),
+            one_of("a TC hook", Feature::Clsact),
+            needed(Feature::RingBuffer),
+            needed(Feature::SockStorage),
+            optional(
+                Feature::SockHooks,
+                "packets named from sockets opened while it runs",
+            ),
+            optional(
+                Feature::TaskFileIter,
+                "sockets open before start named in the kernel",
+            ),
+            optional(
+                Feature::PidfdGetfd,
+                "sockets open before start named from user space",
+            ),
+        ],
+    ),
+    ("serve --pin", &[needed(Feature::Bpffs)]),
+];
+
+#[derive(Serialize)]
+struct JobReport {
+    name: &'static str,
+    ok: bool,
+    /// The features it would use here, in its loader's order.
+    uses: Vec<&'static str>,
+    /// What it does without (an optional feature refused), or why it cannot run.
+    without: Vec<String>,
+}
+
+pub fn run(args: DoctorArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
+    let report = build_report(btf);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -84,7 +186,7 @@ pub fn run(
     })
 }
 
-fn build_report(btf: Option<&'static Path>, tracefs: privileges::Tracefs) -> Report {
+fn build_report(btf: Option<&'static Path>) -> Report {
     let caps = privileges::effective_caps();
     let can_load = privileges::can_load_tracing(caps);
     let btf_check = match privileges::resolve_btf(btf) {
@@ -106,37 +208,38 @@ fn build_report(btf: Option<&'static Path>, tracefs: privileges::Tracefs) -> Rep
         cgroup_mode: 0,
         btf: btf.filter(|_| btf_check.ok),
     };
-    let mut hooks = Vec::new();
-    let mut collectors_out = Vec::new();
-    if can_load && btf_check.ok {
-        for hook in Hook::ALL {
-            if hook == Hook::Uprobe {
-                hooks.push(probe_uprobe(config));
-                continue;
-            }
-            let result = probe_hook(hook, config).map_err(|e| anyhow!("{e:#}{}", hint(hook)));
-            hooks.push(feature(hook.as_str(), result));
-        }
-        hooks.push(feature(
-            "ring_buffer",
-            probe_map(libbpf_sys::BPF_MAP_TYPE_RINGBUF),
-        ));
-        hooks.push(feature(
-            "task_storage",
-            probe_map(libbpf_sys::BPF_MAP_TYPE_TASK_STORAGE),
-        ));
-        collectors_out = probe_collectors(config);
-    }
+    let probing = can_load && btf_check.ok;
+    let all = if probing {
+        features::check_all()
+    } else {
+        Vec::new()
+    };
+    let collectors_out = if probing {
+        probe_collectors(config)
+    } else {
+        Vec::new()
+    };
+    let hook_like = |a: &&Answer| {
+        Hook::ALL.iter().any(|h| h.as_str() == a.name)
+            || [Feature::RingBuffer, Feature::TaskStorage]
+                .iter()
+                .any(|f| f.name() == a.name)
+    };
     let defaults_ok = collectors_out
         .iter()
         .filter(|c| c.default)
         .all(|c| c.hook != "none");
+    let bpffs = features::check(Feature::Bpffs);
+    let tracefs = features::check(Feature::Tracefs);
     Report {
         kernel: crate::kernel::release(),
-        ok: can_load && btf_check.ok && defaults_ok && !collectors_out.is_empty(),
+        ok: probing && defaults_ok && !collectors_out.is_empty(),
         btf: btf_check,
-        tracefs: tracefs.describe().into(),
-        bpffs: bpffs_check(),
+        tracefs: tracefs.detail.clone(),
+        bpffs: Check {
+            ok: bpffs.ok && crate::pins::bpffs_mounted(),
+            detail: bpffs.detail,
+        },
         privileges: Privileges {
             // SAFETY: geteuid cannot fail.
             euid: unsafe { libc::geteuid() },
@@ -144,43 +247,75 @@ fn build_report(btf: Option<&'static Path>, tracefs: privileges::Tracefs) -> Rep
             can_load,
             minimal: privileges::minimal_caps(
                 crate::kernel::version(),
-                tracefs == privileges::Tracefs::Host,
+                features::tracefs_at_start() == privileges::Tracefs::Host,
             ),
         },
-        hooks,
+        hooks: all.iter().filter(hook_like).cloned().collect(),
+        jobs: if probing { jobs(&all) } else { Vec::new() },
+        features: all,
         collectors: collectors_out,
     }
 }
 
-/// What a failure of this hook usually means, from what the kernel exposes.
-fn hint(hook: Hook) -> String {
-    let exists = |p: &str| Path::new(p).exists();
-    match hook {
-        Hook::Kprobe if !exists("/sys/bus/event_source/devices/kprobe") && !exists("/sys/kernel/tracing/kprobe_events") => {
-            " (this kernel has no kprobes: no kprobe PMU in /sys/bus/event_source/devices, no kprobe_events)".into()
-        }
-        Hook::Fentry => " (the kernel refused a BPF trampoline program; fentry/fexit/LSM are unavailable here)".into(),
-        Hook::Uprobe if !exists("/sys/bus/event_source/devices/uprobe") && !exists("/sys/kernel/tracing/uprobe_events") => {
-            " (this kernel has no uprobes: no uprobe PMU in /sys/bus/event_source/devices, no uprobe_events)".into()
-        }
-        Hook::Uprobe => " (EACCES/EPERM: the kernel refused the uprobe perf event; it wants CAP_SYS_ADMIN (CAP_PERFMON alone is refused on 6.18), or lockdown/perf_event_paranoid forbid it)".into(),
-        _ => String::new(),
-    }
-}
-
-fn feature(name: &str, result: Result<()>) -> Feature {
-    match result {
-        Ok(()) => Feature {
-            name: name.into(),
-            ok: true,
-            detail: "works".into(),
-        },
-        Err(e) => Feature {
-            name: name.into(),
-            ok: false,
-            detail: format!("{e:#}"),
-        },
-    }
+/// Each job against the features' answers.
+fn jobs(answers: &[Answer]) -> Vec<JobReport> {
+    let ok = |f: Feature| answers.iter().any(|a| a.name == f.name() && a.ok);
+    let detail = |f: Feature| {
+        answers
+            .iter()
+            .find(|a| a.name == f.name())
+            .map_or(String::new(), |a| a.detail.clone())
+    };
+    JOBS.iter()
+        .map(|(name, needs)| {
+            let mut report = JobReport {
+                name,
+                ok: true,
+                uses: Vec::new(),
+                without: Vec::new(),
+            };
+            let mut groups: Vec<&str> = Vec::new();
+            for need in needs.iter() {
+                let f = need.feature;
+                match need.role {
+                    Role::Needed if ok(f) => report.uses.push(f.name()),
+                    Role::Needed => {
+                        report.ok = false;
+                        report
+                            .without
+                            .push(format!("needs {}: {}", f.name(), detail(f)));
+                    }
+                    Role::OneOf(group) if !groups.contains(&group) => {
+                        groups.push(group);
+                        let members: Vec<Feature> = needs
+                            .iter()
+                            .filter(|n| matches!(n.role, Role::OneOf(g) if g == group))
+                            .map(|n| n.feature)
+                            .collect();
+                        match members.iter().find(|m| ok(**m)) {
+                            Some(m) => report.uses.push(m.name()),
+                            None => {
+                                report.ok = false;
+                                let names: Vec<&str> = members.iter().map(|m| m.name()).collect();
+                                report.without.push(format!(
+                                    "needs {group} ({}): none works",
+                                    names.join(", ")
+                                ));
+                            }
+                        }
+                    }
+                    Role::OneOf(_) => {}
+                    Role::Optional(_) if ok(f) => report.uses.push(f.name()),
+                    Role::Optional(gives) => {
+                        report
+                            .without
+                            .push(format!("without {} ({})", f.name(), gives))
+                    }
+                }
+            }
+            report
+        })
+        .collect()
 }
 
 /// Starts every collector of the registry for real (small maps), then stops them.
@@ -212,214 +347,6 @@ fn probe_collectors(config: LoadConfig) -> Vec<CollectorReport> {
         .collect()
 }
 
-fn bpffs_check() -> Check {
-    let dir = crate::pins::BPFFS;
-    if crate::pins::bpffs_mounted() {
-        Check {
-            ok: true,
-            detail: format!("mounted at {dir} (serve --pin)"),
-        }
-    } else {
-        Check {
-            ok: false,
-            detail: format!(
-                "not mounted at {dir}: serve --pin mounts one there (as bpftool does), unless ksight runs in a mount namespace of its own"
-            ),
-        }
-    }
-}
-
-/// Calls to the uprobe target while probed.
-const UPROBE_CALLS: u64 = 3;
-
-/// What the uprobe probe attaches to: a function of ksight's own binary.
-#[no_mangle]
-#[inline(never)]
-pub extern "C" fn ksight_uprobe_target(x: u64) -> u64 {
-    std::hint::black_box(x).wrapping_add(1)
-}
-
-/// A uprobe and a uretprobe on `ksight_uprobe_target`, which is then called: both must fire
-/// for each call (counted in the kernel for this process only).
-fn probe_uprobe(config: LoadConfig) -> Feature {
-    let result = fire_uprobes(config);
-    let (ok, detail) = match result {
-        Ok([entry, ret]) if entry == UPROBE_CALLS && ret == UPROBE_CALLS => (
-            true,
-            format!("works (a uprobe and a uretprobe on ksight's own code fired for {UPROBE_CALLS} of {UPROBE_CALLS} calls)"),
-        ),
-        Ok([entry, ret]) => (
-            false,
-            format!("attached, but of {UPROBE_CALLS} calls the uprobe saw {entry} and the uretprobe {ret}"),
-        ),
-        Err(e) => {
-            let refused = [libc::EACCES, libc::EPERM]
-                .map(|n| std::io::Error::from_raw_os_error(n).to_string())
-                .iter()
-                .any(|why| format!("{e:#}").contains(why.as_str()));
-            let exists = |p: &str| Path::new(p).exists();
-            let no_uprobes = !exists("/sys/bus/event_source/devices/uprobe")
-                && !exists("/sys/kernel/tracing/uprobe_events");
-            let why = if refused || no_uprobes {
-                hint(Hook::Uprobe)
-            } else {
-                String::new()
-            };
-            (false, format!("{e:#}{why}"))
-        }
-    };
-    Feature {
-        name: Hook::Uprobe.as_str().into(),
-        ok,
-        detail,
-    }
-}
-
-fn fire_uprobes(config: LoadConfig) -> Result<[u64; 2]> {
-    let spec = crate::bpf::LoadSpec {
-        name: "probe",
-        bytes: ksight_bpf::objects::PROBE,
-        programs: &["probe_uprobe", "probe_uretprobe"],
-        max_entries: &[],
-        broken_target: None,
-        sections: &[],
-        skip_maps: &[],
-    };
-    let obj = crate::bpf::load(&spec, config).map_err(|e| anyhow!("load: {e:#}"))?;
-    let (path, offset) = own_file_offset(ksight_uprobe_target as *const () as usize)?;
-    let attach = |program, ret| {
-        obj.attach_uprobe(program, ret, &path, offset)
-            .map_err(|e| anyhow!("attach {program}: {e:#}"))
-    };
-    let _links = [
-        attach("probe_uprobe", false)?,
-        attach("probe_uretprobe", true)?,
-    ];
-    for i in 0..UPROBE_CALLS {
-        std::hint::black_box(ksight_uprobe_target(i));
-    }
-    // libbpf names it OBJECT.bss (custom sections keep their own names)
-    let (_, bss) = obj
-        .maps()
-        .into_iter()
-        .find(|(name, _)| name.ends_with(".bss"))
-        .ok_or_else(|| anyhow!("the probe object has no .bss"))?;
-    let value = libbpf_rs::MapCore::lookup(&bss, &0u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY)?
-        .ok_or_else(|| anyhow!("the probe's counters cannot be read"))?;
-    let count = |i: usize| {
-        value
-            .get(i * 8..i * 8 + 8)
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, u64::from_ne_bytes)
-    };
-    Ok([count(0), count(1)])
-}
-
-/// The file and file offset of code at `address` in this process, from /proc/self/maps
-/// (no symbol table needed: release builds may be stripped).
-fn own_file_offset(address: usize) -> Result<(std::path::PathBuf, u64)> {
-    let maps = std::fs::read_to_string("/proc/self/maps")?;
-    maps.lines()
-        .find_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (start, end) = fields.next()?.split_once('-')?;
-            let (start, end) = (
-                usize::from_str_radix(start, 16).ok()?,
-                usize::from_str_radix(end, 16).ok()?,
-            );
-            let offset = u64::from_str_radix(fields.nth(1)?, 16).ok()?;
-            let path = fields.nth(2)?;
-            ((start..end).contains(&address) && path.starts_with('/'))
-                .then(|| (path.into(), offset + (address - start) as u64))
-        })
-        .ok_or_else(|| anyhow!("ksight's own code is not in a file mapping"))
-}
-
-/// Loads the probe object with only the program for `hook`, and attaches it for real.
-fn probe_hook(hook: Hook, config: LoadConfig) -> Result<()> {
-    let program = match hook {
-        Hook::Tracepoint => "probe_tp",
-        Hook::RawTp => "probe_raw_tp",
-        Hook::TpBtf => "probe_tp_btf",
-        Hook::Fentry => "probe_fentry",
-        Hook::Kprobe => "probe_kprobe",
-        Hook::Uprobe => "probe_uprobe",
-        Hook::PerfEvent => "probe_perf_event",
-    };
-    let mut builder = ObjectBuilder::default();
-    if let Some(btf) = config.btf {
-        builder.btf_custom_path(btf)?;
-    }
-    let mut open = builder.open_memory(ksight_bpf::objects::PROBE)?;
-    for mut prog in open.progs_mut() {
-        let keep = prog.name() == program;
-        prog.set_autoload(keep);
-    }
-    let obj = open
-        .load()
-        .map_err(|e| anyhow!("load: {}", kernel_reason(&e)))?;
-    let prog = obj
-        .progs_mut()
-        .find(|p| p.name() == program)
-        .ok_or_else(|| anyhow!("no program {program}"))?;
-    let _link: Link = match hook {
-        Hook::PerfEvent => {
-            let fd = open_cpu_clock_event()?;
-            let link = prog.attach_perf_event(fd);
-            // SAFETY: fd is ours; the link holds its own reference to the event.
-            unsafe { libc::close(fd) };
-            link
-        }
-        _ => prog.attach(),
-    }
-    .map_err(|e| anyhow!("attach: {}", kernel_reason(&e)))?;
-    Ok(())
-}
-
-/// A software cpu-clock perf event on CPU 0, for the perf_event probe.
-fn open_cpu_clock_event() -> Result<i32> {
-    let mut attr = libbpf_sys::perf_event_attr {
-        type_: libbpf_sys::PERF_TYPE_SOFTWARE,
-        size: std::mem::size_of::<libbpf_sys::perf_event_attr>() as u32,
-        config: libbpf_sys::PERF_COUNT_SW_CPU_CLOCK as u64,
-        ..Default::default()
-    };
-    attr.__bindgen_anon_1.sample_freq = 1;
-    attr.set_freq(1);
-    // SAFETY: a valid perf_event_attr; the returned fd (if any) is owned by the caller.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            &attr as *const _,
-            -1,
-            0,
-            -1,
-            libbpf_sys::PERF_FLAG_FD_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(anyhow!(
-            "perf_event_open: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(fd as i32)
-}
-
-/// Creates a map of the type for real (libbpf builds the BTF storage maps need).
-fn probe_map(map_type: libbpf_sys::bpf_map_type) -> Result<()> {
-    // SAFETY: a libbpf probe that creates and closes a map; no pointers kept.
-    let ret = unsafe { libbpf_sys::libbpf_probe_bpf_map_type(map_type, std::ptr::null()) };
-    match ret {
-        1 => Ok(()),
-        0 => Err(anyhow!("the kernel does not offer this map type")),
-        e => Err(anyhow!(
-            "probe failed: {}",
-            std::io::Error::from_raw_os_error(-e)
-        )),
-    }
-}
-
 /// The table; text that comes from elsewhere (paths, kernel messages) in the printable form.
 fn print_table(r: &Report) {
     use crate::names::escape_controls as shown;
@@ -442,9 +369,16 @@ fn print_table(r: &Report) {
         r.privileges.minimal.join(" "),
         r.privileges.minimal.join(",")
     );
-    println!("\nHOOK / FEATURE  OK   DETAIL");
-    for h in &r.hooks {
-        println!("{:<15} {:<4} {}", h.name, mark(h.ok), shown(&h.detail));
+    println!("\nFEATURE            OK   DETAIL");
+    for f in &r.features {
+        println!("{:<18} {:<4} {}", f.name, mark(f.ok), shown(&f.detail));
+    }
+    println!("\nJOB          OK   USES / WITHOUT");
+    for j in &r.jobs {
+        println!("{:<12} {:<4} {}", j.name, mark(j.ok), j.uses.join(", "));
+        for w in &j.without {
+            println!("{:<17} {}", "", shown(w));
+        }
     }
     println!("\nCOLLECTOR    DEFAULT  HOOK        DETAIL");
     for c in &r.collectors {

@@ -5,7 +5,9 @@
 //!   3rd, 5th… attempt, so both the failure and the retry that follows are exercised;
 //!   `panic` makes the collector thread panic at its first scrape;
 //! - `KSIGHT_BREAK_HOOK=collector:hook,…` (collector.rs): that candidate fails to attach;
-//!   `capture:tcx` makes capture take the clsact path, as on a kernel without tcx.
+//! - `KSIGHT_REFUSE=feature,…` (features.rs): the probes of those features answer no, as on
+//!   a kernel without them (`tcx` makes capture take the clsact path, `task_file_iter` name
+//!   the sockets open before start through pidfd_getfd).
 
 /// The value of a fault-injection variable; always None without the feature.
 pub fn env(name: &str) -> Option<String> {
@@ -16,7 +18,7 @@ pub fn env(name: &str) -> Option<String> {
     }
 }
 
-/// Whether `KSIGHT_BREAK_HOOK` lists `item` (`collector:hook`, or `capture:tcx`).
+/// Whether `KSIGHT_BREAK_HOOK` lists `item` (`collector:hook`).
 pub fn hook_broken(item: &str) -> bool {
     env("KSIGHT_BREAK_HOOK").is_some_and(|list| list.split(',').any(|i| i.trim() == item))
 }

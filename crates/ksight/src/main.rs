@@ -9,6 +9,7 @@ mod dead_groups;
 mod doctor;
 mod enrich;
 mod faults;
+mod features;
 mod hooks;
 mod kernel;
 mod least_privilege;
@@ -77,17 +78,25 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&cli.log, cli.log_format);
+    // Before ensure_tracefs may move ksight to a mount namespace of its own: a BPF
+    // filesystem mounted from there would be invisible to bpftool on the host.
+    if let cli::Command::Serve(args) = &cli.command {
+        if args.pin.is_some() && !args.check {
+            pins::mount_bpffs_on_host();
+        }
+    }
     let tracefs = privileges::ensure_tracefs();
     tracing::debug!(tracefs = tracefs.describe());
     // Every BPF object loaded from here to exit may need the path (collectors live on their
     // own thread): it is made 'static once, here.
     let btf: Option<&'static std::path::Path> = cli.btf.map(|p| &*Box::leak(p.into_boxed_path()));
+    features::set(features::Setting { btf, tracefs });
     if reports_only(&cli.command) {
         end_quietly_on_closed_pipe();
     }
     let result = match cli.command {
         cli::Command::Serve(args) => serve::run(args, btf),
-        cli::Command::Doctor(args) => doctor::run(args, btf, tracefs),
+        cli::Command::Doctor(args) => doctor::run(args, btf),
         cli::Command::Trace(args) => trace::run(args, btf),
         cli::Command::Unpin(args) => pins::unpin(args),
         cli::Command::Profile(args) => profile::run(args, btf),

@@ -217,33 +217,13 @@ fn is_bpffs(path: &Path) -> bool {
     }
 }
 
-/// Whether a mount made here may be seen by bpftool: not when ksight moved to a mount
-/// namespace of its own, nor when PID 1 (the host's, or the container's init) is visibly in
-/// another one (its namespace may be unreadable, e.g. under a sandbox: then this is trusted).
-fn mounts_are_shared() -> bool {
-    if crate::privileges::in_own_mount_namespace() {
-        return false;
-    }
-    match (
-        std::fs::read_link("/proc/self/ns/mnt"),
-        std::fs::read_link("/proc/1/ns/mnt"),
-    ) {
-        (Ok(own), Ok(init)) => own == init,
-        _ => true,
-    }
-}
-
-/// bpffs at /sys/fs/bpf, mounted as bpftool and systemd do when missing; refused when ksight
-/// is in a mount namespace of its own (a bpffs mounted there would be invisible to bpftool).
-fn ensure_bpffs() -> Result<()> {
+/// Mounts a BPF filesystem at /sys/fs/bpf if none is there, as bpftool and systemd do. main
+/// calls it for `serve --pin` before ksight may move to a mount namespace of its own (for
+/// tracefs), so the mount is the host's and bpftool sees the pins. A failure is only logged
+/// here: `PinDir::acquire` then says why pinning cannot work.
+pub fn mount_bpffs_on_host() {
     if is_bpffs(Path::new(BPFFS)) {
-        return Ok(());
-    }
-    if !mounts_are_shared() {
-        bail!(
-            "--pin: {BPFFS} is not a BPF filesystem and ksight runs in a mount namespace of its \
-             own, where one would be invisible to bpftool; mount it first: mount -t bpf bpf {BPFFS}"
-        );
+        return;
     }
     // SAFETY: valid NUL-terminated strings and no data argument.
     let ret = unsafe {
@@ -255,14 +235,25 @@ fn ensure_bpffs() -> Result<()> {
             c"mode=0700".as_ptr().cast(),
         )
     };
-    if ret != 0 {
-        bail!(
-            "--pin: {BPFFS} is not a BPF filesystem and mounting one failed: {}",
+    if ret == 0 {
+        info!("mounted a BPF filesystem at {BPFFS} (as bpftool and systemd do)");
+    } else {
+        tracing::debug!(
+            "mounting a BPF filesystem at {BPFFS}: {}",
             std::io::Error::last_os_error()
         );
     }
-    info!("mounted a BPF filesystem at {BPFFS} (as bpftool and systemd do)");
-    Ok(())
+}
+
+/// bpffs at /sys/fs/bpf: mounted by main before anything else (mount_bpffs_on_host).
+fn ensure_bpffs() -> Result<()> {
+    if is_bpffs(Path::new(BPFFS)) {
+        return Ok(());
+    }
+    bail!(
+        "--pin: {BPFFS} is not a BPF filesystem and mounting one there failed (it needs \
+         CAP_SYS_ADMIN in the host's mount namespace); mount it first: mount -t bpf bpf {BPFFS}"
+    )
 }
 
 /// Whether a BPF filesystem is mounted at /sys/fs/bpf (for doctor).

@@ -146,16 +146,6 @@ fn make_private_above(candidates: &[&std::ffi::CStr]) -> bool {
     })
 }
 
-/// Set when ensure_tracefs moved ksight to a mount namespace of its own: a mount made from
-/// then on is invisible to the rest of the system.
-static OWN_MOUNT_NAMESPACE: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
-
-/// Whether ksight left its original mount namespace (see ensure_tracefs).
-pub fn in_own_mount_namespace() -> bool {
-    OWN_MOUNT_NAMESPACE.load(std::sync::atomic::Ordering::Relaxed)
-}
-
 /// Makes tracefs available to this process without changing the host: when no tracefs is
 /// mounted, ksight moves to a private mount namespace and mounts one there. Must run while
 /// the process is single-threaded (unshare(CLONE_NEWNS) refuses otherwise).
@@ -180,7 +170,6 @@ pub fn ensure_tracefs() -> Tracefs {
                 std::ptr::null(),
             ) == 0
         };
-    OWN_MOUNT_NAMESPACE.store(ok, std::sync::atomic::Ordering::Relaxed);
     if ok && mounted("/sys/kernel/tracing") {
         Tracefs::Private
     } else {

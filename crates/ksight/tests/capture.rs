@@ -523,6 +523,23 @@ fn tcp_both_directions_of_a_connection_opened_before_start() {
             "7002",
         ],
     );
+    // Named by the walk the probes choose: the iterator, else pidfd_getfd (tests/
+    // capture_kernel.rs forces each and compares them).
+    let walk = if feature_works("task_file_iter") {
+        "\"task_file iterator\""
+    } else {
+        "pidfd_getfd"
+    };
+    let started = cap
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("message=capturing"));
+    assert!(
+        started
+            .as_ref()
+            .is_some_and(|l| l.contains(&format!("sockets_before_start={walk}"))),
+        "{walk}: {started:?}"
+    );
     // SAFETY: writing one byte to our end of the pipe.
     unsafe { libc::write(go_w, b"g".as_ptr().cast(), 1) };
     assert_eq!(wait(pid), 0, "client");
@@ -1043,7 +1060,7 @@ fn statistics_blocks_every_ten_seconds_add_up() {
 }
 
 /// The clsact path, as on a kernel without tcx (5.10, 6.1), forced on this one with the
-/// fault-injection knob: attached as a tc filter, every packet captured and attributed, and
+/// fault-injection knob (the tcx probe answers no): attached as a tc filter, every packet captured and attributed, and
 /// at exit no filter of ksight's left on the interface.
 #[test]
 #[cfg_attr(
@@ -1063,8 +1080,8 @@ fn clsact_when_tcx_is_refused() {
             .expect("tc");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let break_tcx = [("KSIGHT_BREAK_HOOK", "capture:tcx")];
-    let cap = t.capture_with(&["-i", "va"], &[], &break_tcx);
+    let refuse_tcx = [("KSIGHT_REFUSE", "tcx")];
+    let cap = t.capture_with(&["-i", "va"], &[], &refuse_tcx);
     let started = cap
         .lines()
         .into_iter()

@@ -125,8 +125,12 @@ impl Attachment {
     }
 }
 
-/// Attaches ingress and egress capture to `ifindex`: tcx, else clsact.
+/// Attaches ingress and egress capture to `ifindex`: tcx where its programs were loaded
+/// (the tcx feature probe allowed them), else clsact.
 pub fn attach(obj: &LoadedObject, ifindex: u32) -> Result<Attachment> {
+    if obj.program("cap_tcx_ingress").is_err() {
+        return attach_clsact(obj, ifindex).map(Attachment::Clsact);
+    }
     match attach_tcx(obj, ifindex) {
         Ok(links) => Ok(Attachment::Tcx(links)),
         Err(tcx) => attach_clsact(obj, ifindex)
@@ -136,10 +140,6 @@ pub fn attach(obj: &LoadedObject, ifindex: u32) -> Result<Attachment> {
 }
 
 fn attach_tcx(obj: &LoadedObject, ifindex: u32) -> Result<Vec<Link>> {
-    // Fault-injection builds: the clsact path on this kernel too (tests/capture.rs).
-    if crate::faults::hook_broken("capture:tcx") {
-        bail!("tcx refused on purpose (KSIGHT_BREAK_HOOK=capture:tcx)");
-    }
     let mut links = Vec::new();
     for name in ["cap_tcx_ingress", "cap_tcx_egress"] {
         let prog = obj.program(name)?;

@@ -27,10 +27,12 @@ pub use args::CaptureArgs;
 use args::CommentMode;
 use ksight_bpf::abi::{ks_cap_config, ks_cap_filter, ks_cap_hdr, ks_cap_ifstats};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
+pub use owners::v2_root as cgroup_v2_root;
 
 use crate::bad_input;
 use crate::bpf::{self, LoadConfig, LoadSpec, LoadedObject};
 use crate::enrich::{Enricher, LabelSet};
+use crate::features::{self, Feature};
 use crate::ring::BatchRing;
 use crate::trace::{install_cgroups, install_stop_handler, resolve_cgroups, stopping, Clock};
 use filter::Filter;
@@ -72,7 +74,7 @@ pub fn run(args: CaptureArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     if let Some(ids) = &cgroups.ids {
         install_cgroups(&obj, "cap_cgroups", ids)?;
     }
-    let owners = owners::start(&obj)?;
+    let owners = owners::start(&obj, load.cgroup_mode)?;
     let (enricher, _) = Enricher::new("cgroup,container".parse::<LabelSet>().unwrap_or_default());
     let mut session = Session {
         output,
@@ -92,6 +94,7 @@ pub fn run(args: CaptureArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
         interfaces = %session.attached_names(),
         attach = kinds.first().copied().unwrap_or("none"),
         socket_hooks = owners.hooks_attached,
+        sockets_before_start = owners.before_start,
         "capturing"
     );
     let result = capture_loop(&obj, &mut session, &wanted, args.duration);
@@ -164,32 +167,45 @@ fn capture_config(args: &CaptureArgs, cgroups: bool) -> ks_cap_config {
     c
 }
 
-/// The programs to load, best first: kernels before 6.6 have no tcx (clsact then), before
-/// 5.11 no bpf_sock_from_file for the iterator; a kernel may refuse socket storage in
-/// sock_create. Each step leaves out what the one before may have failed on.
-fn program_sets() -> [Vec<&'static str>; 4] {
-    let tc = ["cap_tc_ingress", "cap_tc_egress"];
-    let tcx = ["cap_tcx_ingress", "cap_tcx_egress"];
-    let hooks = &owners::HOOKS;
-    let all: Vec<&str> = tcx
-        .iter()
-        .chain(&tc)
-        .chain(hooks)
-        .chain(&[owners::ITERATOR])
-        .copied()
+/// Capture's optional programs, each kept only where its feature probe says the kernel
+/// allows it (crate::features): a refused feature costs only what depends on it.
+const TCX: [&str; 2] = ["cap_tcx_ingress", "cap_tcx_egress"];
+const TC: [&str; 2] = ["cap_tc_ingress", "cap_tc_egress"];
+
+/// The optional groups of programs and the feature each needs.
+fn optional_groups() -> [(Feature, Vec<&'static str>); 3] {
+    [
+        (Feature::Tcx, TCX.to_vec()),
+        (Feature::TaskFileIter, vec![owners::ITERATOR]),
+        (Feature::SockHooks, owners::HOOKS.to_vec()),
+    ]
+}
+
+/// The programs to load, best first: every group the probes allow, then, should the kernel
+/// still refuse the whole (a probe is a small program; the real one may meet a stricter
+/// verifier), the same with one group left out, then two, then all three.
+fn program_sets() -> Vec<Vec<&'static str>> {
+    let groups: Vec<Vec<&'static str>> = optional_groups()
+        .into_iter()
+        .filter(|(feature, _)| features::has(*feature))
+        .map(|(_, programs)| programs)
         .collect();
-    let no_tcx: Vec<&str> = all.iter().filter(|p| !tcx.contains(p)).copied().collect();
-    let no_iter: Vec<&str> = no_tcx
-        .iter()
-        .filter(|p| **p != owners::ITERATOR)
-        .copied()
-        .collect();
-    let addr_hooks: Vec<&str> = no_iter
-        .iter()
-        .filter(|p| **p != "cap_sock_create")
-        .copied()
-        .collect();
-    [all, no_tcx, no_iter, addr_hooks]
+    let n = groups.len();
+    let mut masks: Vec<u32> = (0..1u32 << n).collect();
+    // Fewest groups left out first; among equals, the earlier groups kept longest.
+    masks.sort_by_key(|m| (m.count_ones(), m.reverse_bits()));
+    masks
+        .into_iter()
+        .map(|left_out| {
+            let mut programs = TC.to_vec();
+            for (i, group) in groups.iter().enumerate() {
+                if left_out & (1 << i) == 0 {
+                    programs.extend(group);
+                }
+            }
+            programs
+        })
+        .collect()
 }
 
 fn load_object(config: &ks_cap_config, ring_bytes: u32, load: LoadConfig) -> Result<LoadedObject> {
@@ -214,8 +230,14 @@ fn load_object(config: &ks_cap_config, ring_bytes: u32, load: LoadConfig) -> Res
         };
         match bpf::load_unattached(&spec, load) {
             Ok(obj) => {
+                for (feature, group) in optional_groups() {
+                    if !group.iter().all(|p| programs.contains(p)) {
+                        let why = features::check(feature).detail;
+                        tracing::info!(feature = feature.name(), reason = %why, "capture goes without {}", feature.name());
+                    }
+                }
                 if !failures.is_empty() {
-                    tracing::info!(refused = ?failures, "capture programs this kernel refused are left out");
+                    tracing::warn!(refused = ?failures, "the kernel refused capture programs its probes allowed: left out");
                 }
                 return Ok(obj);
             }

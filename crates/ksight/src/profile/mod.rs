@@ -31,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{anyhow, bail, Context, Result};
 pub use args::ProfileArgs;
 use ksight_bpf::abi::{ks_prof_config, ks_prof_filter, ks_prof_key};
+pub use perf::open_cpu_clock;
 
 use crate::bpf::{self, LoadConfig, LoadSpec, LoadedObject};
 use crate::enrich::cgroup::{Hierarchy, Resolver};

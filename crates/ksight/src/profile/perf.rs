@@ -19,7 +19,8 @@ pub fn open_cpu_clocks(hz: u64) -> Result<Vec<OwnedFd>> {
         .collect()
 }
 
-fn open_cpu_clock(cpu: u32, hz: u64) -> io::Result<OwnedFd> {
+/// A cpu-clock event on `cpu` sampling at `hz`, enabled (also the feature probe's).
+pub fn open_cpu_clock(cpu: u32, hz: u64) -> io::Result<OwnedFd> {
     let mut attr = libbpf_sys::perf_event_attr {
         type_: libbpf_sys::PERF_TYPE_SOFTWARE,
         size: std::mem::size_of::<libbpf_sys::perf_event_attr>() as u32,

@@ -402,16 +402,31 @@ pub fn wait(pid: i32) -> i32 {
 
 /// Whether `ksight doctor` finds this hook kind working on this kernel.
 pub fn hook_works(hook: &str) -> bool {
-    let out = Command::new(KSIGHT)
-        .args(["doctor", "--json"])
-        .output()
-        .expect("run doctor");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("doctor JSON");
-    report["hooks"]
+    feature_works(hook)
+}
+
+/// Whether `ksight doctor`'s probe of this feature (a hook kind, `tcx`, `task_file_iter`…)
+/// says yes here: what the jobs themselves follow. Asked once per test binary (doctor loads
+/// a few dozen programs); the test's environment (KSIGHT_REFUSE) applies.
+pub fn feature_works(name: &str) -> bool {
+    static REPORT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    let report = REPORT.get_or_init(|| {
+        let out = Command::new(KSIGHT)
+            .args(["doctor", "--json"])
+            .output()
+            .expect("run doctor");
+        serde_json::from_slice(&out.stdout).expect("doctor JSON")
+    });
+    report["features"]
         .as_array()
-        .and_then(|hooks| hooks.iter().find(|h| h["name"] == hook))
-        .and_then(|h| h["ok"].as_bool())
+        .and_then(|features| features.iter().find(|f| f["name"] == name))
+        .and_then(|f| f["ok"].as_bool())
         .unwrap_or(false)
+}
+
+/// Whether this is a build with fault injection (KSIGHT_REFUSE, KSIGHT_BREAK_*).
+pub fn fault_injection() -> bool {
+    cfg!(feature = "fault-injection")
 }
 
 /// A copy of `src` under a unique name in a fresh temp dir; its comm is the file name.
