@@ -4,8 +4,30 @@
  * IPv4/IPv6), connect latency (SYN_SENT -> ESTABLISHED), connection lifetime (ESTABLISHED ->
  * CLOSE) and the bytes it moved (summed when it closes), state transitions, retransmits, and
  * resets sent and received.
+ *
+ * --collector.tcp.netns N counts only the sockets of one network namespace (its inode): a
+ * constant, so the verifier drops the test when it is 0 (every namespace).
  */
 #include "maps.bpf.h"
+
+const volatile __u32 ks_tcp_netns SEC(".rodata.tcp") = 0;
+
+/* Whether the socket (or, for a reset sent on behalf of no socket, the packet's device) is
+ * in the namespace asked for. */
+static __always_inline bool wanted(const struct sock *sk, const struct sk_buff *skb)
+{
+	__u32 inum;
+
+	if (!ks_tcp_netns)
+		return true;
+	if (sk)
+		inum = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	else if (skb)
+		inum = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+	else
+		return false;
+	return inum == ks_tcp_netns;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -90,6 +112,8 @@ static __always_inline int on_state(const struct sock *sk, int old, int new)
 
 	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
+	if (!wanted(sk, 0))
+		return 0;
 	if (family != KS_AF_INET && family != KS_AF_INET6)
 		return 0;
 	if (old >= 0 && old < KS_TCP_STATES && new >= 0 && new < KS_TCP_STATES)
@@ -106,21 +130,26 @@ static __always_inline int on_state(const struct sock *sk, int old, int new)
 KS_TP_BTF_AND_RAW(state, inet_sock_set_state, on_state(sk, old, new),
 		  const struct sock *sk, int old, int new)
 
-/* A tracepoint that only counts: its tp_btf program and its raw_tp twin. */
-#define KS_TCP_COUNTER(tp, prog, counter)                                                 \
+/* A tracepoint that only counts: its tp_btf program and its raw_tp twin. Each of the three
+ * has the socket first and (but tcp_receive_reset) the packet second, on every kernel. */
+#define KS_TCP_COUNTER(tp, prog, counter, skb_of)                                         \
 	SEC("tp_btf/" #tp)                                                                \
-	int BPF_PROG(prog##_btf)                                                          \
+	int BPF_PROG(prog##_btf, const struct sock *sk)                                   \
 	{                                                                                 \
-		ks_count(&tcp_counts, counter, 1);                                        \
+		if (wanted(sk, skb_of))                                                   \
+			ks_count(&tcp_counts, counter, 1);                                \
 		return 0;                                                                 \
 	}                                                                                 \
 	SEC("raw_tp/" #tp)                                                                \
-	int BPF_PROG(prog##_raw)                                                          \
+	int BPF_PROG(prog##_raw, const struct sock *sk)                                   \
 	{                                                                                 \
-		ks_count(&tcp_counts, counter, 1);                                        \
+		if (wanted(sk, skb_of))                                                   \
+			ks_count(&tcp_counts, counter, 1);                                \
 		return 0;                                                                 \
 	}
 
-KS_TCP_COUNTER(tcp_retransmit_skb, retransmit, KS_TCP_RETRANSMITS)
-KS_TCP_COUNTER(tcp_send_reset, reset_sent, KS_TCP_RESETS_SENT)
-KS_TCP_COUNTER(tcp_receive_reset, reset_received, KS_TCP_RESETS_RECEIVED)
+/* The tracepoint's second argument, where it has one (read only with a filter set). */
+#define KS_SKB_ARG ((const struct sk_buff *)ctx[1])
+KS_TCP_COUNTER(tcp_retransmit_skb, retransmit, KS_TCP_RETRANSMITS, KS_SKB_ARG)
+KS_TCP_COUNTER(tcp_send_reset, reset_sent, KS_TCP_RESETS_SENT, KS_SKB_ARG)
+KS_TCP_COUNTER(tcp_receive_reset, reset_received, KS_TCP_RESETS_RECEIVED, 0)

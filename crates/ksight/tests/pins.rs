@@ -191,3 +191,54 @@ fn bad_names_and_pin_with_user_exit_2() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert_one_line(&out, "--pin and --user cannot go together");
 }
+
+/// A host that boots with neither tracefs nor bpffs mounted (minimal hosts, containers; the
+/// third review's machine), made in a mount namespace of the test's own: `--pin` mounts
+/// bpffs there before ksight moves to a private namespace for tracefs, so bpftool, run in
+/// that "host" namespace, reads the pins.
+#[test]
+fn pins_are_visible_on_a_host_with_neither_tracefs_nor_bpffs_mounted() {
+    require_root!();
+    let dir = std::env::temp_dir().join(format!("ksight-bare-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let wrapper = dir.join("bare-host");
+    // The shell stays in the bare namespace (bpftool is run there through it) and passes
+    // SIGTERM on to ksight.
+    let script = format!(
+        "#!/bin/sh\nexec unshare --mount --propagation private sh -c '\
+         for m in /sys/fs/bpf /sys/kernel/debug/tracing /sys/kernel/tracing /sys/kernel/debug; do \
+         while umount -l \"$m\" 2>/dev/null; do :; done; done; \
+         \"$0\" \"$@\" & pid=$!; trap \"kill -TERM $pid\" TERM; wait $pid; wait $pid' {KSIGHT} \"$@\"\n"
+    );
+    std::fs::write(&wrapper, script).expect("write the wrapper");
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let name = unique_name("bare");
+    let server = Server::start_binary(&wrapper, &["--pin", &name]);
+    let host = server.pid().to_string();
+    let in_host = |program: &str, args: &[&str]| {
+        Command::new("nsenter")
+            .args(["-t", &host, "-m", "--", program])
+            .args(args)
+            .output()
+            .expect("nsenter (util-linux)")
+    };
+    let mounts = String::from_utf8_lossy(&in_host("cat", &["/proc/self/mountinfo"]).stdout)
+        .into_owned();
+    assert!(!mounts.contains(" - tracefs "), "tracefs left in the bare host: {mounts}");
+    assert!(mounts.contains(" /sys/fs/bpf ") && mounts.contains(" - bpf "), "{mounts}");
+    let path = errors_pin(&name);
+    let shown = in_host(
+        "bpftool",
+        &["-j", "map", "show", "pinned", path.to_str().expect("UTF-8 path")],
+    );
+    assert!(
+        shown.status.success(),
+        "bpftool in the bare host: {}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    drop(server);
+    let after = in_host("ls", &[pin_dir(&name).to_str().expect("UTF-8 path")]);
+    assert!(!after.status.success(), "a clean exit unpins everything");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,6 +1,7 @@
 //! `tcp`: connections established (active/passive, by address family), connect latency,
 //! connection lifetime and bytes (summed at close), state transitions, retransmits, resets.
-//! All from tracepoints: `sock:inet_sock_set_state` and three `tcp:*` ones.
+//! All from tracepoints: `sock:inet_sock_set_state` and three `tcp:*` ones. Every network
+//! namespace, or the one `--collector.tcp.netns` names.
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use anyhow::Result;
 use ksight_bpf::abi::{ks_sizes, ks_tcp_counter as C};
 
 use crate::bpf::{self, LoadedObject};
-use crate::collector::{Collector, Descriptor, Simple};
+use crate::collector::{Builder, Collector, Descriptor, Opt};
 use crate::hooks::{Candidate, Hook};
 use crate::metrics::model::{Family, Kind, Value};
 use crate::names;
@@ -30,9 +31,34 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
             &["state_raw", "retransmit_raw", "reset_sent_raw", "reset_received_raw"],
         ),
     ],
-    options: &[],
-    build: |_| Box::new(Simple(|obj| Ok(Box::new(Tcp { obj })))),
+    options: &[Opt {
+        name: "netns",
+        help: "Count only the sockets of this network namespace, by inode (`stat -Lc %i /proc/PID/ns/net`); 0: every namespace",
+        default: 0,
+        min: 0,
+        max: u32::MAX,
+        alias: None,
+    }],
+    build: |context| {
+        Box::new(TcpBuilder {
+            netns: context.option("netns"),
+        })
+    },
 };
+
+struct TcpBuilder {
+    netns: u32,
+}
+
+impl Builder for TcpBuilder {
+    fn sections(&self) -> Vec<(&'static str, Vec<u8>)> {
+        vec![(".rodata.tcp", self.netns.to_ne_bytes().to_vec())]
+    }
+
+    fn start(&self, obj: Arc<LoadedObject>) -> Result<Box<dyn Collector>> {
+        Ok(Box::new(Tcp { obj }))
+    }
+}
 
 struct Tcp {
     obj: Arc<LoadedObject>,

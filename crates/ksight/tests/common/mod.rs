@@ -518,3 +518,66 @@ pub fn join_cgroup(procs: &std::ffi::CStr) {
         libc::close(fd);
     }
 }
+
+/// A network namespace of the test's own, loopback up: what happens in it is the test's
+/// alone, so a collector told its inode (`--collector.tcp.netns`) counts nothing else the
+/// machine does. Made with unshare in a thread (no iproute2: the kernel matrix's guests have
+/// none); it lives while this value does.
+pub struct PrivateNet {
+    fd: std::os::fd::OwnedFd,
+    pub inode: u64,
+}
+
+impl PrivateNet {
+    pub fn new() -> PrivateNet {
+        std::thread::spawn(|| {
+            // SAFETY: a plain syscall that moves only this thread to a new namespace.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare(CLONE_NEWNET)");
+            loopback_up();
+            let file = std::fs::File::open("/proc/thread-self/ns/net").expect("the namespace");
+            let inode = std::os::unix::fs::MetadataExt::ino(&file.metadata().expect("stat"));
+            PrivateNet {
+                fd: file.into(),
+                inode,
+            }
+        })
+        .join()
+        .expect("making a network namespace")
+    }
+
+    /// The inode as `--collector.tcp.netns` takes it.
+    pub fn inode_arg(&self) -> String {
+        self.inode.to_string()
+    }
+
+    /// Runs `work` on a thread inside the namespace.
+    pub fn run<T: Send>(&self, work: impl FnOnce() -> T + Send) -> T {
+        use std::os::fd::AsRawFd;
+        let fd = self.fd.as_raw_fd();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                // SAFETY: setns on an open namespace fd; it moves only this thread.
+                assert_eq!(unsafe { libc::setns(fd, libc::CLONE_NEWNET) }, 0, "setns");
+                work()
+            })
+            .join()
+            .expect("work in the private network namespace")
+        })
+    }
+}
+
+/// Sets `lo` of the calling thread's network namespace up (SIOCSIFFLAGS).
+fn loopback_up() {
+    // SAFETY: a datagram socket for the ioctls, closed below; ifreq zeroed, its name "lo".
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket");
+        let mut req: libc::ifreq = std::mem::zeroed();
+        req.ifr_name[0] = b'l' as libc::c_char;
+        req.ifr_name[1] = b'o' as libc::c_char;
+        assert_eq!(libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req), 0, "SIOCGIFFLAGS");
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        assert_eq!(libc::ioctl(fd, libc::SIOCSIFFLAGS, &req), 0, "SIOCSIFFLAGS");
+        libc::close(fd);
+    }
+}
