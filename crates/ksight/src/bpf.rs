@@ -267,10 +267,12 @@ impl LoadedObject {
         self.links.clear();
     }
 
-    /// Every map of the object with its name (for the self-metrics).
+    /// Every map of the object with its name (for the self-metrics and the pins); maps left
+    /// uncreated (those of another candidate: `LoadSpec::skip_maps`) have none.
     pub fn maps(&self) -> Vec<(String, MapHandle)> {
         self.obj
             .maps()
+            .filter(|m| m.autocreate())
             .filter_map(|m| {
                 let name = m.name().to_string_lossy().into_owned();
                 MapHandle::try_from(&m).ok().map(|h| (name, h))

@@ -233,6 +233,9 @@ fn start(
             let started = builder.start(host.obj.clone());
             let started = started.map_err(|e| anyhow::anyhow!("sharing {host_name}: {e:#}"));
             (started, host.hook, Some(host_name))
+        } else if let Some(why) = crate::features::refusal(candidate.hook) {
+            failures.push((candidate.hook, why));
+            continue;
         } else {
             let spec = LoadSpec {
                 name,

@@ -107,10 +107,6 @@ impl Feature {
             Hook::PerfEvent => Feature::PerfEvent,
         }
     }
-
-    pub fn parse(name: &str) -> Option<Feature> {
-        Feature::ALL.into_iter().find(|f| f.name() == name)
-    }
 }
 
 /// A probe's answer: whether the feature works, and in what words (the kernel's own where
@@ -173,6 +169,14 @@ pub fn check(feature: Feature) -> Answer {
 /// Whether `feature` works here.
 pub fn has(feature: Feature) -> bool {
     check(feature).ok
+}
+
+/// Why a loader should not try programs on `hook`: its probe said no (None: try them). The
+/// probe is the smallest program on the hook kind; a real program may still be refused, and
+/// then the loader falls back as well.
+pub fn refusal(hook: Hook) -> Option<String> {
+    let answer = check(Feature::of_hook(hook));
+    (!answer.ok).then(|| format!("the {hook} probe failed: {}", answer.detail))
 }
 
 /// Every feature's answer, in `Feature::ALL` order.
@@ -628,11 +632,9 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for f in Feature::ALL {
             assert!(seen.insert(f.name()), "{} twice", f.name());
-            assert_eq!(Feature::parse(f.name()), Some(f));
         }
         for h in Hook::ALL {
             assert_eq!(Feature::of_hook(h).name(), h.as_str());
         }
-        assert_eq!(Feature::parse("nonsense"), None);
     }
 }

@@ -211,8 +211,11 @@ fn pins_are_visible_on_a_host_with_neither_tracefs_nor_bpffs_mounted() {
          \"$0\" \"$@\" & pid=$!; trap \"kill -TERM $pid\" TERM; wait $pid; wait $pid' {KSIGHT} \"$@\"\n"
     );
     std::fs::write(&wrapper, script).expect("write the wrapper");
-    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
     let name = unique_name("bare");
     let server = Server::start_binary(&wrapper, &["--pin", &name]);
     let host = server.pid().to_string();
@@ -223,14 +226,26 @@ fn pins_are_visible_on_a_host_with_neither_tracefs_nor_bpffs_mounted() {
             .output()
             .expect("nsenter (util-linux)")
     };
-    let mounts = String::from_utf8_lossy(&in_host("cat", &["/proc/self/mountinfo"]).stdout)
-        .into_owned();
-    assert!(!mounts.contains(" - tracefs "), "tracefs left in the bare host: {mounts}");
-    assert!(mounts.contains(" /sys/fs/bpf ") && mounts.contains(" - bpf "), "{mounts}");
+    let mounts =
+        String::from_utf8_lossy(&in_host("cat", &["/proc/self/mountinfo"]).stdout).into_owned();
+    assert!(
+        !mounts.contains(" - tracefs "),
+        "tracefs left in the bare host: {mounts}"
+    );
+    assert!(
+        mounts.contains(" /sys/fs/bpf ") && mounts.contains(" - bpf "),
+        "{mounts}"
+    );
     let path = errors_pin(&name);
     let shown = in_host(
         "bpftool",
-        &["-j", "map", "show", "pinned", path.to_str().expect("UTF-8 path")],
+        &[
+            "-j",
+            "map",
+            "show",
+            "pinned",
+            path.to_str().expect("UTF-8 path"),
+        ],
     );
     assert!(
         shown.status.success(),

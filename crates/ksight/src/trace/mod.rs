@@ -302,6 +302,10 @@ fn load_object(
 ) -> Result<(LoadedObject, Hook)> {
     let mut failures = Vec::new();
     for hook in [Hook::TpBtf, Hook::RawTp] {
+        if let Some(why) = crate::features::refusal(hook) {
+            failures.push(why);
+            continue;
+        }
         let mut programs: Vec<&str> = kinds
             .iter()
             .flat_map(|k| k.programs(hook))

@@ -424,6 +424,14 @@ pub fn feature_works(name: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether the test runs with `feature` refused on purpose (KSIGHT_REFUSE in its
+/// environment: scripts/test's run with optional features refused).
+pub fn refused(feature: &str) -> bool {
+    fault_injection()
+        && std::env::var("KSIGHT_REFUSE")
+            .is_ok_and(|list| list.split(',').any(|f| f.trim() == feature))
+}
+
 /// Whether this is a build with fault injection (KSIGHT_REFUSE, KSIGHT_BREAK_*).
 pub fn fault_injection() -> bool {
     cfg!(feature = "fault-injection")
@@ -532,7 +540,11 @@ impl PrivateNet {
     pub fn new() -> PrivateNet {
         std::thread::spawn(|| {
             // SAFETY: a plain syscall that moves only this thread to a new namespace.
-            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare(CLONE_NEWNET)");
+            assert_eq!(
+                unsafe { libc::unshare(libc::CLONE_NEWNET) },
+                0,
+                "unshare(CLONE_NEWNET)"
+            );
             loopback_up();
             let file = std::fs::File::open("/proc/thread-self/ns/net").expect("the namespace");
             let inode = std::os::unix::fs::MetadataExt::ino(&file.metadata().expect("stat"));
@@ -575,7 +587,11 @@ fn loopback_up() {
         let mut req: libc::ifreq = std::mem::zeroed();
         req.ifr_name[0] = b'l' as libc::c_char;
         req.ifr_name[1] = b'o' as libc::c_char;
-        assert_eq!(libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req), 0, "SIOCGIFFLAGS");
+        assert_eq!(
+            libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req),
+            0,
+            "SIOCGIFFLAGS"
+        );
         req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
         assert_eq!(libc::ioctl(fd, libc::SIOCSIFFLAGS, &req), 0, "SIOCSIFFLAGS");
         libc::close(fd);
