@@ -63,7 +63,10 @@ mod tests {
         unsafe {
             std::env::set_var("KSIGHT_BREAK_STEPS", "barrier, drain");
             std::env::set_var("KSIGHT_BREAK_HOOK", "syscalls:tp_btf");
+            std::env::set_var("KSIGHT_REFUSE", "tcx, task_file_iter");
         }
+        use crate::features::{refused_on_purpose, Feature};
+        let refused = [Feature::Tcx, Feature::TaskFileIter, Feature::TpBtf].map(refused_on_purpose);
         let broken = crate::collector::broken_target("syscalls", crate::hooks::Hook::TpBtf);
         let results: Vec<bool> = (0..4).map(|_| check("drain", "a").is_err()).collect();
         assert!(check("flip", "a").is_ok() && check("flip", "a").is_ok());
@@ -74,10 +77,12 @@ mod tests {
                 "each subject counts its own attempts"
             );
             assert!(broken.is_some());
+            assert_eq!(refused, [true, true, false]);
         } else {
             // What a release build does: nothing.
             assert_eq!(results, [false; 4]);
             assert_eq!(broken, None);
+            assert_eq!(refused, [false; 3]);
             assert_eq!(env("KSIGHT_BREAK_STEPS"), None);
         }
     }

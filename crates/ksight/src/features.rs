@@ -207,7 +207,7 @@ fn probe_or_refuse(feature: Feature) -> Answer {
 }
 
 /// Fault-injection builds: `KSIGHT_REFUSE` lists features to answer no for.
-fn refused_on_purpose(feature: Feature) -> bool {
+pub fn refused_on_purpose(feature: Feature) -> bool {
     crate::faults::env("KSIGHT_REFUSE")
         .is_some_and(|list| list.split(',').any(|f| f.trim() == feature.name()))
 }

@@ -190,6 +190,11 @@ fn program_sets() -> Vec<Vec<&'static str>> {
         .filter(|(feature, _)| features::has(*feature))
         .map(|(_, programs)| programs)
         .collect();
+    sets_leaving_out(&groups)
+}
+
+/// The TC programs with every subset of `groups`, the fullest first.
+fn sets_leaving_out(groups: &[Vec<&'static str>]) -> Vec<Vec<&'static str>> {
     let n = groups.len();
     let mut masks: Vec<u32> = (0..1u32 << n).collect();
     // Fewest groups left out first; among equals, the earlier groups kept longest.
@@ -515,4 +520,23 @@ fn capture_loop(
     let lost = s.kernel_counts(obj)?.values().map(|c| c.lost).sum();
     losses.report(lost, &s.output, true);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_refused_group_costs_only_itself() {
+        let groups = vec![vec!["x1", "x2"], vec!["i"], vec!["h"]];
+        let sets = sets_leaving_out(&groups);
+        assert_eq!(sets.len(), 8);
+        assert_eq!(sets[0], [TC[0], TC[1], "x1", "x2", "i", "h"]);
+        // one group left out at a time, the last first, before any two
+        assert_eq!(sets[1], [TC[0], TC[1], "x1", "x2", "i"]);
+        assert_eq!(sets[2], [TC[0], TC[1], "x1", "x2", "h"]);
+        assert_eq!(sets[3], [TC[0], TC[1], "i", "h"]);
+        assert_eq!(sets[7], TC);
+        assert_eq!(sets_leaving_out(&[]), [TC.to_vec()]);
+    }
 }
