@@ -758,3 +758,33 @@ fn bad_input_is_one_line_and_exit_2() {
         );
     }
 }
+
+/// A kernel that refuses what the profiler needs (its probe answers no: forced with
+/// KSIGHT_REFUSE in fault-injection builds): one line that names the feature, before
+/// anything is loaded, and exit 1.
+#[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "refuses perf_event on purpose: needs --features fault-injection (scripts/test)"
+)]
+fn a_kernel_without_perf_events_is_one_clear_line() {
+    require_root!();
+    for feature in ["perf_event", "stack_map"] {
+        let out = Command::new(KSIGHT)
+            .args(["profile", "-d", "1", "-o", "/dev/null"])
+            .env("KSIGHT_REFUSE", feature)
+            .output()
+            .expect("run ksight profile");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("ksight: "))
+            .collect();
+        assert_eq!(errors.len(), 1, "{stderr}");
+        assert!(
+            errors[0].contains(&format!("profile needs {feature}")),
+            "{stderr}"
+        );
+    }
+}

@@ -182,8 +182,8 @@ impl Hierarchy {
         walk(&self.mount, &self.root, max).0
     }
 
-    /// The id the kernel side would report for a task (of its thread-group leader).
-    #[allow(dead_code)] // For `--pid`-style filters; tests use it now.
+    /// The id the kernel side would report for a task (of its thread-group leader): capture
+    /// names the sockets open before start with it where the iterator is refused.
     pub fn cgroup_id_of_pid(&self, pid: u32) -> io::Result<u64> {
         self.id_of(&self.cgroup_path_of_pid(pid)?)
     }

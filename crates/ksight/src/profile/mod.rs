@@ -52,6 +52,23 @@ const POLL: Duration = Duration::from_millis(200);
 const RING_POLL: Duration = Duration::from_millis(20);
 const EFAULT: i32 = 14;
 
+/// What the profiler cannot run without, each as its probe finds it (`ksight doctor`'s
+/// profile row): a clear reason before anything is loaded, not a verifier log.
+fn require_features() -> Result<()> {
+    use crate::features::{check, Feature};
+    for feature in [Feature::PerfEvent, Feature::StackMap, Feature::RingBuffer] {
+        let answer = check(feature);
+        if !answer.ok {
+            bail!(
+                "profile needs {} and this kernel refuses it: {}",
+                feature.name(),
+                answer.detail
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: ProfileArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     if let Some(pid) = args.pid {
         if !Path::new(&format!("/proc/{pid}")).exists() {
@@ -63,6 +80,7 @@ pub fn run(args: ProfileArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     let mut out = open_output(args.output.as_deref())?;
     privileges::require_bpf_privileges()?;
     privileges::resolve_btf(btf)?;
+    require_features()?;
     // Run counts and run time of the program: the independent count every sample is
     // accounted against, and the profiler's own cost. Enabled while the fd is open.
     let stats_fd = enable_bpf_stats()?;
