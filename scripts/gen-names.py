@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Generates crates/ksight/src/names/tables.rs: x86_64 syscall and errno names.
+"""Generates crates/ksight/src/decode/tables.rs: x86_64 syscall and errno names.
 
 Sources: the installed kernel UAPI headers (linux-libc-dev), plus the syscalls added after
 them and the kernel-internal errnos a sys_exit tracepoint can see (include/linux/errno.h).
-Run: python3 scripts/gen-names.py > crates/ksight/src/names/tables.rs
+Run: python3 scripts/gen-names.py > crates/ksight/src/decode/tables.rs
 """
 import re
 

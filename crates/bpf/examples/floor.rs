@@ -8,7 +8,7 @@ use std::io::Write;
 
 // The very events `ksight profile` samples on, so the floor differs from it only in the
 // program's body.
-#[path = "../../ksight/src/profile/perf.rs"]
+#[path = "../../ksight/src/bpf/perf_event.rs"]
 #[allow(dead_code)]
 mod perf;
 

@@ -10,10 +10,20 @@ use crate::profile::ProfileArgs;
 use crate::serve::ServeArgs;
 use crate::trace::TraceArgs;
 
+/// `ksight --version`: version, git revision and the rustc that built it (build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("KSIGHT_GIT_REVISION"),
+    ", rustc ",
+    env!("KSIGHT_RUSTC_VERSION"),
+    ")"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "ksight",
-    version = crate::VERSION,
+    version = VERSION,
     about = "Linux kernel metrics with eBPF: one binary, exact counts, every kernel"
 )]
 pub struct Cli {
@@ -62,7 +72,7 @@ pub enum Command {
     /// periodic top of syscalls per process.
     Trace(TraceArgs),
     /// Remove the pins `serve --pin NAME` left behind (after a SIGKILL, say).
-    Unpin(crate::pins::UnpinArgs),
+    Unpin(crate::bpf::pins::UnpinArgs),
     /// Sample on-CPU stacks (kernel and user) and write a profile: folded, SVG or pprof.
     Profile(ProfileArgs),
     /// Capture packets into a pcapng file, each named with its process; every drop counted.

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use tracing::{info, warn};
 
+use crate::bpf::hooks::{Candidate, Hook};
 use crate::bpf::{self, LoadConfig, LoadSpec, LoadedObject};
 use crate::enrich::SharedEnricher;
-use crate::hooks::{Candidate, Hook};
 use crate::metrics::model::{Family, Kind, Value};
 
 /// One collector, as the registry, the command line, doctor and the README see it.
@@ -189,7 +189,8 @@ pub fn up_families(attachments: &[Attachment]) -> [Family; 2] {
 /// `KSIGHT_BREAK_HOOK=collector:hook[,…]` points that candidate at a kernel function that does
 /// not exist, so tests can prove the fallback on every kernel (fault-injection builds only).
 pub fn broken_target(collector: &str, hook: Hook) -> Option<&'static str> {
-    crate::faults::hook_broken(&format!("{collector}:{hook}")).then_some("ksight_no_such_function")
+    crate::fault_injection::hook_broken(&format!("{collector}:{hook}"))
+        .then_some("ksight_no_such_function")
 }
 
 /// A running collector another one can share programs with.
@@ -233,7 +234,7 @@ fn start(
             let started = builder.start(host.obj.clone());
             let started = started.map_err(|e| anyhow::anyhow!("sharing {host_name}: {e:#}"));
             (started, host.hook, Some(host_name))
-        } else if let Some(why) = crate::features::refusal(candidate.hook) {
+        } else if let Some(why) = crate::bpf::features::refusal(candidate.hook) {
             failures.push((candidate.hook, why));
             continue;
         } else {

@@ -5,40 +5,23 @@ mod capture;
 mod cli;
 mod collector;
 mod collectors;
-mod dead_groups;
+mod common;
+mod decode;
 mod doctor;
 mod enrich;
-mod faults;
-mod features;
-mod hooks;
-mod kernel;
-mod least_privilege;
+mod fault_injection;
 mod metrics;
-mod names;
-mod pins;
 mod privileges;
 mod profile;
-mod ring;
+mod profiler;
 mod serve;
-mod table;
 mod trace;
-mod units;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-
-/// `ksight --version`: version, git revision and the rustc that built it (build.rs).
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (revision ",
-    env!("KSIGHT_GIT_REVISION"),
-    ", rustc ",
-    env!("KSIGHT_RUSTC_VERSION"),
-    ")"
-);
 
 /// Subcommands that print a report and hold nothing that needs undoing on exit.
 fn reports_only(command: &cli::Command) -> bool {
@@ -68,7 +51,7 @@ fn main() -> ExitCode {
                 let text = err.to_string();
                 let first = text.lines().next().unwrap_or("invalid arguments");
                 // clap quotes the offending argument as given: it may hold escape sequences.
-                let first = names::escape_controls(first.trim_start_matches("error: "));
+                let first = decode::escape_controls(first.trim_start_matches("error: "));
                 eprintln!("ksight: {first}");
                 eprintln!("Try 'ksight --help' for more information.");
             } else {
@@ -82,15 +65,15 @@ fn main() -> ExitCode {
     // filesystem mounted from there would be invisible to bpftool on the host.
     if let cli::Command::Serve(args) = &cli.command {
         if args.pin.is_some() && !args.check {
-            pins::mount_bpffs_on_host();
+            bpf::pins::mount_bpffs_on_host();
         }
     }
-    let tracefs = privileges::ensure_tracefs();
+    let tracefs = crate::bpf::tracefs::ensure_tracefs();
     tracing::debug!(tracefs = tracefs.describe());
     // Every BPF object loaded from here to exit may need the path (collectors live on their
     // own thread): it is made 'static once, here.
     let btf: Option<&'static std::path::Path> = cli.btf.map(|p| &*Box::leak(p.into_boxed_path()));
-    features::set(features::Setting { btf, tracefs });
+    bpf::features::set(bpf::features::Setting { btf, tracefs });
     if reports_only(&cli.command) {
         end_quietly_on_closed_pipe();
     }
@@ -98,7 +81,7 @@ fn main() -> ExitCode {
         cli::Command::Serve(args) => serve::run(args, btf),
         cli::Command::Doctor(args) => doctor::run(args, btf),
         cli::Command::Trace(args) => trace::run(args, btf),
-        cli::Command::Unpin(args) => pins::unpin(args),
+        cli::Command::Unpin(args) => bpf::pins::unpin(args),
         cli::Command::Profile(args) => profile::run(args, btf),
         cli::Command::Capture(args) => capture::run(args, btf),
     };
@@ -106,30 +89,13 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("ksight: error: {err:#}");
-            if err.downcast_ref::<BadInput>().is_some() {
+            if err.downcast_ref::<common::exit::BadInput>().is_some() {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE
             }
         }
     }
-}
-
-/// Bad input found after argument parsing (a web config file, say): exit 2, like a bad flag.
-#[derive(Debug)]
-pub struct BadInput(String);
-
-impl std::fmt::Display for BadInput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for BadInput {}
-
-/// Marks `err` as bad input (exit 2).
-pub fn bad_input(err: anyhow::Error) -> anyhow::Error {
-    BadInput(format!("{err:#}")).into()
 }
 
 fn init_logging(filter: &str, format: cli::LogFormat) {

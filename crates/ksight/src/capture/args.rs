@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::trace::{parse_comm, parse_container};
+use crate::common::filters::{parse_comm, parse_container};
 
 #[derive(Args, Debug)]
 #[command(
@@ -39,7 +39,7 @@ pub struct CaptureArgs {
     pub count: Option<u64>,
 
     /// Stop after this long (e.g. 10s, 5m).
-    #[arg(short = 'd', long = "duration", value_parser = crate::units::parse_duration, value_name = "DURATION")]
+    #[arg(short = 'd', long = "duration", value_parser = crate::common::units::parse_duration, value_name = "DURATION")]
     pub duration: Option<Duration>,
 
     /// Ring buffer between kernel and ksight, in KiB (rounded up to a power of two, at

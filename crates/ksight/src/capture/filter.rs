@@ -54,8 +54,8 @@ impl Filter {
             let msg = unsafe { CStr::from_ptr(pcap::pcap_geterr(handle)) };
             Err(anyhow!(
                 "filter expression {:?}: {}",
-                crate::names::printable(text.to_bytes()),
-                crate::names::printable(msg.to_bytes())
+                crate::decode::printable(text.to_bytes()),
+                crate::decode::printable(msg.to_bytes())
             ))
         } else {
             Ok(program)

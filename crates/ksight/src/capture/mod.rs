@@ -27,14 +27,15 @@ pub use args::CaptureArgs;
 use args::CommentMode;
 use ksight_bpf::abi::{ks_cap_config, ks_cap_filter, ks_cap_hdr, ks_cap_ifstats};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
-pub use owners::v2_root as cgroup_v2_root;
 
-use crate::bad_input;
+use crate::bpf::features::{self, Feature};
+use crate::bpf::ring::BatchRing;
 use crate::bpf::{self, LoadConfig, LoadSpec, LoadedObject};
+use crate::common::clock::Clock;
+use crate::common::exit::bad_input;
+use crate::common::filters::{install as install_cgroups, resolve as resolve_cgroups};
+use crate::common::stop::{install_stop_handler, stopping};
 use crate::enrich::{Enricher, LabelSet};
-use crate::features::{self, Feature};
-use crate::ring::BatchRing;
-use crate::trace::{install_cgroups, install_stop_handler, resolve_cgroups, stopping, Clock};
 use filter::Filter;
 use iface::{Attachment, Interface};
 use output::{IfCounts, Output, Packet, Plan};
@@ -63,7 +64,7 @@ pub fn run(args: CaptureArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     let cgroups = resolve_cgroups(None, args.container.as_deref()).map_err(bad_input)?;
     let output = Output::open(plan).map_err(bad_input)?;
     crate::privileges::require_bpf_privileges()?;
-    crate::privileges::resolve_btf(btf)?;
+    crate::bpf::btf::resolve_btf(btf)?;
     let config = capture_config(&args, cgroups.ids.is_some());
     let load = LoadConfig {
         include_self: false,
@@ -123,7 +124,7 @@ impl Wanted {
             Some(i) => Ok(Wanted::One(i)),
             None => bail!(
                 "-i {}: no such interface in this network namespace",
-                crate::names::printable(name.as_bytes())
+                crate::decode::printable(name.as_bytes())
             ),
         }
     }
@@ -168,7 +169,7 @@ fn capture_config(args: &CaptureArgs, cgroups: bool) -> ks_cap_config {
 }
 
 /// Capture's optional programs, each kept only where its feature probe says the kernel
-/// allows it (crate::features): a refused feature costs only what depends on it.
+/// allows it (crate::bpf::features): a refused feature costs only what depends on it.
 const TCX: [&str; 2] = ["cap_tcx_ingress", "cap_tcx_egress"];
 const TC: [&str; 2] = ["cap_tc_ingress", "cap_tc_egress"];
 
@@ -280,7 +281,7 @@ impl Session {
         let names: Vec<String> = self
             .attached
             .values()
-            .map(|(i, _)| crate::names::printable(i.name.as_bytes()))
+            .map(|(i, _)| crate::decode::printable(i.name.as_bytes()))
             .collect();
         names.join(",")
     }
@@ -303,7 +304,7 @@ impl Session {
             match iface::attach(obj, index) {
                 Ok(a) => {
                     if fresh && !self.attached.is_empty() {
-                        tracing::info!(interface = %crate::names::printable(iface.name.as_bytes()), attach = a.kind(), "capturing on a new interface");
+                        tracing::info!(interface = %crate::decode::printable(iface.name.as_bytes()), attach = a.kind(), "capturing on a new interface");
                     }
                     self.output.add_interface(&iface);
                     self.attached.insert(index, (iface, a));
@@ -388,7 +389,7 @@ impl Session {
                 delivered: delivered.get(&index).copied().unwrap_or(0),
             }
         };
-        let now = self.clock.wall(crate::kernel::monotonic_ns());
+        let now = self.clock.wall(crate::common::clock::monotonic_ns());
         self.output.statistics(now, &counts);
     }
 

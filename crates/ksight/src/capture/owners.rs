@@ -5,15 +5,15 @@
 
 use std::collections::HashSet;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use ksight_bpf::abi::ks_cap_owner;
 use libbpf_rs::{Link, MapCore, MapFlags, MapHandle};
 
+use crate::bpf::features::{self, Feature};
 use crate::bpf::LoadedObject;
-use crate::enrich::cgroup::Hierarchy;
-use crate::features::{self, Feature};
+use crate::enrich::cgroup::{v2_root, Hierarchy};
 
 /// The cgroup hooks: one program each (capture.bpf.c).
 pub const HOOKS: [&str; 9] = [
@@ -37,20 +37,6 @@ pub struct Owners {
     pub hooks_attached: usize,
     /// How the sockets open at start were named: the iterator, pidfd_getfd, or none.
     pub before_start: &'static str,
-}
-
-/// Where cgroup v2 is mounted: its root is where hooks see every process (hybrid hosts
-/// mount it at /sys/fs/cgroup/unified, pure v2 ones at /sys/fs/cgroup).
-pub fn v2_root() -> Option<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    text.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        let fstype = right.split_whitespace().next()?;
-        let mut fields = left.split_whitespace();
-        let root = fields.nth(3)?;
-        let mount = fields.next()?;
-        (fstype == "cgroup2" && root == "/").then(|| PathBuf::from(mount))
-    })
 }
 
 /// Attaches every hook that was loaded to the cgroup v2 root (multi-attach links: programs

@@ -13,8 +13,8 @@ use std::rc::Rc;
 
 use ksight_bpf::abi::ks_cap_owner;
 
+use crate::decode;
 use crate::enrich::Enricher;
-use crate::names;
 
 /// What /proc says about a process, read once per (pid, comm).
 struct Proc {
@@ -119,10 +119,10 @@ impl Namer {
                 short: text,
             };
         }
-        let raw = names::c_bytes(&o.comm);
+        let raw = decode::c_bytes(&o.comm);
         let mut key = [0u8; 16];
         key.copy_from_slice(&raw[..16]);
-        let comm = names::comm(raw);
+        let comm = decode::comm(raw);
         if self.procs.len() >= MAX_PROCS {
             self.procs.clear();
         }
@@ -165,7 +165,7 @@ impl Namer {
             labels
                 .iter()
                 .find(|(n, _)| *n == name)
-                .map(|(_, v)| names::escape_controls(v).into_owned())
+                .map(|(_, v)| decode::escape_controls(v).into_owned())
                 .filter(|v| !v.is_empty())
         };
         let value = (
@@ -193,13 +193,13 @@ fn same_owner(a: &ks_cap_owner, b: &ks_cap_owner) -> bool {
 
 fn read_proc(pid: u32, comm: &str) -> Proc {
     let cmd = std::fs::read_link(format!("/proc/{pid}/exe"))
-        .map(|p| names::printable(p.as_os_str().as_encoded_bytes()))
+        .map(|p| decode::printable(p.as_os_str().as_encoded_bytes()))
         .unwrap_or_else(|_| comm.to_string());
     let args = std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|raw| {
             raw.split(|&b| b == 0)
                 .filter(|a| !a.is_empty())
-                .map(names::printable)
+                .map(decode::printable)
                 .collect::<Vec<_>>()
                 .join(" ")
         })

@@ -11,9 +11,9 @@ use libbpf_rs::{MapCore, MapFlags};
 
 use crate::bpf::LoadedObject;
 use crate::collector::{Builder, Collector, Descriptor};
-use crate::hooks::{Candidate, Hook};
+use crate::bpf::hooks::{Candidate, Hook};
 use crate::metrics::model::{Family, Kind, Labels, Value};
-use crate::names;
+use crate::decode;
 
 pub static DESCRIPTOR: Descriptor = Descriptor {
     name: "block",
@@ -93,7 +93,7 @@ impl Block {
         vec![
             ("device", name),
             ("major_minor", number),
-            ("op", names::block_op(key.op).into_owned()),
+            ("op", decode::block_op(key.op).into_owned()),
         ]
     }
 }
@@ -137,8 +137,8 @@ fn per_cpu_entries<T: plain::Plain + Default + Copy>(
 /// kernel's BTF (the first parameter of a `btf_trace_*` is the tracepoint's private data), or
 /// its version when there is no BTF.
 fn issue_takes_queue(btf: Option<&Path>) -> bool {
-    match crate::kernel::tracepoint_params(btf, "block_rq_issue") {
+    match crate::bpf::btf::tracepoint_params(btf, "block_rq_issue") {
         Some(params) => params == 3,
-        None => crate::kernel::version() < (5, 11),
+        None => crate::common::kernel::version() < (5, 11),
     }
 }

@@ -4,12 +4,12 @@
 use anyhow::{anyhow, Result};
 use ksight_bpf::abi::ks_file_key;
 
-use super::by_comm::{self, Row, Spec};
+use super::table_collector::{self, Row, Spec};
 use crate::bpf::LoadedObject;
 use crate::collector::Descriptor;
-use crate::hooks::{Candidate, Hook};
-use crate::names;
-use crate::table::Tabled;
+use crate::bpf::hooks::{Candidate, Hook};
+use crate::decode;
+use crate::bpf::table::Tabled;
 
 pub static DESCRIPTOR: Descriptor = Descriptor {
     name: "files",
@@ -28,7 +28,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
         ),
     ],
     options: &[],
-    build: |context| by_comm::builder(&SPEC, context),
+    build: |context| table_collector::builder(&SPEC, context),
 };
 
 static SPEC: Spec = Spec {
@@ -49,12 +49,12 @@ fn row(key: &[u8]) -> Result<Option<Row>> {
     let k = plain::from_bytes::<ks_file_key>(key).map_err(|e| anyhow!("{e:?}"))?;
     let result = match k.err {
         0 => "ok".to_string(),
-        err => names::errno(err as u32).into_owned(),
+        err => decode::errno(err as u32).into_owned(),
     };
     Ok(Some(Row {
         family: 0,
         labels: vec![
-            ("comm", names::comm_or_overflow(&k.comm, k.overflow)),
+            ("comm", decode::comm_or_overflow(&k.comm, k.overflow)),
             ("result", result),
         ],
         cgroup: k.cgroup,

@@ -3,7 +3,7 @@
 //! and the README's list. Names are a contract: they appear in flags and in
 //! `ksight_collector_up{collector}`.
 
-mod by_comm;
+mod table_collector;
 
 /// The registry: a collector is one name here (its module, which holds `DESCRIPTOR`).
 macro_rules! registry {

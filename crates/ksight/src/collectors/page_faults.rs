@@ -2,10 +2,10 @@
 
 use ksight_bpf::abi::ks_comm_key;
 
-use super::by_comm::{self, Spec};
+use super::table_collector::{self, Spec};
 use crate::collector::Descriptor;
-use crate::hooks::{Candidate, Hook};
-use crate::table::Tabled;
+use crate::bpf::hooks::{Candidate, Hook};
+use crate::bpf::table::Tabled;
 
 pub static DESCRIPTOR: Descriptor = Descriptor {
     name: "page_faults",
@@ -17,7 +17,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
         Candidate::own(Hook::RawTp, &["fault_raw"]),
     ],
     options: &[],
-    build: |context| by_comm::builder(&SPEC, context),
+    build: |context| table_collector::builder(&SPEC, context),
 };
 
 static SPEC: Spec = Spec {
@@ -29,7 +29,7 @@ static SPEC: Spec = Spec {
     )],
     histograms: &[],
     start: Tabled::new::<ks_comm_key>,
-    row: by_comm::comm_row,
+    row: table_collector::comm_row,
     upkeep: None,
     switch: None,
 };

@@ -4,12 +4,12 @@
 use anyhow::{anyhow, Result};
 use ksight_bpf::abi::{ks_proc_key, ks_proc_kind};
 
-use super::by_comm::{self, Row, Spec};
+use super::table_collector::{self, Row, Spec};
 use crate::bpf::LoadedObject;
 use crate::collector::Descriptor;
-use crate::hooks::{Candidate, Hook};
-use crate::names;
-use crate::table::Tabled;
+use crate::bpf::hooks::{Candidate, Hook};
+use crate::decode;
+use crate::bpf::table::Tabled;
 
 pub static DESCRIPTOR: Descriptor = Descriptor {
     name: "process",
@@ -21,7 +21,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
         Candidate::own(Hook::RawTp, &["exec_raw", "fork_raw", "exit_raw"]),
     ],
     options: &[],
-    build: |context| by_comm::builder(&SPEC, context),
+    build: |context| table_collector::builder(&SPEC, context),
 };
 
 static SPEC: Spec = Spec {
@@ -64,11 +64,11 @@ fn row(key: &[u8]) -> Result<Option<Row>> {
     match kind {
         ks_proc_kind::KS_PROC_EXEC | ks_proc_kind::KS_PROC_FORK | ks_proc_kind::KS_PROC_EXIT => {}
         ks_proc_kind::KS_PROC_KILLED => {
-            labels.push(("signal", names::signal(k.signal as u32).into_owned()))
+            labels.push(("signal", decode::signal(k.signal as u32).into_owned()))
         }
         _ => return Ok(None),
     }
-    labels.push(("comm", names::comm_or_overflow(&k.comm, k.overflow)));
+    labels.push(("comm", decode::comm_or_overflow(&k.comm, k.overflow)));
     Ok(Some(Row {
         family: kind.0 as usize,
         labels,
@@ -77,5 +77,5 @@ fn row(key: &[u8]) -> Result<Option<Row>> {
 }
 
 fn forget_dead_groups(obj: &LoadedObject) -> Result<()> {
-    crate::dead_groups::forget_old(obj, "proc_dead")
+    crate::bpf::dead_groups::forget_old(obj, "proc_dead")
 }

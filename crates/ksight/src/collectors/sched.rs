@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use crate::bpf::{self, LoadedObject};
 use crate::collector::{Collector, Descriptor, Simple};
-use crate::hooks::{Candidate, Hook};
+use crate::bpf::hooks::{Candidate, Hook};
 use crate::metrics::model::{Family, Kind, Value};
 
 pub static DESCRIPTOR: Descriptor = Descriptor {

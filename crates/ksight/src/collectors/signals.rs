@@ -3,11 +3,11 @@
 use anyhow::{anyhow, Result};
 use ksight_bpf::abi::ks_signal_key;
 
-use super::by_comm::{self, Row, Spec};
+use super::table_collector::{self, Row, Spec};
 use crate::collector::Descriptor;
-use crate::hooks::{Candidate, Hook};
-use crate::names;
-use crate::table::Tabled;
+use crate::bpf::hooks::{Candidate, Hook};
+use crate::decode;
+use crate::bpf::table::Tabled;
 
 pub static DESCRIPTOR: Descriptor = Descriptor {
     name: "signals",
@@ -19,7 +19,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
         Candidate::own(Hook::RawTp, &["generate_raw"]),
     ],
     options: &[],
-    build: |context| by_comm::builder(&SPEC, context),
+    build: |context| table_collector::builder(&SPEC, context),
 };
 
 static SPEC: Spec = Spec {
@@ -42,8 +42,8 @@ fn row(key: &[u8]) -> Result<Option<Row>> {
     Ok(Some(Row {
         family: 0,
         labels: vec![
-            ("signal", names::signal(k.signal as u32).into_owned()),
-            ("comm", names::comm_or_overflow(&k.comm, k.overflow)),
+            ("signal", decode::signal(k.signal as u32).into_owned()),
+            ("comm", decode::comm_or_overflow(&k.comm, k.overflow)),
         ],
         cgroup: k.cgroup,
     }))

@@ -22,9 +22,9 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use crate::bpf::{self, LoadedObject};
 use crate::collector::{self, Builder, Collector, Descriptor, Opt};
 use crate::enrich::SharedEnricher;
-use crate::hooks::{Candidate, Hook};
+use crate::bpf::hooks::{Candidate, Hook};
 use crate::metrics::model::{Family, Kind, Labels};
-use crate::names;
+use crate::decode;
 
 const NR: usize = ks_sizes::KS_SYSCALL_SLOTS.0 as usize;
 
@@ -220,7 +220,7 @@ impl Collector for Syscalls {
         }
         let extra = super::enriched(vec![], &self.enricher, 0);
         for (nr, n) in overflow.iter().enumerate().filter(|(_, n)| **n > 0) {
-            calls.add(labels(nr, names::OVERFLOW_COMM, &extra), *n);
+            calls.add(labels(nr, decode::OVERFLOW_COMM, &extra), *n);
         }
         out.push(calls.sorted());
         out.push(state.errors_family()?);
@@ -282,7 +282,7 @@ impl State {
             .into_iter()
             .filter_map(|(slot, key)| {
                 let owner = plain::from_bytes::<ks_comm>(&key).ok()?;
-                let comm = names::comm(names::c_bytes(&owner.comm));
+                let comm = decode::comm(decode::c_bytes(&owner.comm));
                 Some((slot, (comm, owner.cgroup)))
             })
             .collect())
@@ -303,7 +303,7 @@ impl State {
             errors.add(
                 vec![
                     ("syscall", syscall_name(k.nr as usize)),
-                    ("errno", names::errno(k.err).into_owned()),
+                    ("errno", decode::errno(k.err).into_owned()),
                 ],
                 n,
             );
@@ -316,7 +316,7 @@ fn syscall_name(nr: usize) -> String {
     if nr == ks_sizes::KS_SYSCALL_INVALID.0 as usize {
         "sys_invalid".into()
     } else {
-        names::syscall(nr as u32).into_owned()
+        decode::syscall(nr as u32).into_owned()
     }
 }
 

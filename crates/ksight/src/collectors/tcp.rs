@@ -10,9 +10,9 @@ use ksight_bpf::abi::{ks_sizes, ks_tcp_counter as C};
 
 use crate::bpf::{self, LoadedObject};
 use crate::collector::{Builder, Collector, Descriptor, Opt};
-use crate::hooks::{Candidate, Hook};
+use crate::bpf::hooks::{Candidate, Hook};
 use crate::metrics::model::{Family, Kind, Value};
-use crate::names;
+use crate::decode;
 
 const STATES: usize = ks_sizes::KS_TCP_STATES.0 as usize;
 
@@ -154,8 +154,8 @@ fn transitions(counts: &[u64]) -> Family {
         let (from, to) = ((i / STATES) as u32, (i % STATES) as u32);
         family.add(
             vec![
-                ("from", names::tcp_state(from).into_owned()),
-                ("to", names::tcp_state(to).into_owned()),
+                ("from", decode::tcp_state(from).into_owned()),
+                ("to", decode::tcp_state(to).into_owned()),
             ],
             n,
         );

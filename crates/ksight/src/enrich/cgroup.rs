@@ -425,7 +425,7 @@ fn walk(mount: &Path, root: &str, max: usize) -> (HashMap<u64, Box<str>>, bool) 
             // kernfs reports the node id as d_ino: no stat per cgroup. A delegated subtree's
             // owner names its cgroups: the printable form keeps every byte apart and prints
             // nothing a terminal acts on.
-            let name = crate::names::printable(entry.file_name().as_bytes());
+            let name = crate::decode::printable(entry.file_name().as_bytes());
             let child = format!("{path}/{name}");
             found.insert(entry.ino(), child.clone().into());
             stack.push((entry.path(), child));
@@ -440,6 +440,20 @@ fn display_path(path: &str) -> &str {
     } else {
         path
     }
+}
+
+/// Where cgroup v2 is mounted: its root is where hooks see every process (hybrid hosts
+/// mount it at /sys/fs/cgroup/unified, pure v2 ones at /sys/fs/cgroup).
+pub fn v2_root() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let fstype = right.split_whitespace().next()?;
+        let mut fields = left.split_whitespace();
+        let root = fields.nth(3)?;
+        let mount = fields.next()?;
+        (fstype == "cgroup2" && root == "/").then(|| PathBuf::from(mount))
+    })
 }
 
 #[cfg(test)]

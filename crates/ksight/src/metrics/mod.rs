@@ -4,5 +4,4 @@
 pub mod encode;
 pub mod format;
 pub mod model;
-pub mod own;
 pub mod proto;

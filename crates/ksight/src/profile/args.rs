@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::trace::{parse_comm, parse_container, parse_ring_size};
+use crate::common::filters::{parse_comm, parse_container};
+use crate::common::units::parse_ring_size;
 
 /// The highest sampling frequency: beyond it the profiler's own cost stops being small.
 pub const MAX_FREQUENCY: u64 = 999;
@@ -100,7 +101,7 @@ pub fn parse_frequency(text: &str) -> Result<u64, String> {
 
 /// A duration (units.rs) that is not zero: an empty profile is a mistake.
 fn parse_profile_duration(text: &str) -> Result<Duration, String> {
-    match crate::units::parse_duration(text)? {
+    match crate::common::units::parse_duration(text)? {
         d if d.is_zero() => Err(format!("{text:?}: a profile lasts longer than 0")),
         d => Ok(d),
     }

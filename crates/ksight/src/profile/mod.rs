@@ -11,14 +11,7 @@
 //! symbolized and written as folded stacks, an SVG flame graph or pprof.
 
 mod args;
-mod collect;
-mod copies;
-mod model;
 mod output;
-mod perf;
-mod pprof;
-mod symbols;
-mod unwind;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -31,12 +24,15 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{anyhow, bail, Context, Result};
 pub use args::ProfileArgs;
 use ksight_bpf::abi::{ks_prof_config, ks_prof_filter, ks_prof_key};
-pub use perf::open_cpu_clock;
 
+use crate::bpf::perf_event as perf;
 use crate::bpf::{self, LoadConfig, LoadSpec, LoadedObject};
+use crate::common::exit::bad_input;
+use crate::common::filters::{self as cgroups, CgroupFilter};
+use crate::common::stop;
 use crate::enrich::cgroup::{Hierarchy, Resolver};
-use crate::trace::cgroups::{self, CgroupFilter};
-use crate::{bad_input, names, privileges, trace};
+use crate::profiler::{collect, copies, model, symbols, unwind};
+use crate::{decode, privileges};
 use args::UnwindMode;
 use collect::{Stats, STAT_NAMES};
 use copies::Copies;
@@ -55,7 +51,7 @@ const EFAULT: i32 = 14;
 /// What the profiler cannot run without, each as its probe finds it (`ksight doctor`'s
 /// profile row): a clear reason before anything is loaded, not a verifier log.
 fn require_features() -> Result<()> {
-    use crate::features::{check, Feature};
+    use crate::bpf::features::{check, Feature};
     for feature in [Feature::PerfEvent, Feature::StackMap, Feature::RingBuffer] {
         let answer = check(feature);
         if !answer.ok {
@@ -79,7 +75,7 @@ pub fn run(args: ProfileArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
         cgroups::resolve(args.cgroup.as_deref(), args.container.as_deref()).map_err(bad_input)?;
     let mut out = open_output(args.output.as_deref())?;
     privileges::require_bpf_privileges()?;
-    privileges::resolve_btf(btf)?;
+    crate::bpf::btf::resolve_btf(btf)?;
     require_features()?;
     // Run counts and run time of the program: the independent count every sample is
     // accounted against, and the profiler's own cost. Enabled while the fd is open.
@@ -88,9 +84,9 @@ pub fn run(args: ProfileArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     if let Some(ids) = &filter.ids {
         cgroups::install(&obj, "prof_cgroups", ids)?;
     }
-    trace::install_stop_handler();
+    stop::install_stop_handler();
     // Every binary a sampled process maps stays open (symbols.rs): more than 1024 on a busy host.
-    crate::serve::raise_open_files();
+    crate::common::limits::raise_open_files();
     let started = (SystemTime::now(), Instant::now());
     let clocks = perf::open_cpu_clocks(args.frequency)?;
     for fd in clocks {
@@ -259,7 +255,7 @@ fn sample(obj: &mut LoadedObject, args: &ProfileArgs, state: &RefCell<UserSide>)
     loop {
         let elapsed = start.elapsed();
         let left = args.duration.map(|d| d.saturating_sub(elapsed));
-        if trace::stopping() || left == Some(Duration::ZERO) {
+        if stop::stopping() || left == Some(Duration::ZERO) {
             break;
         }
         bpf::poll_ring(
@@ -347,8 +343,8 @@ fn build(
             Stack {
                 pid: key.pid,
                 tid: key.tid,
-                comm: names::comm(names::c_bytes(&key.comm)),
-                thread: names::comm(names::c_bytes(&key.thread)),
+                comm: decode::comm(decode::c_bytes(&key.comm)),
+                thread: decode::comm(decode::c_bytes(&key.thread)),
                 container: containers.of(key.cgroup),
                 frames,
                 count: *count,

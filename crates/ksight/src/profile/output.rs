@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 
 use super::args::Format;
 use super::model::Profile;
-use super::pprof;
+use crate::profiler::pprof;
 
 pub fn write(profile: &Profile, format: Format, out: &mut dyn Write) -> Result<()> {
     match format {
@@ -43,7 +43,7 @@ pub fn folded(profile: &Profile) -> BTreeMap<String, u64> {
 /// A frame as folded text: printable, with `;` (the frame separator) written `\x3b`. Spaces
 /// may stay: the count is after the last one.
 fn folded_frame(name: &str) -> String {
-    crate::names::escape_controls(name).replace(';', "\\x3b")
+    crate::decode::escape_controls(name).replace(';', "\\x3b")
 }
 
 fn svg(profile: &Profile, out: &mut dyn Write) -> Result<()> {

@@ -6,6 +6,7 @@
 
 mod http;
 mod listen;
+mod own;
 mod web_config;
 mod worker;
 
@@ -21,6 +22,7 @@ use tracing::info;
 
 use crate::bpf::LoadConfig;
 use crate::collector::{self, Attachment, Limits};
+use crate::common::limits::raise_open_files;
 use crate::enrich::{Enricher, LabelSet, SharedEnricher};
 use crate::privileges;
 use http::WebLimits;
@@ -77,12 +79,12 @@ pub struct ServeArgs {
     pub include_self: bool,
 
     /// Fold a series into comm="(other processes)" after this long without increments.
-    #[arg(long = "series-ttl", default_value = "10m", value_parser = crate::units::parse_duration, value_name = "DURATION")]
+    #[arg(long = "series-ttl", default_value = "10m", value_parser = crate::common::units::parse_duration, value_name = "DURATION")]
     pub series_ttl: Duration,
 
     /// --capabilities.keep and --user: what is kept after attaching (by default nothing).
     #[command(flatten)]
-    pub privileges: crate::least_privilege::DropArgs,
+    pub privileges: crate::privileges::drop::DropArgs,
 
     /// At most this many scrapes wait for the collectors; more get 503 at once.
     #[arg(long = "web.max-requests", default_value_t = 40, value_name = "N",
@@ -96,15 +98,15 @@ pub struct ServeArgs {
 
     /// A request's headers must arrive within this; also how long a kept-alive connection
     /// may wait idle for its next request.
-    #[arg(long = "web.read-header-timeout", default_value = "10s", value_parser = crate::units::parse_duration, value_name = "DURATION")]
+    #[arg(long = "web.read-header-timeout", default_value = "10s", value_parser = crate::common::units::parse_duration, value_name = "DURATION")]
     pub read_header_timeout: Duration,
 
     /// A response write that makes no progress this long ends the connection.
-    #[arg(long = "web.write-timeout", default_value = "10s", value_parser = crate::units::parse_duration, value_name = "DURATION")]
+    #[arg(long = "web.write-timeout", default_value = "10s", value_parser = crate::common::units::parse_duration, value_name = "DURATION")]
     pub write_timeout: Duration,
 
     /// How often tables are drained and idle series folded.
-    #[arg(long = "fold-interval", default_value = "15s", value_parser = crate::units::parse_duration, value_name = "DURATION")]
+    #[arg(long = "fold-interval", default_value = "15s", value_parser = crate::common::units::parse_duration, value_name = "DURATION")]
     pub fold_interval: Duration,
 
     /// Capacity of each labelled counter map (process, files, memory, signals, page_faults).
@@ -128,7 +130,7 @@ pub struct ServeArgs {
 
     /// Pin the maps under /sys/fs/bpf/ksight/NAME/COLLECTOR/MAP for bpftool; removed on a
     /// clean exit (`ksight unpin NAME` after a SIGKILL).
-    #[arg(long, value_parser = crate::pins::parse_name, value_name = "NAME")]
+    #[arg(long, value_parser = crate::bpf::pins::parse_name, value_name = "NAME")]
     pub pin: Option<String>,
 }
 
@@ -145,19 +147,19 @@ pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
             .clone()
             .map(web_config::Watched::new)
             .transpose()
-            .map_err(crate::bad_input)?,
+            .map_err(crate::common::exit::bad_input)?,
         auth: Default::default(),
     };
     if args.pin.is_some() && args.privileges.user.is_some() {
-        return Err(crate::bad_input(anyhow!(
+        return Err(crate::common::exit::bad_input(anyhow!(
             "--pin and --user cannot go together: the pins under {} are root's",
-            crate::pins::BPFFS
+            crate::bpf::pins::BPFFS
         )));
     }
     privileges::require_bpf_privileges()?;
     // Before loading anything: a NAME held by a running ksight fails fast.
     let pins = match (&args.pin, args.check) {
-        (Some(name), false) => Some(crate::pins::PinDir::acquire(name)?),
+        (Some(name), false) => Some(crate::bpf::pins::PinDir::acquire(name)?),
         _ => None,
     };
     let (enricher, cgroup_mode) = Enricher::new(args.labels);
@@ -217,7 +219,7 @@ pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     }
     // Before any thread exists: threads started from here inherit the reduced sets.
     let probe = running.first().map(|r| r.collector.object().clone());
-    crate::least_privilege::drop_after_attach(&args.privileges, || {
+    crate::privileges::drop::drop_after_attach(&args.privileges, || {
         probe.as_deref().is_none_or(crate::bpf::can_read_maps)
     })?;
     let (tx, rx) = mpsc::channel::<ScrapeRequest>();
@@ -264,25 +266,6 @@ pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Lifts the soft open-file limit to the hard one: --web.max-connections (1024 by default)
-/// plus the BPF objects need more than the usual soft 1024. Failing leaves the limit as it
-/// was; accept then waits out EMFILE. (`ksight profile` too: it keeps every mapped binary
-/// open.)
-pub fn raise_open_files() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit read or write only the struct we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}
-
 /// Tells the HTTP side that the collector thread has ended.
 struct Gone(Option<oneshot::Sender<()>>);
 
@@ -303,7 +286,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 fn load_config(btf: Option<&'static Path>, include_self: bool) -> Result<LoadConfig> {
-    privileges::resolve_btf(btf)?;
+    crate::bpf::btf::resolve_btf(btf)?;
     Ok(LoadConfig {
         include_self,
         btf,

@@ -14,12 +14,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 use tracing::warn;
 
+use super::own;
+use crate::bpf::table::StepFailed;
 use crate::collector::{self, Attachment, Running};
 use crate::enrich::SharedEnricher;
 use crate::metrics::encode::{encode, Format};
 use crate::metrics::model::{Family, Kind, Value};
-use crate::metrics::own;
-use crate::table::StepFailed;
 
 /// A scrape: the format wanted, whether gzip, and where to send the encoded body.
 pub struct ScrapeRequest {
@@ -98,7 +98,7 @@ impl Worker {
 
     /// One sweep for every waiting scrape; one encoding per format asked.
     fn answer(&mut self, waiting: Vec<ScrapeRequest>) {
-        if crate::faults::check("panic", "worker").is_err() {
+        if crate::fault_injection::check("panic", "worker").is_err() {
             panic!("injected panic (KSIGHT_BREAK_STEPS=panic)");
         }
         if let Ok(mut enricher) = self.scrapes.enricher.lock() {
@@ -128,7 +128,7 @@ impl Worker {
         for (r, health) in self.running.iter_mut().zip(self.health.iter_mut()) {
             let t0 = Instant::now();
             let before = families.len();
-            let result = crate::faults::check("collect", r.name)
+            let result = crate::fault_injection::check("collect", r.name)
                 .and_then(|()| r.collector.collect(&mut families));
             health.scrape_seconds = t0.elapsed().as_secs_f64();
             health.scrape_ok = result.is_ok();

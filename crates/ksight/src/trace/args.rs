@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{parse_comm, parse_container, parse_event, parse_ring_size, Kind};
+use super::{parse_event, Kind};
+use crate::common::filters::{parse_comm, parse_container};
+use crate::common::units::parse_ring_size;
 
 #[derive(Args, Debug)]
 #[command(
@@ -52,7 +54,7 @@ pub struct TraceArgs {
     pub json: bool,
 
     /// Stop after this long (e.g. 10s, 5m).
-    #[arg(long, value_parser = crate::units::parse_duration, value_name = "DURATION")]
+    #[arg(long, value_parser = crate::common::units::parse_duration, value_name = "DURATION")]
     pub duration: Option<Duration>,
 
     /// Stop after this many events.
@@ -64,7 +66,7 @@ pub struct TraceArgs {
     pub ring_buffer_size: u32,
 
     /// trace syscalls: how often to print the top.
-    #[arg(long, default_value = "1s", value_parser = crate::units::parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "1s", value_parser = crate::common::units::parse_duration, value_name = "DURATION")]
     pub interval: Duration,
 
     /// trace syscalls: rows per interval.
@@ -73,7 +75,7 @@ pub struct TraceArgs {
 
     /// --capabilities.keep and --user: what is kept after attaching (by default nothing).
     #[command(flatten)]
-    pub privileges: crate::least_privilege::DropArgs,
+    pub privileges: crate::privileges::drop::DropArgs,
 
     /// Colours: auto (only on a terminal), always, never.
     #[arg(long, default_value = "auto", value_parser = ["auto", "always", "never"], value_name = "WHEN")]

@@ -12,7 +12,8 @@ use ksight_bpf::abi::{
 use serde::Serialize;
 
 use super::Kind;
-use crate::names;
+use crate::common::clock::Clock;
+use crate::decode;
 
 /// Fields every event has: who did it, and when.
 #[derive(Serialize, Debug)]
@@ -105,31 +106,6 @@ pub enum Event {
     },
 }
 
-/// Maps the kernel's CLOCK_MONOTONIC stamps to wall-clock time.
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    offset_ns: i128,
-}
-
-impl Clock {
-    pub fn now() -> Clock {
-        let real = crate::kernel::clock_ns(libc::CLOCK_REALTIME);
-        let mono = crate::kernel::monotonic_ns();
-        Clock {
-            offset_ns: real as i128 - mono as i128,
-        }
-    }
-
-    pub fn wall(&self, mono_ns: u64) -> u64 {
-        (mono_ns as i128 + self.offset_ns).max(0) as u64
-    }
-}
-
-/// CLOCK_MONOTONIC now: the kernel's bpf_ktime_get_ns() clock.
-pub fn mono_ns() -> u64 {
-    crate::kernel::monotonic_ns()
-}
-
 /// HH:MM:SS of a Unix time, in local time.
 pub fn local_hms(secs: i64) -> String {
     // SAFETY: localtime_r fills the zeroed tm we own; time_t is i64 on x86_64.
@@ -178,7 +154,7 @@ fn common(h: &ks_ev_hdr, clock: &Clock) -> Common {
         pid: h.pid,
         tid: h.tid,
         uid: h.uid,
-        comm: names::c_str(&h.comm),
+        comm: decode::c_str(&h.comm),
         cgroup_id: h.cgroup,
         container: None,
     }
@@ -187,7 +163,7 @@ fn common(h: &ks_ev_hdr, clock: &Clock) -> Common {
 fn error_of(ret: i64) -> Option<Cow<'static, str>> {
     (-(ks_sizes::KS_MAX_ERRNO.0 as i64)..0)
         .contains(&ret)
-        .then(|| names::errno((-ret) as u32))
+        .then(|| decode::errno((-ret) as u32))
 }
 
 /// At most this many arguments are shown (the kernel reads at most KS_ARGS_LEN bytes).
@@ -195,11 +171,11 @@ pub const MAX_ARGS: usize = 8;
 
 fn exec(e: &ks_ev_exec, clock: &Clock) -> Event {
     let len = (e.args_len as usize).min(e.args.len());
-    let raw = &names::c_bytes(&e.args)[..len];
+    let raw = &decode::c_bytes(&e.args)[..len];
     let mut argv: Vec<String> = raw
         .split(|&b| b == 0)
         .filter(|a| !a.is_empty())
-        .map(names::lossless)
+        .map(decode::lossless)
         .collect();
     // The last argument may be cut by the byte bound: it is then incomplete.
     let mut truncated = e.args_size > e.args_len || argv.len() > MAX_ARGS;
@@ -210,7 +186,7 @@ fn exec(e: &ks_ev_exec, clock: &Clock) -> Event {
     Event::Exec {
         common: common(&e.h, clock),
         ppid: e.ppid,
-        filename: names::c_str(&e.filename),
+        filename: decode::c_str(&e.filename),
         argv,
         argv_truncated: truncated,
         ret: e.ret,
@@ -222,8 +198,8 @@ fn open(e: &ks_ev_open, clock: &Clock) -> Event {
     let error = error_of(e.ret);
     Event::Open {
         common: common(&e.h, clock),
-        syscall: names::syscall(e.nr),
-        path: names::c_str(&e.path),
+        syscall: decode::syscall(e.nr),
+        path: decode::c_str(&e.path),
         flags: e.flags,
         flags_text: open_flags(e.flags),
         ret: e.ret,
@@ -245,7 +221,7 @@ fn exit(e: &ks_ev_exit, clock: &Clock) -> Event {
         common: common(&e.h, clock),
         ppid: e.ppid,
         exit_code: (sig == 0).then_some((e.code >> 8) & 0xff),
-        signal: (sig != 0).then(|| names::signal(sig)),
+        signal: (sig != 0).then(|| decode::signal(sig)),
         core_dumped: sig != 0 && e.code & 0x80 != 0,
         lifetime_ns: e.lifetime_ns,
     }
@@ -266,11 +242,11 @@ fn signal_result(result: i32) -> &'static str {
 fn signal(e: &ks_ev_signal, clock: &Clock) -> Event {
     Event::Signal {
         common: common(&e.h, clock),
-        signal: names::signal(e.sig.max(0) as u32),
+        signal: decode::signal(e.sig.max(0) as u32),
         signal_number: e.sig,
         target_pid: e.target_pid,
         target_tid: e.target_tid,
-        target_comm: names::c_str(&e.target_comm),
+        target_comm: decode::c_str(&e.target_comm),
         result: signal_result(e.result),
     }
 }
@@ -301,8 +277,8 @@ fn tcp(e: &ks_ev_tcp, clock: &Clock) -> Event {
         sport: e.sport,
         daddr: address(e.family, &e.daddr),
         dport: e.dport,
-        oldstate: names::tcp_state(e.oldstate as u32),
-        newstate: names::tcp_state(e.newstate as u32),
+        oldstate: decode::tcp_state(e.oldstate as u32),
+        newstate: decode::tcp_state(e.newstate as u32),
         duration_ns: (event == "close" && e.duration_ns > 0).then_some(e.duration_ns),
     }
 }
@@ -311,7 +287,7 @@ fn readline(e: &ks_ev_readline, clock: &Clock) -> Event {
     let len = (e.len as usize).min(e.line.len());
     Event::Readline {
         common: common(&e.h, clock),
-        line: names::lossless(&names::c_bytes(&e.line)[..len]),
+        line: decode::lossless(&decode::c_bytes(&e.line)[..len]),
         truncated: e.truncated != 0,
         unreadable: e.unreadable != 0,
         wait_ns: (e.wait_ns > 0).then_some(e.wait_ns),
@@ -519,9 +495,9 @@ impl Event {
             self.name(),
             c.pid,
             c.uid,
-            names::escape_controls(&c.comm),
+            decode::escape_controls(&c.comm),
             result,
-            names::escape_controls(&self.detail())
+            decode::escape_controls(&self.detail())
         )
     }
 }
@@ -586,7 +562,7 @@ mod tests {
 
     #[test]
     fn exit_status() {
-        let clock = Clock { offset_ns: 0 };
+        let clock = Clock::identity();
         let e = ks_ev_exit {
             code: 9,
             ..Default::default()
@@ -610,7 +586,7 @@ mod tests {
 
     #[test]
     fn argv_split_and_truncation() {
-        let clock = Clock { offset_ns: 0 };
+        let clock = Clock::identity();
         let mut e = ks_ev_exec::default();
         for (i, b) in b"ls\0-l\0/tmp\0".iter().enumerate() {
             e.args[i] = *b as i8;
@@ -631,7 +607,7 @@ mod tests {
 
     #[test]
     fn json_has_type_and_common_fields() {
-        let clock = Clock { offset_ns: 0 };
+        let clock = Clock::identity();
         let e = ks_ev_fork {
             child_pid: 7,
             ..Default::default()

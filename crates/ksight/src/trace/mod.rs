@@ -8,8 +8,6 @@
 //! record in JSON), with a summary at exit: delivered + lost is every event that matched.
 
 mod args;
-pub mod cgroups;
-pub(crate) mod elf;
 mod event;
 mod readline;
 mod stream;
@@ -17,17 +15,17 @@ mod top;
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::common::filters::{self as cgroups, CgroupFilter};
+use crate::common::stop::install_stop_handler;
 use anyhow::{bail, Result};
 pub use args::TraceArgs;
-use cgroups::CgroupFilter;
 use ksight_bpf::abi::{ks_ev_kind, ks_trace_config, ks_trace_filter};
 use tracing::debug;
 
+use crate::bpf::hooks::Hook;
 use crate::bpf::{self, LoadConfig, LoadSpec, LoadedObject};
 use crate::collector::broken_target;
-use crate::hooks::Hook;
 use crate::privileges;
 
 /// What `ksight trace` can report.
@@ -120,68 +118,12 @@ pub fn parse_event(text: &str) -> Result<Kind, String> {
         .ok_or_else(|| format!("unknown event {text:?} (valid: {VALID_EVENTS})"))
 }
 
-pub use cgroups::{install as install_cgroups, parse_container, resolve as resolve_cgroups};
-/// Kernel stamps to wall-clock time, shared with `ksight capture`.
-pub use event::Clock;
-
-pub fn parse_comm(text: &str) -> Result<String, String> {
-    if text.is_empty() || text.len() > 15 || text.contains('\0') {
-        return Err(format!(
-            "{text:?} cannot be a process name (1 to 15 bytes, no NUL)"
-        ));
-    }
-    Ok(text.to_string())
-}
-
-/// `4096`, `64K`, `8M`: a power of two of at least one page.
-pub fn parse_ring_size(text: &str) -> Result<u32, String> {
-    let t = text.trim();
-    let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
-    let scale: u64 = match unit {
-        "" => 1,
-        "K" | "k" | "KiB" => 1 << 10,
-        "M" | "m" | "MiB" => 1 << 20,
-        _ => return Err(format!("invalid size {t:?} (use e.g. 4096, 64K, 8M)")),
-    };
-    let n = digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .filter(|n| n.is_power_of_two() && (4096..=1 << 30).contains(n))
-        .ok_or_else(|| format!("invalid size {t:?} (a power of two from 4096 to 1G)"))?;
-    Ok(n as u32)
-}
-
-/// Set by SIGINT/SIGTERM: the loops drain what is left and exit.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_stop_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-pub fn install_stop_handler() {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic (async-signal-safe); no SA_RESTART, so
-        // a blocking poll returns EINTR and the loop sees STOP at once.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_stop_signal as *const () as usize;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(sig, &action, std::ptr::null_mut());
-        }
-    }
-}
-
-pub fn stopping() -> bool {
-    STOP.load(Ordering::SeqCst)
-}
-
 pub fn run(args: TraceArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     let kinds = selection(&args.events)?;
     let cgroups = cgroups::resolve(args.cgroup.as_deref(), args.container.as_deref())?;
     let config = trace_config(&args, &kinds, &cgroups)?;
     privileges::require_bpf_privileges()?;
-    privileges::resolve_btf(btf)?;
+    crate::bpf::btf::resolve_btf(btf)?;
     let load = LoadConfig {
         include_self: false,
         cgroup_mode: cgroups.mode,
@@ -197,7 +139,7 @@ pub fn run(args: TraceArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
         .then(|| readline::Probes::start(&obj))
         .transpose()?;
     let privileges = kept_privileges(&args, &kinds);
-    crate::least_privilege::drop_after_attach(&privileges, || bpf::can_read_maps(&obj))?;
+    crate::privileges::drop::drop_after_attach(&privileges, || bpf::can_read_maps(&obj))?;
     install_stop_handler();
     if kinds == [Kind::Syscalls] {
         top::run(&obj, &args, hook)
@@ -210,7 +152,7 @@ pub fn run(args: TraceArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
 /// binaries that start later needs, among those ksight has: a uprobe perf event (6.18 refuses
 /// one with CAP_PERFMON alone: EACCES unless CAP_SYS_ADMIN is kept too, measured), the BPF
 /// link, and reading other processes' files through /proc/PID/root.
-fn kept_privileges(args: &TraceArgs, kinds: &[Kind]) -> crate::least_privilege::DropArgs {
+fn kept_privileges(args: &TraceArgs, kinds: &[Kind]) -> crate::privileges::drop::DropArgs {
     use caps::Capability::*;
     let mut privileges = args.privileges.clone();
     if !kinds.contains(&Kind::Readline) {
@@ -302,7 +244,7 @@ fn load_object(
 ) -> Result<(LoadedObject, Hook)> {
     let mut failures = Vec::new();
     for hook in [Hook::TpBtf, Hook::RawTp] {
-        if let Some(why) = crate::features::refusal(hook) {
+        if let Some(why) = crate::bpf::features::refusal(hook) {
             failures.push(why);
             continue;
         }
@@ -337,6 +279,8 @@ fn load_object(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::filters::{parse_comm, parse_container};
+    use crate::common::units::parse_ring_size;
 
     proptest::proptest! {
         /// The trace flags' own parsers: a value or one line of error, never a panic.
@@ -367,22 +311,5 @@ mod tests {
             assert_eq!(Kind::from_index(k.index()), Some(k));
         }
         assert_eq!(Kind::ALL.len() as u32, ks_ev_kind::KS_EV_KINDS.0);
-    }
-
-    #[test]
-    fn ring_sizes() {
-        assert_eq!(parse_ring_size("4096"), Ok(4096));
-        assert_eq!(parse_ring_size("8M"), Ok(8 << 20));
-        assert_eq!(parse_ring_size("64K"), Ok(65536));
-        assert!(parse_ring_size("5000").is_err());
-        assert!(parse_ring_size("1024").is_err());
-        assert!(parse_ring_size("8X").is_err());
-    }
-
-    #[test]
-    fn comms() {
-        assert!(parse_comm("bash").is_ok());
-        assert!(parse_comm("0123456789abcdef").is_err());
-        assert!(parse_comm("").is_err());
     }
 }

@@ -24,8 +24,8 @@ use anyhow::{bail, Result};
 use libbpf_rs::Link;
 use tracing::{debug, info, warn};
 
-use super::elf;
 use crate::bpf::LoadedObject;
+use crate::common::elf;
 
 /// A file as the kernel knows it: device (major, minor) and inode.
 type FileId = (u32, u32, u64);
@@ -131,7 +131,7 @@ impl<'a> Probes<'a> {
         else {
             return;
         };
-        let shown = crate::names::printable(shown.as_bytes());
+        let shown = crate::decode::printable(shown.as_bytes());
         // The uretprobe first: it alone makes the records (the entry only adds wait_ns).
         let attached = self
             .obj

@@ -10,13 +10,15 @@ use anyhow::Result;
 use libbpf_rs::RingBufferBuilder;
 use serde_json::json;
 
-use super::event::{self, Clock};
+use super::event;
 use super::readline::Probes;
+use super::Kind;
 use super::TraceArgs;
-use super::{stopping, Kind};
+use crate::bpf::hooks::Hook;
 use crate::bpf::{percpu_array_sums, LoadedObject};
+use crate::common::clock::Clock;
+use crate::common::stop::stopping;
 use crate::enrich::cgroup::{Hierarchy, Resolver};
-use crate::hooks::Hook;
 
 /// How long a poll waits when no wakeup comes: the kernel wakes the reader only once a
 /// quarter of the buffer is waiting, so this is the longest an event sits unseen.
@@ -172,7 +174,7 @@ pub fn run(
             probes.tick();
         }
         if Instant::now() >= next_upkeep {
-            crate::dead_groups::forget_old(obj, "trace_dead")?;
+            crate::bpf::dead_groups::forget_old(obj, "trace_dead")?;
             next_upkeep = Instant::now() + Duration::from_secs(1);
         }
         let expired = deadline.is_some_and(|d| Instant::now() >= d);
@@ -196,7 +198,7 @@ pub fn run(
 fn start_line(s: &mut Sink, args: &TraceArgs, kinds: &[Kind], hook: Hook) {
     if s.json {
         let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
-        let now = s.clock.wall(event::mono_ns());
+        let now = s.clock.wall(crate::common::clock::monotonic_ns());
         s.line(
             json!({"type": "start", "time_ns": now, "events": names, "hook": hook.as_str(),
             "ring_buffer_size": args.ring_buffer_size}),
@@ -236,7 +238,7 @@ impl Losses {
             let new = total.saturating_sub(self.seen[i]);
             self.seen[i] = total;
             if new > 0 && s.json && !s.closed {
-                let now = s.clock.wall(event::mono_ns());
+                let now = s.clock.wall(crate::common::clock::monotonic_ns());
                 s.line(json!({"type": "lost", "time_ns": now, "event": k.name(),
                     "count": new, "total": total}));
             }
@@ -301,7 +303,7 @@ fn summary(s: &mut Sink, kinds: &[Kind], lost: &Losses, skipped: u64) {
         );
     }
     if s.json && !s.closed {
-        let now = s.clock.wall(event::mono_ns());
+        let now = s.clock.wall(crate::common::clock::monotonic_ns());
         s.line(
             json!({"type": "summary", "time_ns": now, "events": per_kind,
             "skipped_runs": skipped}),

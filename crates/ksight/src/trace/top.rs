@@ -14,12 +14,14 @@ use ksight_bpf::abi::{ks_systop_key, ks_systop_val};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use serde_json::json;
 
-use super::event::{self, Clock};
+use super::event;
+use super::Kind;
 use super::TraceArgs;
-use super::{stopping, Kind};
+use crate::bpf::hooks::Hook;
 use crate::bpf::{percpu_array_sums, LoadedObject};
-use crate::hooks::Hook;
-use crate::names;
+use crate::common::clock::Clock;
+use crate::common::stop::stopping;
+use crate::decode;
 
 struct Row {
     pid: u32,
@@ -38,7 +40,7 @@ pub fn run(obj: &LoadedObject, args: &TraceArgs, hook: Hook) -> Result<ExitCode>
     let mut out = std::io::stdout().lock();
     if args.json {
         // the same first record as the event stream: readers wait for it
-        let now = clock.wall(event::mono_ns());
+        let now = clock.wall(crate::common::clock::monotonic_ns());
         writeln!(
             out,
             "{}",
@@ -52,7 +54,7 @@ pub fn run(obj: &LoadedObject, args: &TraceArgs, hook: Hook) -> Result<ExitCode>
         let stop = sleep_until(begin + args.interval, args);
         let rows = swap_and_read(obj, &maps)?;
         let elapsed = begin.elapsed();
-        let now = clock.wall(event::mono_ns());
+        let now = clock.wall(crate::common::clock::monotonic_ns());
         let interval = Interval { now, elapsed, rows };
         if args.json {
             print_json(&mut out, &interval, args.top)?;
@@ -111,7 +113,7 @@ fn drain(map: &MapHandle) -> Result<Vec<Row>> {
             row.count += v.count;
             row.errors += v.errors;
             if row.comm.is_empty() && v.comm[0] != 0 {
-                row.comm = names::c_str(&v.comm);
+                row.comm = decode::c_str(&v.comm);
             }
         }
         rows.push(row);
@@ -154,8 +156,8 @@ fn print_table(out: &mut impl Write, interval: &Interval, top: usize) -> Result<
             out,
             "{:<8} {:<16} {:<20} {:>10} {:>8}",
             r.pid,
-            names::escape_controls(&r.comm),
-            names::syscall(r.nr),
+            decode::escape_controls(&r.comm),
+            decode::syscall(r.nr),
             r.count,
             r.errors
         )?;
@@ -170,7 +172,7 @@ fn print_json(out: &mut impl Write, interval: &Interval, top: usize) -> Result<(
         .iter()
         .take(top)
         .map(|r| {
-            json!({"pid": r.pid, "comm": r.comm, "syscall": names::syscall(r.nr),
+            json!({"pid": r.pid, "comm": r.comm, "syscall": decode::syscall(r.nr),
                 "nr": r.nr, "count": r.count, "errors": r.errors})
         })
         .collect();

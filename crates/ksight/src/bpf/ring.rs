@@ -185,3 +185,21 @@ fn epoll_on(map: &MapHandle) -> Result<OwnedFd> {
     }
     Ok(epoll)
 }
+
+/// Waits up to `timeout` for a ring buffer's records, then handles every record there is.
+/// Records submitted without a wakeup do not make epoll report the ring ready, so it
+/// consumes after every wait; EINTR (a stop signal arriving) is an ordinary return, and
+/// the caller checks for the stop.
+pub fn poll_ring(ring: &libbpf_rs::RingBuffer<'_>, timeout: Duration, what: &str) -> Result<()> {
+    let mut ret = ring.poll_raw(timeout);
+    if ret >= 0 || ret == -libc::EINTR {
+        ret = ring.consume_raw().min(0);
+    }
+    if ret < 0 && ret != -libc::EINTR {
+        bail!(
+            "reading {what}: {}",
+            std::io::Error::from_raw_os_error(-ret)
+        );
+    }
+    Ok(())
+}

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use ksight_bpf::abi::ks_comm_key;
 
+use crate::bpf::table::Tabled;
 use crate::bpf::LoadedObject;
 use crate::collector::{Builder, Collector, Context};
+use crate::decode;
 use crate::enrich::SharedEnricher;
 use crate::metrics::model::{Family, Kind, Labels};
-use crate::names;
-use crate::table::Tabled;
 
 pub struct Spec {
     /// The KS_TABLE this collector reads.
@@ -49,7 +49,7 @@ pub fn comm_row(key: &[u8]) -> Result<Option<Row>> {
     let k = plain::from_bytes::<ks_comm_key>(key).map_err(|e| anyhow!("{e:?}"))?;
     Ok(Some(Row {
         family: 0,
-        labels: vec![("comm", names::comm_or_overflow(&k.comm, k.overflow))],
+        labels: vec![("comm", decode::comm_or_overflow(&k.comm, k.overflow))],
         cgroup: k.cgroup,
     }))
 }
@@ -87,7 +87,7 @@ impl Builder for TableBuilder {
         if let Some(switch) = self.spec.switch {
             switch(&tabled.obj, true);
         }
-        Ok(Box::new(ByComm {
+        Ok(Box::new(TableCollector {
             spec: self.spec,
             tabled,
             enricher: self.enricher.clone(),
@@ -95,13 +95,13 @@ impl Builder for TableBuilder {
     }
 }
 
-struct ByComm {
+struct TableCollector {
     spec: &'static Spec,
     tabled: Tabled,
     enricher: SharedEnricher,
 }
 
-impl Drop for ByComm {
+impl Drop for TableCollector {
     fn drop(&mut self) {
         if let Some(switch) = self.spec.switch {
             switch(&self.tabled.obj, false);
@@ -109,7 +109,7 @@ impl Drop for ByComm {
     }
 }
 
-impl Collector for ByComm {
+impl Collector for TableCollector {
     fn collect(&mut self, out: &mut Vec<Family>) -> Result<()> {
         let spec = self.spec;
         let mut families: Vec<Family> = spec

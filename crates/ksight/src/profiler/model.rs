@@ -14,7 +14,7 @@ pub struct Frame {
 pub struct Stack {
     pub pid: u32,
     pub tid: u32,
-    /// The process's name, in the printable form (names::printable).
+    /// The process's name, in the printable form (decode::printable).
     pub comm: String,
     pub thread: String,
     pub container: Option<String>,

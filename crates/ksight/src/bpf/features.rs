@@ -17,8 +17,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use libbpf_rs::{AsRawLibbpf, Link};
 use serde::Serialize;
 
+use crate::bpf::hooks::Hook;
 use crate::bpf::{self, link_from_raw, LoadConfig, LoadSpec, LoadedObject};
-use crate::hooks::Hook;
 
 /// One optional kernel feature. Its name is a contract: doctor's table and JSON, and
 /// `KSIGHT_REFUSE`.
@@ -123,7 +123,7 @@ pub struct Answer {
 #[derive(Clone, Copy, Debug)]
 pub struct Setting {
     pub btf: Option<&'static Path>,
-    pub tracefs: crate::privileges::Tracefs,
+    pub tracefs: crate::bpf::tracefs::Tracefs,
 }
 
 static SETTING: OnceLock<Setting> = OnceLock::new();
@@ -137,12 +137,12 @@ pub fn set(setting: Setting) {
 fn setting() -> Setting {
     SETTING.get().copied().unwrap_or(Setting {
         btf: None,
-        tracefs: crate::privileges::Tracefs::Host,
+        tracefs: crate::bpf::tracefs::Tracefs::Host,
     })
 }
 
 /// How tracefs was found at start.
-pub fn tracefs_at_start() -> crate::privileges::Tracefs {
+pub fn tracefs_at_start() -> crate::bpf::tracefs::Tracefs {
     setting().tracefs
 }
 
@@ -208,7 +208,7 @@ fn probe_or_refuse(feature: Feature) -> Answer {
 
 /// Fault-injection builds: `KSIGHT_REFUSE` lists features to answer no for.
 pub fn refused_on_purpose(feature: Feature) -> bool {
-    crate::faults::env("KSIGHT_REFUSE")
+    crate::fault_injection::env("KSIGHT_REFUSE")
         .is_some_and(|list| list.split(',').any(|f| f.trim() == feature.name()))
 }
 
@@ -238,7 +238,7 @@ fn probe(feature: Feature) -> Result<String> {
         Feature::Clsact => tc::probe(config, tc::Kind::Clsact),
         Feature::Bpffs => probe_bpffs(),
         Feature::Tracefs => match setting().tracefs {
-            crate::privileges::Tracefs::Missing => bail!("{}", setting().tracefs.describe()),
+            crate::bpf::tracefs::Tracefs::Missing => bail!("{}", setting().tracefs.describe()),
             other => Ok(other.describe().to_string()),
         },
     }
@@ -309,7 +309,7 @@ fn hint(feature: Feature) -> String {
 /// does on every CPU.
 fn probe_perf_event(config: LoadConfig) -> Result<()> {
     let mut obj = load_probe(&["probe_perf_event"], config, false)?;
-    let fd = crate::profile::open_cpu_clock(0, 1)
+    let fd = crate::bpf::perf_event::open_cpu_clock(0, 1)
         .map_err(|e| anyhow!("perf_event_open (cpu-clock): {e}"))?;
     // The link takes the fd (libbpf closes it with the link).
     obj.attach_perf_event("probe_perf_event", fd)
@@ -329,7 +329,7 @@ fn probe_map(map_type: libbpf_sys::bpf_map_type) -> Result<()> {
 /// A socket-creation and a connect hook writing socket storage, attached to the cgroup v2
 /// root and detached at once (they allow everything meanwhile).
 fn probe_sock_hooks(config: LoadConfig) -> Result<String> {
-    let root = crate::capture::cgroup_v2_root().ok_or_else(|| anyhow!("no cgroup v2 mount"))?;
+    let root = crate::enrich::cgroup::v2_root().ok_or_else(|| anyhow!("no cgroup v2 mount"))?;
     let obj = load_probe(&["probe_sock_create", "probe_connect4"], config, false)?;
     let dir = std::fs::File::open(&root)
         .with_context(|| format!("opening the cgroup v2 root {}", root.display()))?;
@@ -415,8 +415,8 @@ fn probe_pidfd_getfd() -> Result<String> {
 /// A BPF filesystem mounted at /sys/fs/bpf, or the right to mount one there.
 fn probe_bpffs() -> Result<String> {
     const CAP_SYS_ADMIN: u32 = 21;
-    let dir = crate::pins::BPFFS;
-    if crate::pins::bpffs_mounted() {
+    let dir = crate::bpf::pins::BPFFS;
+    if crate::bpf::pins::bpffs_mounted() {
         return Ok(format!("mounted at {dir}"));
     }
     if !Path::new(dir).is_dir() {

@@ -80,13 +80,15 @@ impl Tabled {
         let gen = match self.undrained {
             Some(gen) => gen,
             None => {
-                crate::faults::check("flip", &self.table.name).context(StepFailed("flip"))?;
+                crate::fault_injection::check("flip", &self.table.name)
+                    .context(StepFailed("flip"))?;
                 let gen = self.obj.flip_table_gen().context(StepFailed("flip"))?;
                 self.undrained = Some(gen);
                 gen
             }
         };
-        crate::faults::check("barrier", &self.table.name).context(StepFailed("barrier"))?;
+        crate::fault_injection::check("barrier", &self.table.name)
+            .context(StepFailed("barrier"))?;
         self.obj.barrier().context(StepFailed("barrier"))?;
         self.table.drain(gen, now).context(StepFailed("drain"))?;
         self.undrained = None;
@@ -212,7 +214,7 @@ impl CounterTable {
     /// added to the totals only once its key is deleted: a failed delete leaves it in the map,
     /// where reads still find it and the next drain takes it, never counted twice.
     pub fn drain(&mut self, gen: u32, now: Instant) -> Result<()> {
-        crate::faults::check("drain", &self.name)?;
+        crate::fault_injection::check("drain", &self.name)?;
         let idle = &self.maps[((gen + 1) & 1) as usize];
         let keys: Vec<Vec<u8>> = idle.keys().collect();
         let mut failed = None;

@@ -1,5 +1,5 @@
 //! `ksight doctor`: what this kernel really supports, found by loading and attaching tiny
-//! programs (not by reading version numbers; crate::features, which the jobs themselves ask),
+//! programs (not by reading version numbers; crate::bpf::features, which the jobs themselves ask),
 //! what each job (serve, trace, profile, capture, `serve --pin`) can do with it, and the hook
 //! each collector would use.
 
@@ -10,12 +10,12 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
+use crate::bpf::features::{self, Answer, Feature};
+use crate::bpf::hooks::Hook;
 use crate::bpf::LoadConfig;
 use crate::collector::{self, Limits, OptionValues};
 use crate::collectors;
 use crate::enrich::Enricher;
-use crate::features::{self, Answer, Feature};
-use crate::hooks::Hook;
 use crate::privileges;
 
 #[derive(Args, Debug)]
@@ -189,14 +189,14 @@ pub fn run(args: DoctorArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
 fn build_report(btf: Option<&'static Path>) -> Report {
     let caps = privileges::effective_caps();
     let can_load = privileges::can_load_tracing(caps);
-    let btf_check = match privileges::resolve_btf(btf) {
+    let btf_check = match crate::bpf::btf::resolve_btf(btf) {
         Ok(Some(p)) => Check {
             ok: true,
             detail: format!("{} (--btf)", p.display()),
         },
         Ok(None) => Check {
             ok: true,
-            detail: privileges::VMLINUX_BTF.into(),
+            detail: crate::bpf::btf::VMLINUX_BTF.into(),
         },
         Err(e) => Check {
             ok: false,
@@ -232,12 +232,12 @@ fn build_report(btf: Option<&'static Path>) -> Report {
     let bpffs = features::check(Feature::Bpffs);
     let tracefs = features::check(Feature::Tracefs);
     Report {
-        kernel: crate::kernel::release(),
+        kernel: crate::common::kernel::release(),
         ok: probing && defaults_ok && !collectors_out.is_empty(),
         btf: btf_check,
         tracefs: tracefs.detail.clone(),
         bpffs: Check {
-            ok: bpffs.ok && crate::pins::bpffs_mounted(),
+            ok: bpffs.ok && crate::bpf::pins::bpffs_mounted(),
             detail: bpffs.detail,
         },
         privileges: Privileges {
@@ -246,8 +246,8 @@ fn build_report(btf: Option<&'static Path>) -> Report {
             capabilities: privileges::relevant_caps(caps),
             can_load,
             minimal: privileges::minimal_caps(
-                crate::kernel::version(),
-                features::tracefs_at_start() == privileges::Tracefs::Host,
+                crate::common::kernel::version(),
+                features::tracefs_at_start() == crate::bpf::tracefs::Tracefs::Host,
             ),
         },
         hooks: all.iter().filter(hook_like).cloned().collect(),
@@ -349,7 +349,7 @@ fn probe_collectors(config: LoadConfig) -> Vec<CollectorReport> {
 
 /// The table; text that comes from elsewhere (paths, kernel messages) in the printable form.
 fn print_table(r: &Report) {
-    use crate::names::escape_controls as shown;
+    use crate::decode::escape_controls as shown;
     println!("kernel       {}", shown(&r.kernel));
     println!("btf          {} {}", mark(r.btf.ok), shown(&r.btf.detail));
     println!("tracefs      {}", r.tracefs);

@@ -1,3 +1,5 @@
+//! `--comm`, `--cgroup` and `--container`, shared by trace, profile and capture.
+//!
 //! `--cgroup` and `--container`: the cgroup ids to keep, in the hierarchy `enrich::cgroup`
 //! picks (v2; or the v1 memory hierarchy on hybrid hosts, where every task sits in the v2
 //! root). The kernel reads each event's cgroup id in that hierarchy (cgroup_mode) and keeps it
@@ -127,4 +129,26 @@ pub fn install(obj: &LoadedObject, map: &str, ids: &[u64]) -> Result<()> {
         map.update(&id.to_ne_bytes(), &[1u8], MapFlags::ANY)?;
     }
     Ok(())
+}
+
+/// `--comm NAME`: a process name as the kernel keeps it.
+pub fn parse_comm(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > 15 || text.contains('\0') {
+        return Err(format!(
+            "{text:?} cannot be a process name (1 to 15 bytes, no NUL)"
+        ));
+    }
+    Ok(text.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comms() {
+        assert!(parse_comm("bash").is_ok());
+        assert!(parse_comm("0123456789abcdef").is_err());
+        assert!(parse_comm("").is_err());
+    }
 }

@@ -9,18 +9,11 @@ use anyhow::Result;
 use ksight_bpf::abi::{ks_prof_copy, ks_prof_exec, ks_prof_exec_kind, ks_prof_key, ks_prof_unwind};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use super::collect::StackMaps;
+use super::collect::{StackMaps, UNWOUND};
 use super::symbols::Symbols;
 use super::unwind::Unwinding;
 use crate::bpf::LoadedObject;
 
-/// Stack ids with this bit are stacks unwound in user space (the kernel's are slots below
-/// 2^20, --stack-map-entries' limit, with KS_PROF_IN_MAP_B for the second map).
-pub const UNWOUND: i32 = 1 << 29;
-
-pub fn is_unwound(id: i32) -> bool {
-    id >= 0 && id & UNWOUND != 0
-}
 /// Copies a process is judged on: its frame pointers are used when all but one of these
 /// frame-pointer stacks are what the CFI gives.
 const JUDGED_ON: u32 = 8;

@@ -65,9 +65,9 @@ mod tests {
             std::env::set_var("KSIGHT_BREAK_HOOK", "syscalls:tp_btf");
             std::env::set_var("KSIGHT_REFUSE", "tcx, task_file_iter");
         }
-        use crate::features::{refused_on_purpose, Feature};
+        use crate::bpf::features::{refused_on_purpose, Feature};
         let refused = [Feature::Tcx, Feature::TaskFileIter, Feature::TpBtf].map(refused_on_purpose);
-        let broken = crate::collector::broken_target("syscalls", crate::hooks::Hook::TpBtf);
+        let broken = crate::collector::broken_target("syscalls", crate::bpf::hooks::Hook::TpBtf);
         let results: Vec<bool> = (0..4).map(|_| check("drain", "a").is_err()).collect();
         assert!(check("flip", "a").is_ok() && check("flip", "a").is_ok());
         if cfg!(feature = "fault-injection") {

@@ -12,7 +12,7 @@ use framehop::{Error, ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder}
 use ksight_bpf::abi::{ks_prof_copy, ks_prof_sizes};
 
 use super::symbols::{FileId, Symbols};
-use crate::trace::elf;
+use crate::common::elf;
 
 type Data = Arc<[u8]>;
 /// How a stack unwound to its end ends (the other ends say why it stopped early).

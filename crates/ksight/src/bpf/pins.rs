@@ -46,7 +46,7 @@ pub fn parse_name(text: &str) -> Result<String, String> {
     if text.contains('/') || text.starts_with('.') {
         return Err(format!(
             "invalid pin NAME {:?}: no '/', no leading '.' (it names one directory)",
-            crate::names::printable(text.as_bytes())
+            crate::decode::printable(text.as_bytes())
         ));
     }
     if let Some(bad) = text
@@ -55,7 +55,7 @@ pub fn parse_name(text: &str) -> Result<String, String> {
     {
         return Err(format!(
             "invalid pin NAME: {:?} is not allowed (letters, digits, '.', '_', '-')",
-            crate::names::printable(bad.to_string().as_bytes())
+            crate::decode::printable(bad.to_string().as_bytes())
         ));
     }
     Ok(text.to_string())

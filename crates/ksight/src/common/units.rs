@@ -1,4 +1,4 @@
-//! Units of the command line: durations.
+//! Units of the command line: durations and ring sizes.
 
 use std::time::Duration;
 
@@ -54,6 +54,25 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos(ns as u64))
 }
 
+/// `4096`, `64K`, `8M`: a power of two of at least one page.
+pub fn parse_ring_size(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let scale: u64 = match unit {
+        "" => 1,
+        "K" | "k" | "KiB" => 1 << 10,
+        "M" | "m" | "MiB" => 1 << 20,
+        _ => return Err(format!("invalid size {t:?} (use e.g. 4096, 64K, 8M)")),
+    };
+    let n = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|n| n.is_power_of_two() && (4096..=1 << 30).contains(n))
+        .ok_or_else(|| format!("invalid size {t:?} (a power of two from 4096 to 1G)"))?;
+    Ok(n as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +114,15 @@ mod tests {
         }
         let huge = "9".repeat(400);
         assert!(parse_duration(&huge).is_err());
+    }
+
+    #[test]
+    fn ring_sizes() {
+        assert_eq!(parse_ring_size("4096"), Ok(4096));
+        assert_eq!(parse_ring_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_ring_size("64K"), Ok(65536));
+        assert!(parse_ring_size("5000").is_err());
+        assert!(parse_ring_size("1024").is_err());
+        assert!(parse_ring_size("8X").is_err());
     }
 }

@@ -13,7 +13,7 @@ const CLAIM_TTL_NS: u64 = 5_000_000_000;
 /// Deletes the claims in `map` that no exiting thread can still ask about.
 pub fn forget_old(obj: &LoadedObject, map: &str) -> Result<()> {
     let map = obj.map(map)?;
-    let now = crate::kernel::monotonic_ns();
+    let now = crate::common::clock::monotonic_ns();
     // Keys first, deletes after: deleting the key an iteration stands on restarts it from
     // the first key, which made this quadratic (minutes under emulation).
     let keys: Vec<Vec<u8>> = map.keys().collect();

@@ -2,7 +2,7 @@
 
 use libbpf_rs::{MapCore, MapType};
 
-use super::model::{Family, Kind, Value};
+use crate::metrics::model::{Family, Kind, Value};
 use std::sync::Arc;
 
 use crate::bpf::LoadedObject;

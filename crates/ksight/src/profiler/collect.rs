@@ -96,6 +96,14 @@ pub fn pids(obj: &LoadedObject) -> Result<Vec<u32>> {
         .collect())
 }
 
+/// Stack ids with this bit are stacks unwound in user space (the kernel's are slots below
+/// 2^20, --stack-map-entries' limit, with KS_PROF_IN_MAP_B for the second map).
+pub const UNWOUND: i32 = 1 << 29;
+
+pub fn is_unwound(id: i32) -> bool {
+    id >= 0 && id & UNWOUND != 0
+}
+
 /// The stacks the counts refer to, by id (either map): return addresses, innermost first.
 pub fn stacks(obj: &LoadedObject, counts: &[(ks_prof_key, u64)]) -> Result<HashMap<i32, Vec<u64>>> {
     let maps = StackMaps::open(obj)?;
@@ -103,7 +111,7 @@ pub fn stacks(obj: &LoadedObject, counts: &[(ks_prof_key, u64)]) -> Result<HashM
     let ids = counts
         .iter()
         .flat_map(|(k, _)| [k.user_stack, k.kernel_stack])
-        .filter(|id| *id >= 0 && !super::copies::is_unwound(*id));
+        .filter(|id| *id >= 0 && !is_unwound(*id));
     for id in ids {
         if out.contains_key(&id) {
             continue;
@@ -155,7 +163,7 @@ pub fn stacks_per_map(counts: &[(ks_prof_key, u64)]) -> (usize, usize) {
     let mut ids: Vec<i32> = counts
         .iter()
         .flat_map(|(k, _)| [k.user_stack, k.kernel_stack])
-        .filter(|id| *id >= 0 && !super::copies::is_unwound(*id))
+        .filter(|id| *id >= 0 && !is_unwound(*id))
         .collect();
     ids.sort_unstable();
     ids.dedup();
