@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use tracing::{info, warn};
 
+use crate::bpf::fallback::{first_that_attaches, Attempt, Outcome};
 use crate::bpf::hooks::{Candidate, Hook};
 use crate::bpf::{self, LoadConfig, LoadSpec, LoadedObject};
 use crate::enrich::SharedEnricher;
@@ -225,44 +226,44 @@ fn start(
         .iter()
         .map(|(name, bytes)| (*name, bytes.as_slice()))
         .collect();
-    let mut failures = Vec::new();
-    for candidate in descriptor.candidates {
-        let (started, hook, shared_with) = if let Some(host_name) = candidate.shared_with {
+    let attempts = descriptor.candidates.iter().map(|candidate| {
+        if let Some(host_name) = candidate.shared_with {
             let Some(host) = hosts.iter().find(|h| h.name == host_name) else {
-                continue;
+                return Attempt::Pass;
             };
             let started = builder.start(host.obj.clone());
             let started = started.map_err(|e| anyhow::anyhow!("sharing {host_name}: {e:#}"));
-            (started, host.hook, Some(host_name))
-        } else if let Some(why) = crate::bpf::features::refusal(candidate.hook) {
-            failures.push((candidate.hook, why));
-            continue;
-        } else {
-            let spec = LoadSpec {
-                name,
-                bytes: descriptor.object,
-                programs: candidate.programs,
-                max_entries: &sizes,
-                broken_target: broken_target(name, candidate.hook),
-                sections: &sections,
-                skip_maps: &other_candidates_maps(descriptor, candidate),
-            };
-            let started = bpf::load(&spec, config).and_then(|obj| builder.start(Arc::new(obj)));
-            (started, candidate.hook, None)
-        };
-        match started {
-            Ok(collector) => {
-                info!(collector = name, hook = %hook, shared_with, "attached");
-                let attachment = Attachment {
-                    collector: name,
-                    hook: Some(hook),
-                    failures,
-                    shared_with,
-                };
-                return (Some(collector), attachment);
-            }
-            Err(err) => failures.push((hook, format!("{err:#}"))),
+            return Attempt::Shared(host.hook, started.map(|c| (c, Some(host_name))));
         }
+        let builder = &builder;
+        let (sizes, sections) = (&sizes, &sections);
+        Attempt::Load(
+            candidate.hook,
+            Box::new(move || {
+                let spec = LoadSpec {
+                    name,
+                    bytes: descriptor.object,
+                    programs: candidate.programs,
+                    max_entries: sizes,
+                    broken_target: broken_target(name, candidate.hook),
+                    sections,
+                    skip_maps: &other_candidates_maps(descriptor, candidate),
+                };
+                let obj = bpf::load(&spec, config)?;
+                Ok((builder.start(Arc::new(obj))?, None))
+            }),
+        )
+    });
+    let Outcome { attached, failures } = first_that_attaches(attempts);
+    if let Some(((collector, shared_with), hook)) = attached {
+        info!(collector = name, hook = %hook, shared_with, "attached");
+        let attachment = Attachment {
+            collector: name,
+            hook: Some(hook),
+            failures,
+            shared_with,
+        };
+        return (Some(collector), attachment);
     }
     let attachment = Attachment {
         collector: name,

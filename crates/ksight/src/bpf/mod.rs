@@ -4,6 +4,7 @@
 
 pub mod btf;
 pub mod dead_groups;
+pub mod fallback;
 pub mod features;
 pub mod hooks;
 mod load;

@@ -1,5 +1,6 @@
 //! ksight's own metrics: build, collectors, losses, maps, scrape time, process_*, BPF stats.
 
+use ksight_bpf::abi::ks_loss;
 use libbpf_rs::{MapCore, MapType};
 
 use crate::metrics::model::{Family, Kind, Value};
@@ -82,8 +83,11 @@ pub fn object_families(objects: &Objects<'_>, out: &mut Vec<Family>) {
 }
 
 fn add_losses(map: &libbpf_rs::MapHandle, collector: &'static str, lost: &mut Family) {
-    for (reason, idx) in [("map_full", 0u32), ("update_failed", 1u32)] {
-        let n: u64 = crate::bpf::percpu_value::<u64>(map, idx)
+    for (reason, idx) in [
+        ("map_full", ks_loss::KS_LOSS_MAP_FULL),
+        ("update_failed", ks_loss::KS_LOSS_UPDATE_FAILED),
+    ] {
+        let n: u64 = crate::bpf::percpu_value::<u64>(map, idx.0)
             .map(|v| v.iter().sum())
             .unwrap_or(0);
         lost.add(

@@ -23,6 +23,7 @@ pub use args::TraceArgs;
 use ksight_bpf::abi::{ks_ev_kind, ks_trace_config, ks_trace_filter};
 use tracing::debug;
 
+use crate::bpf::fallback::{first_that_attaches, Attempt};
 use crate::bpf::hooks::Hook;
 use crate::bpf::{self, LoadConfig, LoadSpec, LoadedObject};
 use crate::collector::broken_target;
@@ -242,12 +243,9 @@ fn load_object(
     ring_size: u32,
     load: LoadConfig,
 ) -> Result<(LoadedObject, Hook)> {
-    let mut failures = Vec::new();
-    for hook in [Hook::TpBtf, Hook::RawTp] {
-        if let Some(why) = crate::bpf::features::refusal(hook) {
-            failures.push(why);
-            continue;
-        }
+    let sections = [(".rodata.trace", config_bytes(config))];
+    let max_entries = [("trace_events".to_string(), ring_size)];
+    let attempts = [Hook::TpBtf, Hook::RawTp].map(|hook| {
         let mut programs: Vec<&str> = kinds
             .iter()
             .flat_map(|k| k.programs(hook))
@@ -255,25 +253,38 @@ fn load_object(
             .collect();
         programs.sort();
         programs.dedup();
-        let sections = [(".rodata.trace", config_bytes(config))];
-        let spec = LoadSpec {
-            name: "trace",
-            bytes: ksight_bpf::objects::TRACE,
-            programs: &programs,
-            max_entries: &[("trace_events".to_string(), ring_size)],
-            broken_target: broken_target("trace", hook),
-            sections: &sections,
-            skip_maps: &[],
-        };
-        match bpf::load(&spec, load) {
-            Ok(obj) => return Ok((obj, hook)),
-            Err(err) => failures.push(format!("{hook}: {err:#}")),
+        let (sections, max_entries) = (&sections, &max_entries);
+        Attempt::Load(
+            hook,
+            Box::new(move || {
+                let spec = LoadSpec {
+                    name: "trace",
+                    bytes: ksight_bpf::objects::TRACE,
+                    programs: &programs,
+                    max_entries,
+                    broken_target: broken_target("trace", hook),
+                    sections,
+                    skip_maps: &[],
+                };
+                bpf::load(&spec, load)
+            }),
+        )
+    });
+    let outcome = first_that_attaches(attempts);
+    match outcome.attached {
+        Some(attached) => Ok(attached),
+        None => {
+            let failures: Vec<String> = outcome
+                .failures
+                .iter()
+                .map(|(hook, why)| format!("{hook}: {why}"))
+                .collect();
+            bail!(
+                "could not attach the trace programs: {}",
+                failures.join("; ")
+            )
         }
     }
-    bail!(
-        "could not attach the trace programs: {}",
-        failures.join("; ")
-    )
 }
 
 #[cfg(test)]
