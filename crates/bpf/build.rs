@@ -1,8 +1,8 @@
-//! Compiles every `bpf/*.bpf.c` into an object embedded in the crate, and makes the Rust side
-//! of `bpf/abi.h`: an anchor object holding every ABI struct and enum in its BTF, whose
-//! skeleton's `types` are the Rust types. Nothing here lists a collector or a type: a new
-//! `*.bpf.c` gets its `objects::NAME` constant, and a new `struct ks_*`/`enum ks_*` in abi.h
-//! its Rust type, without an edit here.
+//! Compiles every `*.bpf.c` under `bpf/` (`collectors/`, `jobs/`, the feature probes) into an
+//! object embedded in the crate, and makes the Rust side of `bpf/include/abi.h`: an anchor
+//! object holding every ABI struct and enum in its BTF, whose skeleton's `types` are the Rust
+//! types. Nothing here lists a collector or a type: a new `*.bpf.c` gets its `objects::NAME`
+//! constant, and a new `struct ks_*`/`enum ks_*` in abi.h its Rust type, without an edit here.
 //! `KSIGHT_CLANG` names the clang to use (e.g. clang-19); the default is `clang`.
 
 use std::env;
@@ -18,7 +18,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=KSIGHT_CLANG");
     println!("cargo:rerun-if-changed=bpf");
 
-    let abi = fs::read_to_string("bpf/abi.h").expect("bpf/abi.h is readable");
+    let abi = fs::read_to_string("bpf/include/abi.h").expect("bpf/include/abi.h is readable");
     let (structs, enums) = abi_types(&abi);
     let anchor = out.join("abi.bpf.c");
     fs::write(&anchor, anchor_source(&structs, &enums)).expect("OUT_DIR is writable");
@@ -26,8 +26,9 @@ fn main() {
     fs::write(out.join("abi_plain.rs"), plain_impls(&structs)).expect("OUT_DIR is writable");
 
     let mut objects = String::new();
-    for name in object_names() {
-        compile(&clang, Path::new(&format!("bpf/{name}.bpf.c")), &out, None);
+    for source in object_sources(Path::new("bpf")) {
+        compile(&clang, &source, &out, None);
+        let name = stem(&source);
         let _ = writeln!(
             objects,
             "pub const {}: &[u8] = include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{name}.bpf.o\"));",
@@ -38,37 +39,44 @@ fn main() {
 
     cc::Build::new()
         .file("bpf/hist_host.c")
-        .include("bpf")
+        .include("bpf/include")
         .warnings(true)
         .compile("ksight_hist_host");
 }
 
-/// The stems of `bpf/*.bpf.c`, sorted so the build is reproducible.
-fn object_names() -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir("bpf")
-        .expect("bpf/ is readable")
-        .filter_map(|entry| entry.ok())
-        .filter_map(|entry| {
-            let file = entry.file_name().into_string().ok()?;
-            file.strip_suffix(".bpf.c").map(str::to_string)
-        })
-        .collect();
-    names.sort();
-    names
+/// Every `*.bpf.c` below `dir`, sorted by name so the build is reproducible (names are unique
+/// across folders: each is an `objects::` constant).
+fn object_sources(dir: &Path) -> Vec<PathBuf> {
+    let mut sources = Vec::new();
+    for entry in fs::read_dir(dir).expect("bpf/ is readable").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            sources.extend(object_sources(&path));
+        } else if path.to_string_lossy().ends_with(".bpf.c") {
+            sources.push(path);
+        }
+    }
+    sources.sort_by_key(|p| stem(p).to_string());
+    sources
 }
 
-fn compile(clang: &str, source: &Path, out: &Path, skeleton: Option<PathBuf>) {
-    let stem = source
+/// `NAME` of `…/NAME.bpf.c`.
+fn stem(source: &Path) -> &str {
+    source
         .file_name()
         .and_then(|f| f.to_str())
         .and_then(|f| f.strip_suffix(".bpf.c"))
-        .expect("a .bpf.c source");
+        .expect("a .bpf.c source")
+}
+
+fn compile(clang: &str, source: &Path, out: &Path, skeleton: Option<PathBuf>) {
+    let stem = stem(source);
     let mut builder = SkeletonBuilder::new();
     builder
         .source(source)
         .obj(out.join(format!("{stem}.bpf.o")))
         .clang(clang)
-        .clang_args(["-Ibpf", "-mcpu=v3", "-Wall", "-Wno-unused-function"]);
+        .clang_args(["-Ibpf/include", "-mcpu=v3", "-Wall", "-Wno-unused-function"]);
     let result = match skeleton {
         Some(path) => builder.build_and_generate(path),
         None => builder.build(),

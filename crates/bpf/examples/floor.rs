@@ -1,4 +1,4 @@
-//! Benchmark floor: loads empty programs of the probe object (e.g. probe_raw_tp_exit, or
+//! Benchmark floor: loads empty programs of the feature-probe object (feature_probes.bpf.c) (e.g. probe_raw_tp_exit, or
 //! several: the hooks of one collector), attaches them, prints "attached", and holds them
 //! until killed. A perf_event program (probe_perf_event) is attached to a cpu-clock event on
 //! every online CPU at FLOOR_HZ samples per second (default 99), as `ksight profile` opens
@@ -17,7 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if programs.is_empty() {
         return Err("usage: floor PROGRAM...".into());
     }
-    let mut open = libbpf_rs::ObjectBuilder::default().open_memory(ksight_bpf::objects::PROBE)?;
+    let mut open =
+        libbpf_rs::ObjectBuilder::default().open_memory(ksight_bpf::objects::FEATURE_PROBES)?;
     for mut prog in open.progs_mut() {
         let keep = programs.iter().any(|p| prog.name() == p.as_str());
         prog.set_autoload(keep);

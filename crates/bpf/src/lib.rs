@@ -1,6 +1,6 @@
-//! ksight's kernel side: the compiled CO-RE objects and the Rust view of `bpf/abi.h`.
+//! ksight's kernel side: the compiled CO-RE objects and the Rust view of `bpf/include/abi.h`.
 //!
-//! The ABI types come from one place only: `bpf/abi.h`. build.rs compiles an anchor object
+//! The ABI types come from one place only: `bpf/include/abi.h`. build.rs compiles an anchor object
 //! (never loaded) with a global of every ABI type, so BTF, and so its skeleton's `types`,
 //! holds them all.
 
@@ -15,7 +15,7 @@ mod abi_skel {
     include!(concat!(env!("OUT_DIR"), "/abi.skel.rs"));
 }
 
-/// The structs and enums of `bpf/abi.h`, as generated from BTF (every `struct ks_*` is
+/// The structs and enums of `bpf/include/abi.h`, as generated from BTF (every `struct ks_*` is
 /// `plain::Plain`: the keys and records are read from raw map and ring-buffer bytes).
 pub mod abi {
     pub use super::abi_skel::types::*;
@@ -34,7 +34,7 @@ extern "C" {
     fn ksight_hist_bound_host(index: u32) -> u64;
 }
 
-/// Histogram geometry shared with the kernel (`bpf/hist.h`).
+/// Histogram geometry shared with the kernel (`bpf/include/hist.h`).
 pub mod hist {
     use super::abi::ks_hist_geometry as G;
 

@@ -1,4 +1,4 @@
-//! The user side of `KS_DEAD_GROUPS` (bpf/maps.bpf.h): claims of thread groups already
+//! The user side of `KS_DEAD_GROUPS` (bpf/include/maps.bpf.h): claims of thread groups already
 //! counted as dead, kept in a plain hash, deleted here once no exiting thread can still ask.
 
 use anyhow::Result;

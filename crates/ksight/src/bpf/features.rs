@@ -244,7 +244,7 @@ fn probe(feature: Feature) -> Result<String> {
     }
 }
 
-/// The probe object with only `programs` loaded (and its socket storage map only if asked).
+/// The feature-probe object (feature_probes.bpf.c) with only `programs` loaded (and its socket storage map only if asked).
 fn load_probe(programs: &[&str], config: LoadConfig, attach: bool) -> Result<LoadedObject> {
     let uses_sk = programs.iter().any(|p| {
         matches!(
@@ -254,7 +254,7 @@ fn load_probe(programs: &[&str], config: LoadConfig, attach: bool) -> Result<Loa
     });
     let spec = LoadSpec {
         name: "probe",
-        bytes: ksight_bpf::objects::PROBE,
+        bytes: ksight_bpf::objects::FEATURE_PROBES,
         programs,
         max_entries: &[],
         broken_target: None,
@@ -495,7 +495,7 @@ mod uprobe {
             .maps()
             .into_iter()
             .find(|(name, _)| name.ends_with(".bss"))
-            .ok_or_else(|| anyhow!("the probe object has no .bss"))?;
+            .ok_or_else(|| anyhow!("the feature-probe object has no .bss"))?;
         let value =
             libbpf_rs::MapCore::lookup(&bss, &0u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY)?
                 .ok_or_else(|| anyhow!("the probe's counters cannot be read"))?;

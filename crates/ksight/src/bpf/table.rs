@@ -1,4 +1,4 @@
-//! The user side of a `KS_TABLE` (bpf/maps.bpf.h): counters keyed by labels, in two hash maps
+//! The user side of a `KS_TABLE` (bpf/include/maps.bpf.h): counters keyed by labels, in two hash maps
 //! used in turns, plus an overflow map for keys that did not fit.
 //!
 //! Draining without loss on every kernel (no need for the atomic lookup-and-delete of 5.14):

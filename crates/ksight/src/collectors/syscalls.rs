@@ -1,6 +1,6 @@
 //! `syscalls`: ksight_syscalls_total{syscall,comm} and ksight_syscall_errors_total{syscall,errno}.
 //!
-//! The kernel counts into [comm slot][syscall nr] (bpf/syscalls.bpf.c). Slot 0 is the overflow.
+//! The kernel counts into [comm slot][syscall nr] (bpf/collectors/syscalls.bpf.c). Slot 0 is the overflow.
 //! Counters only grow; user space keeps a baseline per slot, so handing a slot to another
 //! comm never shows one comm's counts under another's name:
 //! - fold (slot idle longer than the TTL): delete its comm from the kernel's slot map, make

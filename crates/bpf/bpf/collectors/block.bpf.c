@@ -105,26 +105,6 @@ static __always_inline struct request *issued_request(unsigned long long *ctx)
 	return (struct request *)ctx[0];
 }
 
-SEC("tp_btf/block_rq_issue")
-int BPF_PROG(issue_btf)
-{
-	return on_issue(issued_request(ctx));
-}
-
-SEC("tp_btf/block_rq_complete")
-int BPF_PROG(complete_btf, struct request *rq, int error, unsigned int nr_bytes)
-{
-	return on_complete(rq, nr_bytes);
-}
-
-SEC("raw_tp/block_rq_issue")
-int BPF_PROG(issue_raw)
-{
-	return on_issue(issued_request(ctx));
-}
-
-SEC("raw_tp/block_rq_complete")
-int BPF_PROG(complete_raw, struct request *rq, int error, unsigned int nr_bytes)
-{
-	return on_complete(rq, nr_bytes);
-}
+KS_TP_BTF_AND_RAW(issue, block_rq_issue, on_issue(issued_request(ctx)))
+KS_TP_BTF_AND_RAW(complete, block_rq_complete, on_complete(rq, nr_bytes), struct request *rq,
+		  int error, unsigned int nr_bytes)

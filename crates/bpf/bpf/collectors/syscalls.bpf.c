@@ -169,13 +169,8 @@ static __always_inline int on_task_exit(struct task_struct *task)
 	return 0;
 }
 
-KS_TP_BTF_AND_RAW(task_exit, sched_process_exit, on_task_exit(task), struct task_struct *task)
-
-SEC("tp/sched/sched_process_exit")
-int task_exit_tp(void *ctx)
-{
-	return on_task_exit((struct task_struct *)bpf_get_current_task());
-}
+KS_TP_EVERY_HOOK(task_exit, sched, sched_process_exit, on_task_exit(task),
+		 on_task_exit((struct task_struct *)bpf_get_current_task()), struct task_struct *task)
 
 /* exec and a leader's rename change the process's name; joining a cgroup its cgroup label. */
 static __always_inline int bump_epoch(void)
@@ -184,56 +179,6 @@ static __always_inline int bump_epoch(void)
 	return 0;
 }
 
-SEC("tp_btf/sched_process_exec")
-int BPF_PROG(exec_btf)
-{
-	return bump_epoch();
-}
-
-SEC("raw_tp/sched_process_exec")
-int BPF_PROG(exec_raw)
-{
-	return bump_epoch();
-}
-
-SEC("tp/sched/sched_process_exec")
-int exec_tp(void *ctx)
-{
-	return bump_epoch();
-}
-
-SEC("tp_btf/task_rename")
-int BPF_PROG(rename_btf)
-{
-	return bump_epoch();
-}
-
-SEC("raw_tp/task_rename")
-int BPF_PROG(rename_raw)
-{
-	return bump_epoch();
-}
-
-SEC("tp/task/task_rename")
-int rename_tp(void *ctx)
-{
-	return bump_epoch();
-}
-
-SEC("tp_btf/cgroup_attach_task")
-int BPF_PROG(cgroup_attach_btf)
-{
-	return bump_epoch();
-}
-
-SEC("raw_tp/cgroup_attach_task")
-int BPF_PROG(cgroup_attach_raw)
-{
-	return bump_epoch();
-}
-
-SEC("tp/cgroup/cgroup_attach_task")
-int cgroup_attach_tp(void *ctx)
-{
-	return bump_epoch();
-}
+KS_TP_EVERY_HOOK(exec, sched, sched_process_exec, bump_epoch(), bump_epoch())
+KS_TP_EVERY_HOOK(rename, task, task_rename, bump_epoch(), bump_epoch())
+KS_TP_EVERY_HOOK(cgroup_attach, cgroup, cgroup_attach_task, bump_epoch(), bump_epoch())

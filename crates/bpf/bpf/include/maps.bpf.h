@@ -11,20 +11,30 @@
 #include "hist.h"
 
 /*
- * A tracepoint's two programs with one body: NAME_btf (tp_btf, the cheapest, typed arguments
- * read directly) and NAME_raw (raw_tp, its fallback where BTF-enabled tracing is missing).
- * The user side picks one by name (crates/ksight/src/collectors/NAME.rs candidates).
+ * A tracepoint's programs with one body, one per hook kind: NAME_btf (tp_btf, the cheapest,
+ * typed arguments read directly), NAME_raw (raw_tp, its fallback where BTF-enabled tracing is
+ * missing) and, with KS_TP_EVERY_HOOK, NAME_tp (the classic tracepoint CATEGORY/TP, the last
+ * resort; its context is the event's record, not the arguments, so its body is TP_CALL). The
+ * user side picks one by name (crates/ksight/src/collectors/NAME.rs candidates).
  */
-#define KS_TP_BTF_AND_RAW(name, tp, call, ...)                                              \
+#define KS_TP_BTF_AND_RAW(name, tp, call, args...)                                          \
 	SEC("tp_btf/" #tp)                                                                  \
-	int BPF_PROG(name##_btf, __VA_ARGS__)                                               \
+	int BPF_PROG(name##_btf, ##args)                                                    \
 	{                                                                                   \
 		return call;                                                                \
 	}                                                                                   \
 	SEC("raw_tp/" #tp)                                                                  \
-	int BPF_PROG(name##_raw, __VA_ARGS__)                                               \
+	int BPF_PROG(name##_raw, ##args)                                                    \
 	{                                                                                   \
 		return call;                                                                \
+	}
+
+#define KS_TP_EVERY_HOOK(name, category, tp, call, tp_call, args...)                        \
+	KS_TP_BTF_AND_RAW(name, tp, call, ##args)                                           \
+	SEC("tp/" #category "/" #tp)                                                        \
+	int name##_tp(void *ctx)                                                            \
+	{                                                                                   \
+		return tp_call;                                                             \
 	}
 
 #define KS_EEXIST 17
