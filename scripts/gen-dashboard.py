@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Generates deploy/grafana/ksight.json: a Grafana dashboard with a panel for every metric
-family in README.md's metric table (the one list of families; a test checks the two agree
-and runs every panel query against a real Prometheus).
+family in docs/metrics.md's metric table (the one list of families, between its
+`<!-- metrics:begin -->` and `<!-- metrics:end -->` lines; a test checks the two agree and runs
+every panel query against a real Prometheus).
 
 Run: python3 scripts/gen-dashboard.py > deploy/grafana/ksight.json
 Queries use Grafana's $__rate_interval and the dashboard's $instance variable.
@@ -29,8 +30,8 @@ BY = {
 
 
 def families():
-    """(name, type, labels) from README.md's metric table, in its order."""
-    text = (ROOT / "README.md").read_text()
+    """(name, type, labels) from docs/metrics.md's metric table, in its order."""
+    text = (ROOT / "docs" / "metrics.md").read_text()
     start = text.index("| metric | type | labels | what |")
     rows = []
     for line in text[start:].splitlines()[2:]:

@@ -1,5 +1,5 @@
 //! What ships beside the binary (deploy/): the alert rules pass promtool's checks and unit
-//! tests, the Grafana dashboard is the one scripts/gen-dashboard.py makes from README.md's
+//! tests, the Grafana dashboard is the one scripts/gen-dashboard.py makes from docs/metrics.md's
 //! metric table, and every query of every panel returns data from a real Prometheus that
 //! scraped ksight during a workload this test makes. Host only: Prometheus, promtool and
 //! python3 are not in the kernel matrix's guests.
