@@ -2,8 +2,8 @@
 //! binary scripts/release made, with buildah: no daemon, chroot isolation, vfs storage in a
 //! directory of the test's own, nothing pulled. Its configuration says how it runs, its root
 //! holds the binary and the licence notices and nothing else, and that root runs `doctor` and
-//! `serve --check` chrooted, with only the capabilities README's run flags give. Host only:
-//! buildah is not in the kernel matrix's guests, and nothing here depends on the kernel.
+//! `serve --check` chrooted, with only the capabilities docs/deploy.md's run flags give. Host
+//! only: buildah is not in the kernel matrix's guests, and nothing here depends on the kernel.
 
 #[macro_use]
 mod common;
@@ -16,7 +16,7 @@ use common::*;
 const TAG: &str = "localhost/ksight:test";
 const ENTRYPOINT: &str = "/usr/local/bin/ksight";
 const LICENCES: &str = "usr/share/doc/ksight/THIRD-PARTY-LICENSES";
-// README's `--cap-add` list for serve: CAP_SYS_ADMIN (21), CAP_SYS_RESOURCE (24),
+// docs/deploy.md's `--cap-add` list for serve: CAP_SYS_ADMIN (21), CAP_SYS_RESOURCE (24),
 // CAP_PERFMON (38), CAP_BPF (39).
 const RUN_CAPABILITIES: &[u32] = &[21, 24, 38, 39];
 

@@ -16,7 +16,7 @@ reads, in any mount namespace (uprobes).\n\
 Filters are applied in the kernel before an event takes ring-buffer space. They match the \
 process doing the action (for exec the new image; for fork the parent; for signal the \
 sender; for tcp the socket's owner: the connecting or the listening process).\n\
-JSON schema: see README.md, section `ksight trace`."
+JSON schema: see docs/trace.md, section `JSON schema`."
 )]
 pub struct TraceArgs {
     /// Comma-separated events: exec, open, fork, exit, signal, tcp, readline; or syscalls.
@@ -49,7 +49,7 @@ pub struct TraceArgs {
     #[arg(long)]
     pub failed: bool,
 
-    /// JSON lines (one object per event; schema in README.md).
+    /// JSON lines (one object per event; schema in docs/trace.md).
     #[arg(long)]
     pub json: bool,
 

@@ -1,5 +1,5 @@
 //! One ring-buffer record, read with `plain` from the ABI structs of `abi.h`, and its two
-//! renderings: a line of aligned columns and a JSON object (the schema in README.md).
+//! renderings: a line of aligned columns and a JSON object (the schema in docs/trace.md).
 
 use std::borrow::Cow;
 use std::io::{self, Write};

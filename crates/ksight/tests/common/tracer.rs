@@ -1,6 +1,6 @@
 //! `ksight trace --json` as a child process: started, waited for until attached (its
 //! `start` record), stopped with SIGINT, and every record checked against the documented
-//! JSON schema (README.md, `ksight trace`).
+//! JSON schema (docs/trace.md, `JSON schema`).
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
@@ -111,7 +111,7 @@ impl Finished {
     }
 }
 
-/// The documented JSON schema (README.md, `ksight trace`): field names and types.
+/// The documented JSON schema (docs/trace.md, `JSON schema`): field names and types.
 pub fn check_schema(r: &Value) {
     let t = r["type"].as_str().expect("type is a string");
     let has = |f: &str, ok: fn(&Value) -> bool| {
