@@ -14,7 +14,7 @@ use crate::bpf::fallback::{first_that_attaches, Attempt, Outcome};
 use crate::bpf::hooks::{Candidate, Hook};
 use crate::bpf::{self, LoadConfig, LoadSpec, LoadedObject};
 use crate::enrich::SharedEnricher;
-use crate::metrics::model::{Family, Kind, Value};
+use crate::metrics::model::{Family, FamilyDoc, Kind, Value};
 
 /// One collector, as the registry, the command line, doctor and the README see it.
 pub struct Descriptor {
@@ -29,6 +29,9 @@ pub struct Descriptor {
     pub candidates: &'static [Candidate],
     /// Its settings: `--collector.NAME.OPTION`.
     pub options: &'static [Opt],
+    /// Every metric family it exports: docs/metrics.md, the dashboard and the alert rules'
+    /// checks are made from these.
+    pub families: &'static [&'static FamilyDoc],
     pub build: fn(&Context) -> Box<dyn Builder>,
 }
 
@@ -160,19 +163,26 @@ impl Attachment {
     }
 }
 
+pub static COLLECTOR_UP: FamilyDoc = FamilyDoc {
+    name: "ksight_collector_up",
+    kind: Kind::Gauge,
+    labels: &["collector"],
+    help: "1 when the collector is attached, 0 when it could not attach.",
+    notes: "",
+};
+pub static COLLECTOR_INFO: FamilyDoc = FamilyDoc {
+    name: "ksight_collector_info",
+    kind: Kind::Gauge,
+    labels: &["collector", "hook"],
+    help: "The hook each collector uses (none: it could not attach); always 1.",
+    notes: "always 1: the hook the collector uses (`none` when it could not attach)",
+};
+
 /// `ksight_collector_up{collector}`: 1 attached, 0 not; and `ksight_collector_info{collector,
 /// hook} 1` naming the hook each uses (`none` when it could not attach).
 pub fn up_families(attachments: &[Attachment]) -> [Family; 2] {
-    let mut up = Family::new(
-        "ksight_collector_up",
-        Kind::Gauge,
-        "1 when the collector is attached, 0 when it could not attach.",
-    );
-    let mut info = Family::new(
-        "ksight_collector_info",
-        Kind::Gauge,
-        "The hook each collector uses (none: it could not attach); always 1.",
-    );
+    let mut up = Family::of(&COLLECTOR_UP);
+    let mut info = Family::of(&COLLECTOR_INFO);
     for a in attachments {
         let hook = a.hook.map_or("none", |h| h.as_str());
         up.set(

@@ -7,6 +7,8 @@ mod collector;
 mod collectors;
 mod common;
 mod decode;
+#[cfg(test)]
+mod docs;
 mod doctor;
 mod enrich;
 mod fault_injection;

@@ -110,6 +110,39 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         "queries with no data:\n{}",
         empty.join("\n")
     );
+    // docs/metrics.md's table (generated from the registry) is what /metrics holds: every
+    // family with its type, and no other.
+    let (_, body) = http_get(server.port, "/metrics", None).expect("scrape /metrics");
+    let scraped: std::collections::BTreeSet<(String, String)> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, kind)| (name.to_string(), kind.to_string()))
+        .collect();
+    assert_eq!(
+        scraped,
+        documented_families(),
+        "/metrics against docs/metrics.md"
+    );
+}
+
+/// (name, type) of every row of docs/metrics.md's generated table.
+fn documented_families() -> std::collections::BTreeSet<(String, String)> {
+    let text = std::fs::read_to_string(repo().join("docs/metrics.md")).expect("docs/metrics.md");
+    let block = text
+        .split_once("<!-- metrics:begin -->")
+        .and_then(|(_, rest)| rest.split_once("<!-- metrics:end -->"))
+        .map(|(block, _)| block)
+        .expect("docs/metrics.md has the metrics block");
+    block
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| {
+            let (name, rest) = l.split_once("` | ")?;
+            let kind = rest.split(" | ").next()?;
+            Some((name.to_string(), kind.to_string()))
+        })
+        .collect()
 }
 
 /// One of everything ksight counts: processes that start, exit and are killed, a failed open,

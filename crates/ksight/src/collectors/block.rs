@@ -12,8 +12,23 @@ use libbpf_rs::{MapCore, MapFlags};
 use crate::bpf::LoadedObject;
 use crate::collector::{Builder, Collector, Descriptor};
 use crate::bpf::hooks::{Candidate, Hook};
-use crate::metrics::model::{Family, Kind, Labels, Value};
+use crate::metrics::model::{Family, FamilyDoc, Kind, Labels, Value};
 use crate::decode;
+
+static LATENCY: FamilyDoc = FamilyDoc {
+    name: "ksight_block_io_latency_seconds",
+    kind: Kind::Histogram,
+    labels: &["device", "major_minor", "op"],
+    help: "Block I/O requests from issue to the driver to completion, by device and operation.",
+    notes: "request issued to the driver → completed; `device` as in /dev (`nvme0n1`, `loop3`), `op` `read`, `write`, `flush`, `discard`, …",
+};
+static BYTES: FamilyDoc = FamilyDoc {
+    name: "ksight_block_io_bytes_total",
+    kind: Kind::Counter,
+    labels: &["device", "major_minor", "op"],
+    help: "Bytes of completed block I/O requests, by device and operation.",
+    notes: "bytes of completed requests",
+};
 
 pub static DESCRIPTOR: Descriptor = Descriptor {
     name: "block",
@@ -25,6 +40,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
         Candidate::own(Hook::RawTp, &["issue_raw", "complete_raw"]),
     ],
     options: &[],
+    families: &[&LATENCY, &BYTES],
     build: |context| Box::new(BlockBuilder { btf: context.btf }),
 };
 
@@ -55,20 +71,12 @@ struct Block {
 impl Collector for Block {
     fn collect(&mut self, out: &mut Vec<Family>) -> Result<()> {
         let obj = self.obj.clone();
-        let mut latency = Family::new(
-            "ksight_block_io_latency_seconds",
-            Kind::Histogram,
-            "Block I/O requests from issue to the driver to completion, by device and operation.",
-        );
+        let mut latency = Family::of(&LATENCY);
         for (key, parts) in per_cpu_entries::<ks_hist>(&obj, "block_lat")? {
             let h = super::merge_hists(&parts);
             latency.set(self.labels(&key), Value::Histogram(h));
         }
-        let mut bytes = Family::new(
-            "ksight_block_io_bytes_total",
-            Kind::Counter,
-            "Bytes of completed block I/O requests, by device and operation.",
-        );
+        let mut bytes = Family::of(&BYTES);
         for (key, parts) in per_cpu_entries::<u64>(&obj, "block_bytes")? {
             bytes.add(self.labels(&key), parts.iter().sum());
         }

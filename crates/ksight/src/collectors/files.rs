@@ -7,9 +7,18 @@ use ksight_bpf::abi::ks_file_key;
 use super::table_collector::{self, Row, Spec};
 use crate::bpf::LoadedObject;
 use crate::collector::Descriptor;
+use crate::metrics::model::{FamilyDoc, Kind};
 use crate::bpf::hooks::{Candidate, Hook};
 use crate::decode;
 use crate::bpf::table::Tabled;
+
+static OPENS: FamilyDoc = FamilyDoc {
+    name: "ksight_file_opens_total",
+    kind: Kind::Counter,
+    labels: &["comm", "result"],
+    help: "open, openat, openat2 and creat calls, by process name and result (ok or errno name).",
+    notes: "open, openat, openat2, creat; result `ok` or the errno name. io_uring opens are not counted",
+};
 
 pub static DESCRIPTOR: Descriptor = Descriptor {
     name: "files",
@@ -28,16 +37,14 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
         ),
     ],
     options: &[],
+    families: &[&OPENS],
     build: |context| table_collector::builder(&SPEC, context),
 };
 
 static SPEC: Spec = Spec {
     table: "files",
     unused_tables: &[],
-    families: &[(
-        "ksight_file_opens_total",
-        "open, openat, openat2 and creat calls, by process name and result (ok or errno name).",
-    )],
+    families: &[&OPENS],
     histograms: &[],
     start: Tabled::new::<ks_file_key>,
     row,

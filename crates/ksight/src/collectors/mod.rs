@@ -34,7 +34,7 @@ use crate::bpf::{self, LoadedObject};
 pub use crate::collector::Descriptor;
 use crate::collector::OptionValues;
 use crate::enrich::SharedEnricher;
-use crate::metrics::model::{slot_histogram, Family, Histogram, Kind, Labels, Value};
+use crate::metrics::model::{slot_histogram, Family, FamilyDoc, Histogram, Labels, Value};
 
 /// The collector named `name`.
 pub fn find(name: &str) -> Option<&'static Descriptor> {
@@ -234,15 +234,9 @@ pub fn enriched(mut labels: Labels, enricher: &SharedEnricher, cgroup: u64) -> L
 }
 
 /// A per-CPU `struct ks_hist` map as one histogram family with no labels.
-pub fn hist_family(
-    obj: &LoadedObject,
-    map: &str,
-    name: &'static str,
-    help: &'static str,
-) -> Result<Family> {
+pub fn hist_family(obj: &LoadedObject, map: &str, doc: &'static FamilyDoc) -> Result<Family> {
     let per_cpu: Vec<ks_hist> = bpf::percpu_value(&obj.map(map)?, 0)?;
-    Ok(Family::new(name, Kind::Histogram, help)
-        .with(vec![], Value::Histogram(merge_hists(&per_cpu))))
+    Ok(Family::of(doc).with(vec![], Value::Histogram(merge_hists(&per_cpu))))
 }
 
 /// Per-CPU (or per-key) kernel histograms summed into one, in seconds.

@@ -4,8 +4,17 @@ use ksight_bpf::abi::ks_comm_key;
 
 use super::table_collector::{self, Spec};
 use crate::collector::Descriptor;
+use crate::metrics::model::{FamilyDoc, Kind};
 use crate::bpf::hooks::{Candidate, Hook};
 use crate::bpf::table::Tabled;
+
+static PAGE_FAULTS: FamilyDoc = FamilyDoc {
+    name: "ksight_page_faults_total",
+    kind: Kind::Counter,
+    labels: &["comm"],
+    help: "Page faults taken in user mode (x86 exceptions:page_fault_user), by process name.",
+    notes: "user-mode page faults (`page_faults`, opt-in)",
+};
 
 pub static DESCRIPTOR: Descriptor = Descriptor {
     name: "page_faults",
@@ -17,16 +26,14 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
         Candidate::own(Hook::RawTp, &["fault_raw"]),
     ],
     options: &[],
+    families: &[&PAGE_FAULTS],
     build: |context| table_collector::builder(&SPEC, context),
 };
 
 static SPEC: Spec = Spec {
     table: "faults",
     unused_tables: &["oom"],
-    families: &[(
-        "ksight_page_faults_total",
-        "Page faults taken in user mode (x86 exceptions:page_fault_user), by process name.",
-    )],
+    families: &[&PAGE_FAULTS],
     histograms: &[],
     start: Tabled::new::<ks_comm_key>,
     row: table_collector::comm_row,

@@ -7,9 +7,46 @@ use ksight_bpf::abi::{ks_proc_key, ks_proc_kind};
 use super::table_collector::{self, Row, Spec};
 use crate::bpf::LoadedObject;
 use crate::collector::Descriptor;
+use crate::metrics::model::{FamilyDoc, Kind};
 use crate::bpf::hooks::{Candidate, Hook};
 use crate::decode;
 use crate::bpf::table::Tabled;
+
+static EXECS: FamilyDoc = FamilyDoc {
+    name: "ksight_process_execs_total",
+    kind: Kind::Counter,
+    labels: &["comm"],
+    help: "Successful execs, by the new image's process name.",
+    notes: "successful execs, by the new image's comm",
+};
+static FORKS: FamilyDoc = FamilyDoc {
+    name: "ksight_process_forks_total",
+    kind: Kind::Counter,
+    labels: &["comm"],
+    help: "New processes (not threads), by the parent's process name.",
+    notes: "new processes (not threads), by the parent's comm",
+};
+static EXITS: FamilyDoc = FamilyDoc {
+    name: "ksight_process_exits_total",
+    kind: Kind::Counter,
+    labels: &["comm"],
+    help: "Processes whose last thread exited, by process name.",
+    notes: "processes whose last thread exited",
+};
+static KILLED: FamilyDoc = FamilyDoc {
+    name: "ksight_process_killed_total",
+    kind: Kind::Counter,
+    labels: &["signal", "comm"],
+    help: "Processes that died by a signal (from the exit status), by signal and process name.",
+    notes: "processes that died by a signal (from the exit status)",
+};
+static LIFETIME: FamilyDoc = FamilyDoc {
+    name: "ksight_process_lifetime_seconds",
+    kind: Kind::Histogram,
+    labels: &[],
+    help: "Process lifetime, from the leader's fork to the death of the thread group.",
+    notes: "leader's fork to the death of the thread group",
+};
 
 pub static DESCRIPTOR: Descriptor = Descriptor {
     name: "process",
@@ -21,6 +58,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
         Candidate::own(Hook::RawTp, &["exec_raw", "fork_raw", "exit_raw"]),
     ],
     options: &[],
+    families: &[&EXECS, &FORKS, &EXITS, &KILLED, &LIFETIME],
     build: |context| table_collector::builder(&SPEC, context),
 };
 
@@ -28,29 +66,8 @@ static SPEC: Spec = Spec {
     table: "proc",
     unused_tables: &[],
     // In the order of enum ks_proc_kind.
-    families: &[
-        (
-            "ksight_process_execs_total",
-            "Successful execs, by the new image's process name.",
-        ),
-        (
-            "ksight_process_forks_total",
-            "New processes (not threads), by the parent's process name.",
-        ),
-        (
-            "ksight_process_exits_total",
-            "Processes whose last thread exited, by process name.",
-        ),
-        (
-            "ksight_process_killed_total",
-            "Processes that died by a signal (from the exit status), by signal and process name.",
-        ),
-    ],
-    histograms: &[(
-        "proc_lifetime",
-        "ksight_process_lifetime_seconds",
-        "Process lifetime, from the leader's fork to the death of the thread group.",
-    )],
+    families: &[&EXECS, &FORKS, &EXITS, &KILLED],
+    histograms: &[("proc_lifetime", &LIFETIME)],
     start: Tabled::new::<ks_proc_key>,
     row,
     upkeep: Some(forget_dead_groups),

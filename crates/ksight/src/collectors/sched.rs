@@ -8,7 +8,22 @@ use anyhow::Result;
 use crate::bpf::{self, LoadedObject};
 use crate::collector::{Collector, Descriptor, Simple};
 use crate::bpf::hooks::{Candidate, Hook};
-use crate::metrics::model::{Family, Kind, Value};
+use crate::metrics::model::{Family, FamilyDoc, Kind, Value};
+
+static RUNQUEUE_LATENCY: FamilyDoc = FamilyDoc {
+    name: "ksight_runqueue_latency_seconds",
+    kind: Kind::Histogram,
+    labels: &[],
+    help: "Time runnable tasks waited on a run queue: from wakeup (or preemption) to running.",
+    notes: "wakeup (or preemption while runnable) → on CPU",
+};
+static CONTEXT_SWITCHES: FamilyDoc = FamilyDoc {
+    name: "ksight_context_switches_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "Context switches, on all CPUs.",
+    notes: "all CPUs",
+};
 
 pub static DESCRIPTOR: Descriptor = Descriptor {
     name: "sched",
@@ -23,6 +38,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
         Candidate::own(Hook::RawTp, &["wakeup_raw", "wakeup_new_raw", "switch_raw"]),
     ],
     options: &[],
+    families: &[&RUNQUEUE_LATENCY, &CONTEXT_SWITCHES],
     build: |_| Box::new(Simple(|obj| Ok(Box::new(Sched { obj })))),
 };
 
@@ -36,20 +52,8 @@ impl Collector for Sched {
         let switches: u64 = bpf::percpu_array_sums(&obj.map("sched_switches")?)?
             .iter()
             .sum();
-        out.push(super::hist_family(
-            obj,
-            "sched_runq_lat",
-            "ksight_runqueue_latency_seconds",
-            "Time runnable tasks waited on a run queue: from wakeup (or preemption) to running.",
-        )?);
-        out.push(
-            Family::new(
-                "ksight_context_switches_total",
-                Kind::Counter,
-                "Context switches, on all CPUs.",
-            )
-            .with(vec![], Value::Int(switches)),
-        );
+        out.push(super::hist_family(obj, "sched_runq_lat", &RUNQUEUE_LATENCY)?);
+        out.push(Family::of(&CONTEXT_SWITCHES).with(vec![], Value::Int(switches)));
         Ok(())
     }
 

@@ -5,9 +5,18 @@ use ksight_bpf::abi::ks_signal_key;
 
 use super::table_collector::{self, Row, Spec};
 use crate::collector::Descriptor;
+use crate::metrics::model::{FamilyDoc, Kind};
 use crate::bpf::hooks::{Candidate, Hook};
 use crate::decode;
 use crate::bpf::table::Tabled;
+
+static SIGNALS: FamilyDoc = FamilyDoc {
+    name: "ksight_signals_total",
+    kind: Kind::Counter,
+    labels: &["signal", "comm"],
+    help: "Signals generated (sent, whether delivered, ignored or already pending), by signal and the target's process name.",
+    notes: "signals generated (delivered, ignored or already pending), by the target's comm",
+};
 
 pub static DESCRIPTOR: Descriptor = Descriptor {
     name: "signals",
@@ -19,17 +28,14 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
         Candidate::own(Hook::RawTp, &["generate_raw"]),
     ],
     options: &[],
+    families: &[&SIGNALS],
     build: |context| table_collector::builder(&SPEC, context),
 };
 
 static SPEC: Spec = Spec {
     table: "sig",
     unused_tables: &[],
-    families: &[(
-        "ksight_signals_total",
-        "Signals generated (sent, whether delivered, ignored or already pending), by signal \
-         and the target's process name.",
-    )],
+    families: &[&SIGNALS],
     histograms: &[],
     start: Tabled::new::<ks_signal_key>,
     row,

@@ -23,10 +23,25 @@ use crate::bpf::{self, LoadedObject};
 use crate::collector::{self, Builder, Collector, Descriptor, Opt};
 use crate::enrich::SharedEnricher;
 use crate::bpf::hooks::{Candidate, Hook};
-use crate::metrics::model::{Family, Kind, Labels};
+use crate::metrics::model::{Family, FamilyDoc, Kind, Labels};
 use crate::decode;
 
 const NR: usize = ks_sizes::KS_SYSCALL_SLOTS.0 as usize;
+
+static CALLS: FamilyDoc = FamilyDoc {
+    name: "ksight_syscalls_total",
+    kind: Kind::Counter,
+    labels: &["syscall", "comm"],
+    help: "Syscalls completed, by syscall and process name (exit and exit_group when the thread ends).",
+    notes: "every syscall that completed; `exit` and `exit_group` (which never return) are counted when the thread dies, from the syscall number in its saved registers; `execve` counts under the new image's name; unknown numbers as `sys_<nr>`",
+};
+static ERRORS: FamilyDoc = FamilyDoc {
+    name: "ksight_syscall_errors_total",
+    kind: Kind::Counter,
+    labels: &["syscall", "errno"],
+    help: "Syscalls that returned an error in [-4095, -1], by syscall and errno.",
+    notes: "returns in [-4095, -1], errno by name (kernel-internal ones such as `ERESTARTSYS` too)",
+};
 
 pub static DESCRIPTOR: Descriptor = Descriptor {
     name: "syscalls",
@@ -65,6 +80,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
             alias: Some("syscalls.errors-capacity"),
         },
     ],
+    families: &[&CALLS, &ERRORS],
     build: |context| {
         Box::new(SyscallsBuilder {
             enricher: context.enricher.clone(),
@@ -199,11 +215,7 @@ impl Collector for Syscalls {
         let state = &mut self.state;
         let sums = bpf::percpu_array_sums(&state.counts)?;
         let assigned = state.assigned()?;
-        let mut calls = Family::new(
-            "ksight_syscalls_total",
-            Kind::Counter,
-            "Syscalls completed, by syscall and process name (exit and exit_group when the thread ends).",
-        );
+        let mut calls = Family::of(&CALLS);
         let mut overflow = state.ledger.folded.clone();
         for slot in 0..self.max_comms {
             let owner = assigned.get(&slot);
@@ -289,11 +301,7 @@ impl State {
     }
 
     fn errors_family(&self) -> Result<Family> {
-        let mut errors = Family::new(
-            "ksight_syscall_errors_total",
-            Kind::Counter,
-            "Syscalls that returned an error in [-4095, -1], by syscall and errno.",
-        );
+        let mut errors = Family::of(&ERRORS);
         for key in self.errors.keys() {
             let Some(value) = self.errors.lookup(&key, MapFlags::ANY)? else {
                 continue;

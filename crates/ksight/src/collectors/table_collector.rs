@@ -13,17 +13,17 @@ use crate::bpf::LoadedObject;
 use crate::collector::{Builder, Collector, Context};
 use crate::decode;
 use crate::enrich::SharedEnricher;
-use crate::metrics::model::{Family, Kind, Labels};
+use crate::metrics::model::{Family, FamilyDoc, Labels};
 
 pub struct Spec {
     /// The KS_TABLE this collector reads.
     pub table: &'static str,
     /// Tables of the same object this collector leaves empty (shrunk to one entry).
     pub unused_tables: &'static [&'static str],
-    /// The counter families the table's rows go to: (name, help).
-    pub families: &'static [(&'static str, &'static str)],
-    /// Histograms from per-CPU `struct ks_hist` maps of the object: (map, name, help).
-    pub histograms: &'static [(&'static str, &'static str, &'static str)],
+    /// The counter families the table's rows go to.
+    pub families: &'static [&'static FamilyDoc],
+    /// Histograms from per-CPU `struct ks_hist` maps of the object: (map, family).
+    pub histograms: &'static [(&'static str, &'static FamilyDoc)],
     /// Wraps the table with its key type (`Tabled::new::<KEY>`).
     pub start: fn(Arc<LoadedObject>, &str, Duration) -> Result<Tabled>,
     /// A key's row; None for a key that belongs to no family.
@@ -112,11 +112,7 @@ impl Drop for TableCollector {
 impl Collector for TableCollector {
     fn collect(&mut self, out: &mut Vec<Family>) -> Result<()> {
         let spec = self.spec;
-        let mut families: Vec<Family> = spec
-            .families
-            .iter()
-            .map(|&(name, help)| Family::new(name, Kind::Counter, help))
-            .collect();
+        let mut families: Vec<Family> = spec.families.iter().map(|&doc| Family::of(doc)).collect();
         for (key, n) in self.tabled.read()? {
             let Some(row) = (spec.row)(&key)? else {
                 continue;
@@ -127,8 +123,8 @@ impl Collector for TableCollector {
             family.add(super::enriched(row.labels, &self.enricher, row.cgroup), n);
         }
         out.extend(families.into_iter().map(Family::sorted));
-        for &(map, name, help) in spec.histograms {
-            out.push(super::hist_family(&self.tabled.obj, map, name, help)?);
+        for &(map, doc) in spec.histograms {
+            out.push(super::hist_family(&self.tabled.obj, map, doc)?);
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use ksight_bpf::abi::{ks_sizes, ks_tcp_counter as C};
 use crate::bpf::{self, LoadedObject};
 use crate::collector::{Builder, Collector, Descriptor, Opt};
 use crate::bpf::hooks::{Candidate, Hook};
-use crate::metrics::model::{Family, Kind, Value};
+use crate::metrics::model::{Family, FamilyDoc, Kind, Value};
 use crate::decode;
 
 const STATES: usize = ks_sizes::KS_TCP_STATES.0 as usize;
@@ -39,11 +39,70 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
         max: u32::MAX,
         alias: None,
     }],
+    families: &[
+        &CONNECTIONS,
+        &CONNECT_LATENCY,
+        &LIFETIME,
+        &TRANSITIONS,
+        &RETRANSMITS,
+        &RESETS,
+        &BYTES,
+    ],
     build: |context| {
         Box::new(TcpBuilder {
             netns: context.option("netns"),
         })
     },
+};
+
+static CONNECTIONS: FamilyDoc = FamilyDoc {
+    name: "ksight_tcp_connections_total",
+    kind: Kind::Counter,
+    labels: &["direction", "family"],
+    help: "TCP connections established: active (connect) or passive (accepted).",
+    notes: "connections established: `active` (connect: SYN_SENT → ESTABLISHED) or `passive` (accepted: SYN_RECV → ESTABLISHED, in softirq, so no process), `ipv4` or `ipv6`",
+};
+static CONNECT_LATENCY: FamilyDoc = FamilyDoc {
+    name: "ksight_tcp_connect_latency_seconds",
+    kind: Kind::Histogram,
+    labels: &[],
+    help: "Active opens: SYN sent to connection established.",
+    notes: "",
+};
+static LIFETIME: FamilyDoc = FamilyDoc {
+    name: "ksight_tcp_connection_lifetime_seconds",
+    kind: Kind::Histogram,
+    labels: &[],
+    help: "Connections from established to closed (those established while ksight ran).",
+    notes: "established → closed, both ends of every connection established while ksight ran",
+};
+static TRANSITIONS: FamilyDoc = FamilyDoc {
+    name: "ksight_tcp_state_transitions_total",
+    kind: Kind::Counter,
+    labels: &["from", "to"],
+    help: "TCP socket state changes, by old and new state.",
+    notes: "every TCP state change (`SYN_SENT`, `ESTABLISHED`, `FIN_WAIT1`, …, as the kernel names them)",
+};
+static RETRANSMITS: FamilyDoc = FamilyDoc {
+    name: "ksight_tcp_retransmits_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "TCP segments retransmitted (SYNs included).",
+    notes: "",
+};
+static RESETS: FamilyDoc = FamilyDoc {
+    name: "ksight_tcp_resets_total",
+    kind: Kind::Counter,
+    labels: &["direction"],
+    help: "TCP resets sent and received.",
+    notes: "resets `received`, and `sent` as far as the kernel's `tcp_send_reset` tracepoint sees them: resets of a socket (an abort, `SO_LINGER` 0) on every kernel; replies on behalf of no socket (a SYN to a closed port) only on newer kernels (not 6.1; yes 6.12, as the kernel matrix checks)",
+};
+static BYTES: FamilyDoc = FamilyDoc {
+    name: "ksight_tcp_bytes_total",
+    kind: Kind::Counter,
+    labels: &["direction"],
+    help: "Bytes of TCP connections (sent: acknowledged by the peer), added when each closes.",
+    notes: "bytes of each connection, added when it closes: `sent` = acknowledged by the peer, `received`",
 };
 
 struct TcpBuilder {
@@ -70,38 +129,21 @@ impl Collector for Tcp {
         let counts = bpf::percpu_array_sums(&obj.map("tcp_counts")?)?;
         let at = |c: C| counts.get(c.0 as usize).copied().unwrap_or(0);
         out.push(connections(&at));
-        out.push(super::hist_family(
-            obj,
-            "tcp_connect_lat",
-            "ksight_tcp_connect_latency_seconds",
-            "Active opens: SYN sent to connection established.",
-        )?);
-        out.push(super::hist_family(
-            obj,
-            "tcp_lifetime",
-            "ksight_tcp_connection_lifetime_seconds",
-            "Connections from established to closed (those established while ksight ran).",
-        )?);
+        out.push(super::hist_family(obj, "tcp_connect_lat", &CONNECT_LATENCY)?);
+        out.push(super::hist_family(obj, "tcp_lifetime", &LIFETIME)?);
         out.push(transitions(&bpf::percpu_array_sums(
             &obj.map("tcp_transitions")?,
         )?));
         out.push(
-            Family::new(
-                "ksight_tcp_retransmits_total",
-                Kind::Counter,
-                "TCP segments retransmitted (SYNs included).",
-            )
-            .with(vec![], Value::Int(at(C::KS_TCP_RETRANSMITS))),
+            Family::of(&RETRANSMITS).with(vec![], Value::Int(at(C::KS_TCP_RETRANSMITS))),
         );
         out.push(by_direction(
-            "ksight_tcp_resets_total",
-            "TCP resets sent and received.",
+            &RESETS,
             at(C::KS_TCP_RESETS_SENT),
             at(C::KS_TCP_RESETS_RECEIVED),
         ));
         out.push(by_direction(
-            "ksight_tcp_bytes_total",
-            "Bytes of TCP connections (sent: acknowledged by the peer), added when each closes.",
+            &BYTES,
             at(C::KS_TCP_BYTES_SENT),
             at(C::KS_TCP_BYTES_RECEIVED),
         ));
@@ -114,11 +156,7 @@ impl Collector for Tcp {
 }
 
 fn connections(at: &dyn Fn(C) -> u64) -> Family {
-    let mut family = Family::new(
-        "ksight_tcp_connections_total",
-        Kind::Counter,
-        "TCP connections established: active (connect) or passive (accepted).",
-    );
+    let mut family = Family::of(&CONNECTIONS);
     for (direction, v4, v6) in [
         ("active", C::KS_TCP_ACTIVE_V4, C::KS_TCP_ACTIVE_V6),
         ("passive", C::KS_TCP_PASSIVE_V4, C::KS_TCP_PASSIVE_V6),
@@ -136,8 +174,8 @@ fn connections(at: &dyn Fn(C) -> u64) -> Family {
     family
 }
 
-fn by_direction(name: &'static str, help: &'static str, sent: u64, received: u64) -> Family {
-    let mut family = Family::new(name, Kind::Counter, help);
+fn by_direction(doc: &'static FamilyDoc, sent: u64, received: u64) -> Family {
+    let mut family = Family::of(doc);
     family.add(vec![("direction", "sent".to_string())], sent);
     family.add(vec![("direction", "received".to_string())], received);
     family
@@ -145,11 +183,7 @@ fn by_direction(name: &'static str, help: &'static str, sent: u64, received: u64
 
 /// Only transitions that happened: 256 pairs are possible, a dozen occur.
 fn transitions(counts: &[u64]) -> Family {
-    let mut family = Family::new(
-        "ksight_tcp_state_transitions_total",
-        Kind::Counter,
-        "TCP socket state changes, by old and new state.",
-    );
+    let mut family = Family::of(&TRANSITIONS);
     for (i, &n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
         let (from, to) = ((i / STATES) as u32, (i % STATES) as u32);
         family.add(

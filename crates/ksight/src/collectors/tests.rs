@@ -130,20 +130,6 @@ fn names_are_unique_and_flag_safe() {
     }
 }
 
-#[test]
-fn readme_lists_the_registry() {
-    let readme = include_str!("../../../../README.md");
-    let (begin, end) = ("<!-- collectors:begin -->\n", "<!-- collectors:end -->");
-    let start = readme.find(begin).expect("README has the collectors block") + begin.len();
-    let stop = readme[start..].find(end).expect("the block ends") + start;
-    assert_eq!(
-        &readme[start..stop],
-        readme_list(),
-        "README.md's collectors block differs from the registry; it should read:\n{}",
-        readme_list()
-    );
-}
-
 /// Every program, map and section a collector names exists in its object.
 #[test]
 fn every_program_map_and_section_a_collector_names_exists() {

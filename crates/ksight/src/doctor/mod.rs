@@ -63,6 +63,16 @@ struct CollectorReport {
     default: bool,
     hook: String,
     detail: String,
+    /// The metric families it exports (JSON only: docs/metrics.md describes them).
+    families: Vec<FamilyReport>,
+}
+
+#[derive(Serialize)]
+struct FamilyReport {
+    name: &'static str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    labels: &'static [&'static str],
 }
 
 /// What a job does with one feature.
@@ -343,6 +353,15 @@ fn probe_collectors(config: LoadConfig) -> Vec<CollectorReport> {
             } else {
                 a.reason()
             },
+            families: d
+                .families
+                .iter()
+                .map(|f| FamilyReport {
+                    name: f.name,
+                    kind: f.kind.as_str(),
+                    labels: f.labels,
+                })
+                .collect(),
         })
         .collect()
 }

@@ -30,13 +30,10 @@ pub fn text(families: &[Family], format: Format) -> String {
 }
 
 fn encode_family(out: &mut String, f: &Family, format: Format) {
-    let (type_name, kind) = match (f.kind, format) {
-        (Kind::Counter, Format::OpenMetrics) => {
-            (f.name.strip_suffix("_total").unwrap_or(f.name), "counter")
-        }
-        (Kind::Counter, _) => (f.name, "counter"),
-        (Kind::Gauge, _) => (f.name, "gauge"),
-        (Kind::Histogram, _) => (f.name, "histogram"),
+    let kind = f.kind.as_str();
+    let type_name = match (f.kind, format) {
+        (Kind::Counter, Format::OpenMetrics) => f.name.strip_suffix("_total").unwrap_or(f.name),
+        _ => f.name,
     };
     let _ = writeln!(out, "# HELP {type_name} {}", escape_help(f.help, format));
     let _ = writeln!(out, "# TYPE {type_name} {kind}");

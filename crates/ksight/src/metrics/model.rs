@@ -12,6 +12,17 @@ pub enum Kind {
     Histogram,
 }
 
+impl Kind {
+    /// As the exposition's TYPE line names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Histogram {
     /// (upper bound in the base unit, cumulative count); the last bound is +Inf.
@@ -39,6 +50,39 @@ pub enum Value {
     Histogram(Histogram),
 }
 
+/// A metric family as it is declared, once: the exposition's name, TYPE and HELP, and what
+/// docs/metrics.md, the Grafana dashboard and the alert rules' checks are made from.
+#[derive(Debug)]
+pub struct FamilyDoc {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// Its own labels; `--labels` adds cgroup, container, pod and unit to series with `comm`.
+    pub labels: &'static [&'static str],
+    /// HELP.
+    pub help: &'static str,
+    /// What docs/metrics.md says beyond HELP ("": HELP says it all).
+    #[cfg_attr(
+        not(test),
+        allow(dead_code, reason = "read by the docs generator (docs.rs, a test)")
+    )]
+    pub notes: &'static str,
+}
+
+impl FamilyDoc {
+    #[cfg_attr(
+        not(test),
+        allow(dead_code, reason = "read by the docs generator (docs.rs, a test)")
+    )]
+    /// The text of docs/metrics.md's "what" column.
+    pub fn what(&self) -> &'static str {
+        if self.notes.is_empty() {
+            self.help
+        } else {
+            self.notes
+        }
+    }
+}
+
 /// A metric family. `name` is the full sample name of counters (with `_total`). Samples are
 /// kept in the order they were added; a collector adds each label set once.
 #[derive(Clone, Debug)]
@@ -57,6 +101,11 @@ impl Family {
             kind,
             samples: Vec::new(),
         }
+    }
+
+    /// An empty family as `doc` declares it.
+    pub fn of(doc: &'static FamilyDoc) -> Self {
+        Self::new(doc.name, doc.kind, doc.help)
     }
 
     /// Adds a counter sample whose labels this family does not hold yet.

@@ -6,7 +6,7 @@
 
 mod http;
 mod listen;
-mod own;
+pub mod own;
 mod web_config;
 mod worker;
 

@@ -3,21 +3,146 @@
 use ksight_bpf::abi::ks_loss;
 use libbpf_rs::{MapCore, MapType};
 
-use crate::metrics::model::{Family, Kind, Value};
+use crate::metrics::model::{Family, FamilyDoc, Kind, Value};
 use std::sync::Arc;
 
 use crate::bpf::LoadedObject;
+
+static BUILD_INFO: FamilyDoc = FamilyDoc {
+    name: "ksight_build_info",
+    kind: Kind::Gauge,
+    labels: &["version", "revision", "rustc_version", "arch"],
+    help: "ksight's version, git revision, the rustc that built it and the architecture; always 1.",
+    notes: "1 (`ksight --version` prints the same)",
+};
+static EVENTS_LOST: FamilyDoc = FamilyDoc {
+    name: "ksight_events_lost_total",
+    kind: Kind::Counter,
+    labels: &["collector", "reason"],
+    help: "Increments the kernel side could not store under their labels, by collector and reason.",
+    notes: "increments the kernel could not store: `map_full` (even the overflow map), `update_failed` (the kernel refused the update for another reason, e.g. EBUSY)",
+};
+static MAP_ENTRIES: FamilyDoc = FamilyDoc {
+    name: "ksight_map_entries",
+    kind: Kind::Gauge,
+    labels: &["collector", "map"],
+    help: "Entries in a hash map now.",
+    notes: "",
+};
+static MAP_CAPACITY: FamilyDoc = FamilyDoc {
+    name: "ksight_map_capacity",
+    kind: Kind::Gauge,
+    labels: &["collector", "map"],
+    help: "Maximum entries of a map.",
+    notes: "",
+};
+static MAP_MEMORY: FamilyDoc = FamilyDoc {
+    name: "ksight_map_memory_bytes",
+    kind: Kind::Gauge,
+    labels: &["collector", "map"],
+    help: "Kernel memory of a map (fdinfo memlock).",
+    notes: "",
+};
+static PROGRAM_MISSES: FamilyDoc = FamilyDoc {
+    name: "ksight_bpf_program_misses_total",
+    kind: Kind::Counter,
+    labels: &["collector", "program"],
+    help: "Runs of a BPF program the kernel skipped because it was already running on that CPU (an event it interrupted); kernels from 5.12 count them.",
+    notes: "runs the kernel skipped because the program was already running on that CPU (an event that interrupted another; counted by kernels from 5.12): events lost before ksight's code runs, shown rather than hidden",
+};
+static PROGRAM_RUN_SECONDS: FamilyDoc = FamilyDoc {
+    name: "ksight_bpf_program_run_seconds_total",
+    kind: Kind::Counter,
+    labels: &["collector", "program"],
+    help: "Time spent in a BPF program.",
+    notes: "time spent in a BPF program, with `--bpf-stats`",
+};
+static PROGRAM_RUNS: FamilyDoc = FamilyDoc {
+    name: "ksight_bpf_program_runs_total",
+    kind: Kind::Counter,
+    labels: &["collector", "program"],
+    help: "Runs of a BPF program.",
+    notes: "runs of a BPF program, with `--bpf-stats`",
+};
+static PROCESS_CPU: FamilyDoc = FamilyDoc {
+    name: "process_cpu_seconds_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "User and system CPU time spent.",
+    notes: "ksight's own process: user and system CPU time",
+};
+static PROCESS_RESIDENT: FamilyDoc = FamilyDoc {
+    name: "process_resident_memory_bytes",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "Resident memory size.",
+    notes: "ksight's own process: resident memory",
+};
+static PROCESS_VIRTUAL: FamilyDoc = FamilyDoc {
+    name: "process_virtual_memory_bytes",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "Virtual memory size.",
+    notes: "ksight's own process: virtual memory",
+};
+static PROCESS_OPEN_FDS: FamilyDoc = FamilyDoc {
+    name: "process_open_fds",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "Open file descriptors.",
+    notes: "ksight's own process: open file descriptors",
+};
+static PROCESS_MAX_FDS: FamilyDoc = FamilyDoc {
+    name: "process_max_fds",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "Maximum open file descriptors.",
+    notes: "ksight's own process: the open-file limit",
+};
+static PROCESS_START: FamilyDoc = FamilyDoc {
+    name: "process_start_time_seconds",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "Start time since the epoch.",
+    notes: "ksight's own process: start time, Unix seconds",
+};
+
+/// ksight's own families, in docs/metrics.md's order (after the collectors' families).
+#[cfg_attr(
+    not(test),
+    allow(dead_code, reason = "read by the docs generator (docs.rs, a test)")
+)]
+pub static OWN_FAMILIES: &[&FamilyDoc] = &[
+    &BUILD_INFO,
+    &crate::collector::COLLECTOR_UP,
+    &crate::collector::COLLECTOR_INFO,
+    &EVENTS_LOST,
+    &MAP_ENTRIES,
+    &MAP_CAPACITY,
+    &MAP_MEMORY,
+    &super::worker::SCRAPE_DURATION,
+    &super::worker::COLLECTOR_SCRAPE_SUCCESS,
+    &super::worker::COLLECTOR_SCRAPE_DURATION,
+    &super::worker::UPKEEP_FAILURES,
+    &super::worker::UPKEEP_LAST_SUCCESS,
+    &super::worker::UPKEEP_DURATION,
+    &super::worker::SERIES_FOLDED,
+    &PROGRAM_MISSES,
+    &PROGRAM_RUN_SECONDS,
+    &PROGRAM_RUNS,
+    &PROCESS_CPU,
+    &PROCESS_RESIDENT,
+    &PROCESS_VIRTUAL,
+    &PROCESS_OPEN_FDS,
+    &PROCESS_MAX_FDS,
+    &PROCESS_START,
+];
 
 /// Each running collector's name and the object it reads.
 pub type Objects<'a> = [(&'static str, &'a Arc<LoadedObject>)];
 
 pub fn build_info() -> Family {
-    Family::new(
-        "ksight_build_info",
-        Kind::Gauge,
-        "ksight's version, git revision, the rustc that built it and the architecture; always 1.",
-    )
-    .with(
+    Family::of(&BUILD_INFO).with(
         vec![
             ("version", env!("CARGO_PKG_VERSION").into()),
             ("revision", env!("KSIGHT_GIT_REVISION").into()),
@@ -30,26 +155,10 @@ pub fn build_info() -> Family {
 
 /// Losses counted in the kernel (ks_losses of each object), and map figures.
 pub fn object_families(objects: &Objects<'_>, out: &mut Vec<Family>) {
-    let mut lost = Family::new(
-        "ksight_events_lost_total",
-        Kind::Counter,
-        "Increments the kernel side could not store under their labels, by collector and reason.",
-    );
-    let mut entries = Family::new(
-        "ksight_map_entries",
-        Kind::Gauge,
-        "Entries in a hash map now.",
-    );
-    let mut capacity = Family::new(
-        "ksight_map_capacity",
-        Kind::Gauge,
-        "Maximum entries of a map.",
-    );
-    let mut memory = Family::new(
-        "ksight_map_memory_bytes",
-        Kind::Gauge,
-        "Kernel memory of a map (fdinfo memlock).",
-    );
+    let mut lost = Family::of(&EVENTS_LOST);
+    let mut entries = Family::of(&MAP_ENTRIES);
+    let mut capacity = Family::of(&MAP_CAPACITY);
+    let mut memory = Family::of(&MAP_MEMORY);
     let mut seen: Vec<&Arc<LoadedObject>> = Vec::new();
     for &(collector, obj) in objects {
         if seen.iter().any(|o| Arc::ptr_eq(o, obj)) {
@@ -100,22 +209,9 @@ fn add_losses(map: &libbpf_rs::MapHandle, collector: &'static str, lost: &mut Fa
 /// Per program: runs the kernel skipped (always: they are lost events) and, with kernel BPF
 /// statistics on, run time and count.
 pub fn bpf_programs(objects: &Objects<'_>, with_stats: bool, out: &mut Vec<Family>) {
-    let mut misses = Family::new(
-        "ksight_bpf_program_misses_total",
-        Kind::Counter,
-        "Runs of a BPF program the kernel skipped because it was already running on that CPU \
-         (an event it interrupted); kernels from 5.12 count them.",
-    );
-    let mut time = Family::new(
-        "ksight_bpf_program_run_seconds_total",
-        Kind::Counter,
-        "Time spent in a BPF program.",
-    );
-    let mut runs = Family::new(
-        "ksight_bpf_program_runs_total",
-        Kind::Counter,
-        "Runs of a BPF program.",
-    );
+    let mut misses = Family::of(&PROGRAM_MISSES);
+    let mut time = Family::of(&PROGRAM_RUN_SECONDS);
+    let mut runs = Family::of(&PROGRAM_RUNS);
     for &(collector, obj) in objects {
         for (name, info) in obj.program_infos() {
             let labels = vec![("collector", collector.into()), ("program", name)];
@@ -147,39 +243,20 @@ pub fn process_families() -> Vec<Family> {
         .and_then(|s| parse_stat(&s))
     {
         out.push(gauge(
-            "process_cpu_seconds_total",
-            Kind::Counter,
-            "User and system CPU time spent.",
+            &PROCESS_CPU,
             Value::Float((stat.utime + stat.stime) as f64 / ticks),
         ));
-        out.push(gauge(
-            "process_resident_memory_bytes",
-            Kind::Gauge,
-            "Resident memory size.",
-            Value::Int(stat.rss_pages * page),
-        ));
-        out.push(gauge(
-            "process_virtual_memory_bytes",
-            Kind::Gauge,
-            "Virtual memory size.",
-            Value::Int(stat.vsize),
-        ));
+        out.push(gauge(&PROCESS_RESIDENT, Value::Int(stat.rss_pages * page)));
+        out.push(gauge(&PROCESS_VIRTUAL, Value::Int(stat.vsize)));
         if let Some(btime) = boot_time() {
             out.push(gauge(
-                "process_start_time_seconds",
-                Kind::Gauge,
-                "Start time since the epoch.",
+                &PROCESS_START,
                 Value::Float(btime + stat.starttime as f64 / ticks),
             ));
         }
     }
     if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
-        out.push(gauge(
-            "process_open_fds",
-            Kind::Gauge,
-            "Open file descriptors.",
-            Value::Int(dir.count() as u64),
-        ));
+        out.push(gauge(&PROCESS_OPEN_FDS, Value::Int(dir.count() as u64)));
     }
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -187,18 +264,13 @@ pub fn process_families() -> Vec<Family> {
     };
     // SAFETY: limit is a valid rlimit to fill.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
-        out.push(gauge(
-            "process_max_fds",
-            Kind::Gauge,
-            "Maximum open file descriptors.",
-            Value::Int(limit.rlim_cur),
-        ));
+        out.push(gauge(&PROCESS_MAX_FDS, Value::Int(limit.rlim_cur)));
     }
     out
 }
 
-fn gauge(name: &'static str, kind: Kind, help: &'static str, value: Value) -> Family {
-    Family::new(name, kind, help).with(vec![], value)
+fn gauge(doc: &'static FamilyDoc, value: Value) -> Family {
+    Family::of(doc).with(vec![], value)
 }
 
 struct Stat {

@@ -19,7 +19,7 @@ use crate::bpf::table::StepFailed;
 use crate::collector::{self, Attachment, Running};
 use crate::enrich::SharedEnricher;
 use crate::metrics::encode::{encode, Format};
-use crate::metrics::model::{Family, Kind, Value};
+use crate::metrics::model::{Family, FamilyDoc, Kind, Value};
 
 /// A scrape: the format wanted, whether gzip, and where to send the encoded body.
 pub struct ScrapeRequest {
@@ -150,12 +150,7 @@ impl Worker {
             families.extend(own::process_families());
         }
         families.push(
-            Family::new(
-                "ksight_scrape_duration_seconds",
-                Kind::Gauge,
-                "Time to read the maps for this scrape.",
-            )
-            .with(vec![], Value::Float(start.elapsed().as_secs_f64())),
+            Family::of(&SCRAPE_DURATION).with(vec![], Value::Float(start.elapsed().as_secs_f64())),
         );
         families
     }
@@ -180,32 +175,11 @@ impl Worker {
     }
 
     fn health_families(&self) -> Vec<Family> {
-        let mut success = Family::new(
-            "ksight_collector_scrape_success",
-            Kind::Gauge,
-            "1 when the collector's part of this scrape succeeded, 0 when it failed (left out).",
-        );
-        let mut duration = Family::new(
-            "ksight_collector_scrape_duration_seconds",
-            Kind::Gauge,
-            "Time the collector took for its part of this scrape.",
-        );
-        let mut failures = Family::new(
-            "ksight_upkeep_failures_total",
-            Kind::Counter,
-            "Upkeep rounds that failed, by collector and step (flip, barrier, drain, other); \
-             each is retried the next round without losing counts.",
-        );
-        let mut last_ok = Family::new(
-            "ksight_upkeep_last_success_timestamp_seconds",
-            Kind::Gauge,
-            "Unix time of the collector's last successful upkeep (0: none yet).",
-        );
-        let mut folded = Family::new(
-            "ksight_series_folded_total",
-            Kind::Counter,
-            "Series ended because they were idle past --series-ttl or over the table's budget.",
-        );
+        let mut success = Family::of(&COLLECTOR_SCRAPE_SUCCESS);
+        let mut duration = Family::of(&COLLECTOR_SCRAPE_DURATION);
+        let mut failures = Family::of(&UPKEEP_FAILURES);
+        let mut last_ok = Family::of(&UPKEEP_LAST_SUCCESS);
+        let mut folded = Family::of(&SERIES_FOLDED);
         for (r, h) in self.running.iter().zip(&self.health) {
             let collector = || vec![("collector", r.name.to_string())];
             success.set(collector(), Value::Int(h.scrape_ok as u64));
@@ -219,15 +193,60 @@ impl Worker {
                 failures.set(labels, Value::Int(n));
             }
         }
-        let upkeep = Family::new(
-            "ksight_upkeep_duration_seconds",
-            Kind::Gauge,
-            "Time the last upkeep round took (every collector).",
-        )
-        .with(vec![], Value::Float(self.upkeep_seconds));
+        let upkeep = Family::of(&UPKEEP_DURATION).with(vec![], Value::Float(self.upkeep_seconds));
         vec![success, duration, failures, last_ok, folded, upkeep]
     }
 }
+
+pub static SCRAPE_DURATION: FamilyDoc = FamilyDoc {
+    name: "ksight_scrape_duration_seconds",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "Time to read the maps for this scrape.",
+    notes: "time to read the maps for this scrape",
+};
+pub static COLLECTOR_SCRAPE_SUCCESS: FamilyDoc = FamilyDoc {
+    name: "ksight_collector_scrape_success",
+    kind: Kind::Gauge,
+    labels: &["collector"],
+    help: "1 when the collector's part of this scrape succeeded, 0 when it failed (left out).",
+    notes: "1 when the collector's part of this scrape succeeded, 0 when it failed (its families are then left out)",
+};
+pub static COLLECTOR_SCRAPE_DURATION: FamilyDoc = FamilyDoc {
+    name: "ksight_collector_scrape_duration_seconds",
+    kind: Kind::Gauge,
+    labels: &["collector"],
+    help: "Time the collector took for its part of this scrape.",
+    notes: "its part of this scrape",
+};
+pub static UPKEEP_FAILURES: FamilyDoc = FamilyDoc {
+    name: "ksight_upkeep_failures_total",
+    kind: Kind::Counter,
+    labels: &["collector", "step"],
+    help: "Upkeep rounds that failed, by collector and step (flip, barrier, drain, other); each is retried the next round without losing counts.",
+    notes: "upkeep rounds that failed at `flip`, `barrier`, `drain` or `other`; each is retried the next round",
+};
+pub static UPKEEP_LAST_SUCCESS: FamilyDoc = FamilyDoc {
+    name: "ksight_upkeep_last_success_timestamp_seconds",
+    kind: Kind::Gauge,
+    labels: &["collector"],
+    help: "Unix time of the collector's last successful upkeep (0: none yet).",
+    notes: "Unix time of its last successful upkeep (alert when it lags `--fold-interval`)",
+};
+pub static UPKEEP_DURATION: FamilyDoc = FamilyDoc {
+    name: "ksight_upkeep_duration_seconds",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "Time the last upkeep round took (every collector).",
+    notes: "the last upkeep round, every collector",
+};
+pub static SERIES_FOLDED: FamilyDoc = FamilyDoc {
+    name: "ksight_series_folded_total",
+    kind: Kind::Counter,
+    labels: &["collector"],
+    help: "Series ended because they were idle past --series-ttl or over the table's budget.",
+    notes: "series ended by `--series-ttl` or by the table budget",
+};
 
 /// The exposition in `format`, gzipped when asked (encoded once per sweep, shared).
 fn body_of(families: &[Family], format: Format, gzip: bool) -> Body {
