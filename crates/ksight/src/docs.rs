@@ -53,7 +53,8 @@ fn with_block(text: &str, name: &str, content: &str) -> Option<String> {
 /// Each command's man page: `ksight.1`, `ksight-serve.1`, ….
 fn man_pages() -> Vec<(String, String)> {
     use clap::CommandFactory;
-    let root = crate::cli::Cli::command();
+    // The package version only: `--version` adds the git revision, which changes every commit.
+    let root = crate::cli::Cli::command().version(env!("CARGO_PKG_VERSION"));
     let mut pages = vec![("ksight.1".to_string(), roff(&root))];
     for sub in root.get_subcommands() {
         let name = format!("ksight-{}", sub.get_name());
