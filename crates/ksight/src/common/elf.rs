@@ -5,7 +5,8 @@
 //! Why not blazesym's inspector (here for `profile`), which also skips imported symbols: its
 //! lookup sorts every symbol of a file into a name index first, and readline discovery looks
 //! at every executable file mapped on the host; tried, tests/readline.rs went from 23 s to
-//! 69 s. This reads one table linearly and stops at the name.
+//! 69 s. This reads one table linearly and stops at the name; a test checks that the two
+//! give the same offsets.
 //!
 //! 64-bit little-endian ELF only (the machines ksight builds for); only the headers, the
 //! symbol tables and their string tables are read.
@@ -241,5 +242,42 @@ mod tests {
         assert_eq!(function_offset(&file, "main"), None);
         let file = File::open("Cargo.toml").expect("a text file");
         assert_eq!(function_offset(&file, "main"), None);
+    }
+
+    /// blazesym's inspector, the library `profile` symbolizes with, gives the same offsets
+    /// for the same names (defined ones; both skip imports): this reader stays only for its
+    /// speed (see the module's comment), not for different answers.
+    #[test]
+    fn offsets_agree_with_blazesyms_inspector() {
+        use blazesym::inspect::source::{Elf, Source};
+        use blazesym::inspect::Inspector;
+        let maps = std::fs::read_to_string("/proc/self/maps").expect("own maps");
+        let libc = maps
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .find(|p| p.contains("/libc.so"))
+            .expect("the test binary maps libc");
+        let exe = std::fs::read_link("/proc/self/exe").expect("own binary");
+        let exe = exe.to_str().expect("utf-8");
+        let inspector = Inspector::new();
+        let cases: [(&str, &[&str]); 2] = [
+            (libc, &["malloc", "free", "getppid", "fork", "execve"]),
+            (exe, &["main", "malloc"]),
+        ];
+        for (path, names) in cases {
+            let file = File::open(path).expect("readable");
+            let mut src = Elf::new(path);
+            src.debug_syms = false;
+            let src = Source::Elf(src);
+            for &name in names {
+                let theirs = inspector
+                    .lookup(&src, &[name])
+                    .expect("blazesym reads the file")
+                    .into_iter()
+                    .flatten()
+                    .find_map(|s| s.file_offset);
+                assert_eq!(function_offset(&file, name), theirs, "{name} in {path}");
+            }
+        }
     }
 }
