@@ -14,7 +14,7 @@ use crate::bpf::fallback::{first_that_attaches, Attempt, Outcome};
 use crate::bpf::hooks::{Candidate, Hook};
 use crate::bpf::{self, LoadConfig, LoadSpec, LoadedObject};
 use crate::enrich::SharedEnricher;
-use crate::metrics::model::{Family, FamilyDoc, Kind, Value};
+use crate::metrics::model::{Family, FamilyDoc};
 
 /// One collector, as the registry, the command line, doctor and the README see it.
 pub struct Descriptor {
@@ -161,40 +161,6 @@ impl Attachment {
             .collect::<Vec<_>>()
             .join("; ")
     }
-}
-
-pub static COLLECTOR_UP: FamilyDoc = FamilyDoc {
-    name: "ksight_collector_up",
-    kind: Kind::Gauge,
-    labels: &["collector"],
-    help: "1 when the collector is attached, 0 when it could not attach.",
-    notes: "",
-};
-pub static COLLECTOR_INFO: FamilyDoc = FamilyDoc {
-    name: "ksight_collector_info",
-    kind: Kind::Gauge,
-    labels: &["collector", "hook"],
-    help: "The hook each collector uses (none: it could not attach); always 1.",
-    notes: "always 1: the hook the collector uses (`none` when it could not attach)",
-};
-
-/// `ksight_collector_up{collector}`: 1 attached, 0 not; and `ksight_collector_info{collector,
-/// hook} 1` naming the hook each uses (`none` when it could not attach).
-pub fn up_families(attachments: &[Attachment]) -> [Family; 2] {
-    let mut up = Family::of(&COLLECTOR_UP);
-    let mut info = Family::of(&COLLECTOR_INFO);
-    for a in attachments {
-        let hook = a.hook.map_or("none", |h| h.as_str());
-        up.set(
-            vec![("collector", a.collector.into())],
-            Value::Int(a.hook.is_some() as u64),
-        );
-        info.set(
-            vec![("collector", a.collector.into()), ("hook", hook.into())],
-            Value::Int(1),
-        );
-    }
-    [up, info]
 }
 
 /// `KSIGHT_BREAK_HOOK=collector:hook[,…]` points that candidate at a kernel function that does

@@ -1,4 +1,5 @@
-//! ksight's own metrics: build, collectors, losses, maps, scrape time, process_*, BPF stats.
+//! ksight's own metrics, every one declared here: build, collectors, losses, maps, scrape
+//! and upkeep health, process_*, BPF stats.
 
 use ksight_bpf::abi::ks_loss;
 use libbpf_rs::{MapCore, MapType};
@@ -7,6 +8,7 @@ use crate::metrics::model::{Family, FamilyDoc, Kind, Value};
 use std::sync::Arc;
 
 use crate::bpf::LoadedObject;
+use crate::collector::Attachment;
 
 static BUILD_INFO: FamilyDoc = FamilyDoc {
     name: "ksight_build_info",
@@ -107,6 +109,90 @@ static PROCESS_START: FamilyDoc = FamilyDoc {
     notes: "ksight's own process: start time, Unix seconds",
 };
 
+pub static COLLECTOR_UP: FamilyDoc = FamilyDoc {
+    name: "ksight_collector_up",
+    kind: Kind::Gauge,
+    labels: &["collector"],
+    help: "1 when the collector is attached, 0 when it could not attach.",
+    notes: "",
+};
+pub static COLLECTOR_INFO: FamilyDoc = FamilyDoc {
+    name: "ksight_collector_info",
+    kind: Kind::Gauge,
+    labels: &["collector", "hook"],
+    help: "The hook each collector uses (none: it could not attach); always 1.",
+    notes: "always 1: the hook the collector uses (`none` when it could not attach)",
+};
+
+/// `ksight_collector_up{collector}`: 1 attached, 0 not; and `ksight_collector_info{collector,
+/// hook} 1` naming the hook each uses (`none` when it could not attach).
+pub fn up_families(attachments: &[Attachment]) -> [Family; 2] {
+    let mut up = Family::of(&COLLECTOR_UP);
+    let mut info = Family::of(&COLLECTOR_INFO);
+    for a in attachments {
+        let hook = a.hook.map_or("none", |h| h.as_str());
+        up.set(
+            vec![("collector", a.collector.into())],
+            Value::Int(a.hook.is_some() as u64),
+        );
+        info.set(
+            vec![("collector", a.collector.into()), ("hook", hook.into())],
+            Value::Int(1),
+        );
+    }
+    [up, info]
+}
+
+pub static SCRAPE_DURATION: FamilyDoc = FamilyDoc {
+    name: "ksight_scrape_duration_seconds",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "Time to read the maps for this scrape.",
+    notes: "time to read the maps for this scrape",
+};
+pub static COLLECTOR_SCRAPE_SUCCESS: FamilyDoc = FamilyDoc {
+    name: "ksight_collector_scrape_success",
+    kind: Kind::Gauge,
+    labels: &["collector"],
+    help: "1 when the collector's part of this scrape succeeded, 0 when it failed (left out).",
+    notes: "1 when the collector's part of this scrape succeeded, 0 when it failed (its families are then left out)",
+};
+pub static COLLECTOR_SCRAPE_DURATION: FamilyDoc = FamilyDoc {
+    name: "ksight_collector_scrape_duration_seconds",
+    kind: Kind::Gauge,
+    labels: &["collector"],
+    help: "Time the collector took for its part of this scrape.",
+    notes: "its part of this scrape",
+};
+pub static UPKEEP_FAILURES: FamilyDoc = FamilyDoc {
+    name: "ksight_upkeep_failures_total",
+    kind: Kind::Counter,
+    labels: &["collector", "step"],
+    help: "Upkeep rounds that failed, by collector and step (flip, barrier, drain, other); each is retried the next round without losing counts.",
+    notes: "upkeep rounds that failed at `flip`, `barrier`, `drain` or `other`; each is retried the next round",
+};
+pub static UPKEEP_LAST_SUCCESS: FamilyDoc = FamilyDoc {
+    name: "ksight_upkeep_last_success_timestamp_seconds",
+    kind: Kind::Gauge,
+    labels: &["collector"],
+    help: "Unix time of the collector's last successful upkeep (0: none yet).",
+    notes: "Unix time of its last successful upkeep (alert when it lags `--fold-interval`)",
+};
+pub static UPKEEP_DURATION: FamilyDoc = FamilyDoc {
+    name: "ksight_upkeep_duration_seconds",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "Time the last upkeep round took (every collector).",
+    notes: "the last upkeep round, every collector",
+};
+pub static SERIES_FOLDED: FamilyDoc = FamilyDoc {
+    name: "ksight_series_folded_total",
+    kind: Kind::Counter,
+    labels: &["collector"],
+    help: "Series ended because they were idle past --series-ttl or over the table's budget.",
+    notes: "series ended by `--series-ttl` or by the table budget",
+};
+
 /// ksight's own families, in docs/metrics.md's order (after the collectors' families).
 #[cfg_attr(
     not(test),
@@ -114,19 +200,19 @@ static PROCESS_START: FamilyDoc = FamilyDoc {
 )]
 pub static OWN_FAMILIES: &[&FamilyDoc] = &[
     &BUILD_INFO,
-    &crate::collector::COLLECTOR_UP,
-    &crate::collector::COLLECTOR_INFO,
+    &COLLECTOR_UP,
+    &COLLECTOR_INFO,
     &EVENTS_LOST,
     &MAP_ENTRIES,
     &MAP_CAPACITY,
     &MAP_MEMORY,
-    &super::worker::SCRAPE_DURATION,
-    &super::worker::COLLECTOR_SCRAPE_SUCCESS,
-    &super::worker::COLLECTOR_SCRAPE_DURATION,
-    &super::worker::UPKEEP_FAILURES,
-    &super::worker::UPKEEP_LAST_SUCCESS,
-    &super::worker::UPKEEP_DURATION,
-    &super::worker::SERIES_FOLDED,
+    &SCRAPE_DURATION,
+    &COLLECTOR_SCRAPE_SUCCESS,
+    &COLLECTOR_SCRAPE_DURATION,
+    &UPKEEP_FAILURES,
+    &UPKEEP_LAST_SUCCESS,
+    &UPKEEP_DURATION,
+    &SERIES_FOLDED,
     &PROGRAM_MISSES,
     &PROGRAM_RUN_SECONDS,
     &PROGRAM_RUNS,

@@ -14,12 +14,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 use tracing::warn;
 
-use super::own;
+use super::own::{
+    self, COLLECTOR_SCRAPE_DURATION, COLLECTOR_SCRAPE_SUCCESS, SCRAPE_DURATION, SERIES_FOLDED,
+    UPKEEP_DURATION, UPKEEP_FAILURES, UPKEEP_LAST_SUCCESS,
+};
 use crate::bpf::table::StepFailed;
-use crate::collector::{self, Attachment, Running};
+use crate::collector::{Attachment, Running};
 use crate::enrich::SharedEnricher;
 use crate::metrics::encode::{encode, Format};
-use crate::metrics::model::{Family, FamilyDoc, Kind, Value};
+use crate::metrics::model::{Family, Value};
 
 /// A scrape: the format wanted, whether gzip, and where to send the encoded body.
 pub struct ScrapeRequest {
@@ -124,7 +127,7 @@ impl Worker {
     fn sweep(&mut self) -> Vec<Family> {
         let start = Instant::now();
         let mut families = vec![own::build_info()];
-        families.extend(collector::up_families(&self.scrapes.attachments));
+        families.extend(own::up_families(&self.scrapes.attachments));
         for (r, health) in self.running.iter_mut().zip(self.health.iter_mut()) {
             let t0 = Instant::now();
             let before = families.len();
@@ -197,56 +200,6 @@ impl Worker {
         vec![success, duration, failures, last_ok, folded, upkeep]
     }
 }
-
-pub static SCRAPE_DURATION: FamilyDoc = FamilyDoc {
-    name: "ksight_scrape_duration_seconds",
-    kind: Kind::Gauge,
-    labels: &[],
-    help: "Time to read the maps for this scrape.",
-    notes: "time to read the maps for this scrape",
-};
-pub static COLLECTOR_SCRAPE_SUCCESS: FamilyDoc = FamilyDoc {
-    name: "ksight_collector_scrape_success",
-    kind: Kind::Gauge,
-    labels: &["collector"],
-    help: "1 when the collector's part of this scrape succeeded, 0 when it failed (left out).",
-    notes: "1 when the collector's part of this scrape succeeded, 0 when it failed (its families are then left out)",
-};
-pub static COLLECTOR_SCRAPE_DURATION: FamilyDoc = FamilyDoc {
-    name: "ksight_collector_scrape_duration_seconds",
-    kind: Kind::Gauge,
-    labels: &["collector"],
-    help: "Time the collector took for its part of this scrape.",
-    notes: "its part of this scrape",
-};
-pub static UPKEEP_FAILURES: FamilyDoc = FamilyDoc {
-    name: "ksight_upkeep_failures_total",
-    kind: Kind::Counter,
-    labels: &["collector", "step"],
-    help: "Upkeep rounds that failed, by collector and step (flip, barrier, drain, other); each is retried the next round without losing counts.",
-    notes: "upkeep rounds that failed at `flip`, `barrier`, `drain` or `other`; each is retried the next round",
-};
-pub static UPKEEP_LAST_SUCCESS: FamilyDoc = FamilyDoc {
-    name: "ksight_upkeep_last_success_timestamp_seconds",
-    kind: Kind::Gauge,
-    labels: &["collector"],
-    help: "Unix time of the collector's last successful upkeep (0: none yet).",
-    notes: "Unix time of its last successful upkeep (alert when it lags `--fold-interval`)",
-};
-pub static UPKEEP_DURATION: FamilyDoc = FamilyDoc {
-    name: "ksight_upkeep_duration_seconds",
-    kind: Kind::Gauge,
-    labels: &[],
-    help: "Time the last upkeep round took (every collector).",
-    notes: "the last upkeep round, every collector",
-};
-pub static SERIES_FOLDED: FamilyDoc = FamilyDoc {
-    name: "ksight_series_folded_total",
-    kind: Kind::Counter,
-    labels: &["collector"],
-    help: "Series ended because they were idle past --series-ttl or over the table's budget.",
-    notes: "series ended by `--series-ttl` or by the table budget",
-};
 
 /// The exposition in `format`, gzipped when asked (encoded once per sweep, shared).
 fn body_of(families: &[Family], format: Format, gzip: bool) -> Body {
