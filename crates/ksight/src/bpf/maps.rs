@@ -1,12 +1,77 @@
-//! The few raw map operations libbpf-rs does not wrap: per-CPU array batch reads, one
-//! entry's per-CPU sum, a busy hash map's entry count in one pass.
+//! Maps as ksight reads them: typed maps whose key and value sizes are checked once, when
+//! opened; and the few raw operations libbpf-rs does not wrap: per-CPU array batch reads,
+//! one entry's per-CPU sum, a busy hash map's entry count in one pass.
 
+use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd};
 
 use anyhow::{anyhow, bail, Result};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
 use super::LoadedObject;
+
+/// A map of the object whose keys are `K` and values `V` (for a per-CPU map, each CPU's
+/// value), as abi.h declares them: the sizes are checked when it is opened, so an object and
+/// a binary that disagree fail at start with both sizes, not at a scrape with misread entries.
+pub struct TypedMap<K, V> {
+    map: MapHandle,
+    types: PhantomData<(K, V)>,
+}
+
+impl<K: plain::Plain + Default + Copy, V: plain::Plain + Default + Copy> TypedMap<K, V> {
+    pub fn open(obj: &LoadedObject, name: &str) -> Result<Self> {
+        let map = obj.map(name)?;
+        check_sizes::<K, V>(&map, name)?;
+        Ok(Self {
+            map,
+            types: PhantomData,
+        })
+    }
+
+    /// Every entry, with each CPU's value (a per-CPU map) or the one value.
+    pub fn entries(&self) -> Result<Vec<(K, Vec<V>)>> {
+        let per_cpu = matches!(
+            self.map.map_type(),
+            MapType::PercpuHash | MapType::PercpuArray | MapType::LruPercpuHash
+        );
+        let mut out = Vec::new();
+        for raw_key in self.map.keys() {
+            let values = if per_cpu {
+                self.map.lookup_percpu(&raw_key, MapFlags::ANY)?
+            } else {
+                self.map.lookup(&raw_key, MapFlags::ANY)?.map(|v| vec![v])
+            };
+            let Some(values) = values else {
+                continue; // deleted meanwhile
+            };
+            let values = values
+                .iter()
+                .map(|b| decode_as::<V>(b))
+                .collect::<Result<_>>()?;
+            out.push((decode_as::<K>(&raw_key)?, values));
+        }
+        Ok(out)
+    }
+}
+
+/// Fails unless `map`'s key and value are the sizes of `K` and `V`.
+pub fn check_sizes<K, V>(map: &MapHandle, name: &str) -> Result<()> {
+    let (key, value) = (std::mem::size_of::<K>(), std::mem::size_of::<V>());
+    if map.key_size() as usize != key || map.value_size() as usize != value {
+        bail!(
+            "map {name}: key and value of {} and {} bytes, {key} and {value} expected (abi.h)",
+            map.key_size(),
+            map.value_size()
+        );
+    }
+    Ok(())
+}
+
+fn decode_as<T: plain::Plain + Default + Copy>(bytes: &[u8]) -> Result<T> {
+    let mut out = T::default();
+    plain::copy_from_bytes(&mut out, bytes).map_err(|e| anyhow!("{e:?}"))?;
+    Ok(out)
+}
 
 /// Sums a per-CPU array whose values are rows of u64 over CPUs, with batch reads: entry `k`,
 /// column `j` lands at `k * columns + j`.

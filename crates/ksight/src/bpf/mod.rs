@@ -18,5 +18,7 @@ pub mod tracefs;
 pub use load::{
     kernel_reason, link_from_raw, load, load_unattached, LoadConfig, LoadSpec, LoadedObject,
 };
-pub use maps::{can_read_maps, hash_entry_count, percpu_array_sums, percpu_value};
+pub use maps::{
+    can_read_maps, check_sizes, hash_entry_count, percpu_array_sums, percpu_value, TypedMap,
+};
 pub use ring::poll_ring;

@@ -20,7 +20,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use ksight_bpf::abi::{ks_comm_key, ks_file_key, ks_proc_key, ks_signal_key};
 
-use crate::bpf::LoadedObject;
+use crate::bpf::{check_sizes, LoadedObject};
 
 /// A table key with a comm and an overflow flag (see abi.h).
 pub trait LabelKey: plain::Plain + Default + Copy {
@@ -66,7 +66,7 @@ pub struct Tabled {
 
 impl Tabled {
     pub fn new<K: LabelKey>(obj: Arc<LoadedObject>, name: &str, ttl: Duration) -> Result<Self> {
-        let table = CounterTable::new(&obj, name, ttl, is_overflow_key::<K>)?;
+        let table = CounterTable::new::<K>(&obj, name, ttl)?;
         Ok(Self {
             obj,
             table,
@@ -186,22 +186,22 @@ pub struct CounterTable {
 }
 
 impl CounterTable {
-    pub fn new(
-        obj: &LoadedObject,
-        name: &str,
-        ttl: Duration,
-        is_overflow: fn(&[u8]) -> bool,
-    ) -> Result<Self> {
+    /// The table `name` of `obj`, its maps checked to hold `K` keys and u64 counts.
+    pub fn new<K: LabelKey>(obj: &LoadedObject, name: &str, ttl: Duration) -> Result<Self> {
         let maps = [
             obj.map(&format!("{name}_a"))?,
             obj.map(&format!("{name}_b"))?,
         ];
+        let overflow = obj.map(&format!("{name}_ovf"))?;
+        for (map, part) in maps.iter().chain([&overflow]).zip(["a", "b", "ovf"]) {
+            check_sizes::<K, u64>(map, &format!("{name}_{part}"))?;
+        }
         let budget = maps[0].max_entries() as usize;
         Ok(Self {
             name: name.to_string(),
             maps,
-            overflow: obj.map(&format!("{name}_ovf"))?,
-            totals: Totals::new(ttl, budget, is_overflow),
+            overflow,
+            totals: Totals::new(ttl, budget, is_overflow_key::<K>),
         })
     }
 

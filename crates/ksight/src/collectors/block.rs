@@ -5,11 +5,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use ksight_bpf::abi::{ks_block_key, ks_hist};
-use libbpf_rs::{MapCore, MapFlags};
 
-use crate::bpf::LoadedObject;
+use crate::bpf::{LoadedObject, TypedMap};
 use crate::collector::{Builder, Collector, Descriptor};
 use crate::bpf::hooks::{Candidate, Hook};
 use crate::metrics::model::{Family, FamilyDoc, Kind, Labels, Value};
@@ -72,12 +71,12 @@ impl Collector for Block {
     fn collect(&mut self, out: &mut Vec<Family>) -> Result<()> {
         let obj = self.obj.clone();
         let mut latency = Family::of(&LATENCY);
-        for (key, parts) in per_cpu_entries::<ks_hist>(&obj, "block_lat")? {
+        for (key, parts) in TypedMap::<ks_block_key, ks_hist>::open(&obj, "block_lat")?.entries()? {
             let h = super::merge_hists(&parts);
             latency.set(self.labels(&key), Value::Histogram(h));
         }
         let mut bytes = Family::of(&BYTES);
-        for (key, parts) in per_cpu_entries::<u64>(&obj, "block_bytes")? {
+        for (key, parts) in TypedMap::<ks_block_key, u64>::open(&obj, "block_bytes")?.entries()? {
             bytes.add(self.labels(&key), parts.iter().sum());
         }
         out.push(latency.sorted());
@@ -113,32 +112,6 @@ fn device_name(number: &str) -> Option<String> {
         .lines()
         .find_map(|l| l.strip_prefix("DEVNAME="))
         .map(str::to_string)
-}
-
-/// Every key of a per-CPU hash with its per-CPU values.
-fn per_cpu_entries<T: plain::Plain + Default + Copy>(
-    obj: &LoadedObject,
-    map: &str,
-) -> Result<Vec<(ks_block_key, Vec<T>)>> {
-    let map = obj.map(map)?;
-    let mut out = Vec::new();
-    for raw_key in map.keys() {
-        let mut key = ks_block_key::default();
-        plain::copy_from_bytes(&mut key, &raw_key).map_err(|e| anyhow!("{e:?}"))?;
-        let Some(per_cpu) = map.lookup_percpu(&raw_key, MapFlags::ANY)? else {
-            continue;
-        };
-        let values = per_cpu
-            .iter()
-            .map(|bytes| {
-                let mut v = T::default();
-                plain::copy_from_bytes(&mut v, bytes).map_err(|e| anyhow!("{e:?}"))?;
-                Ok(v)
-            })
-            .collect::<Result<Vec<T>>>()?;
-        out.push((key, values));
-    }
-    Ok(out)
 }
 
 /// True on kernels before 5.11, whose block_rq_issue passes (queue, request): read from the

@@ -15,11 +15,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use ksight_bpf::abi::{ks_comm, ks_errno_key, ks_sizes};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use crate::bpf::{self, LoadedObject};
+use crate::bpf::{self, LoadedObject, TypedMap};
 use crate::collector::{self, Builder, Collector, Descriptor, Opt};
 use crate::enrich::SharedEnricher;
 use crate::bpf::hooks::{Candidate, Hook};
@@ -113,7 +113,7 @@ struct State {
     counts: MapHandle,
     comm_slots: MapHandle,
     free_slots: MapHandle,
-    errors: MapHandle,
+    errors: TypedMap<ks_errno_key, u64>,
     ledger: Ledger,
     activity: HashMap<u32, (u64, Instant)>,
     quarantine: Vec<u32>,
@@ -193,7 +193,7 @@ impl Builder for SyscallsBuilder {
         let state = State {
             counts: obj.map("sys_counts")?,
             comm_slots: obj.map("sys_comm_slots")?,
-            errors: obj.map("sys_errors")?,
+            errors: TypedMap::open(&obj, "sys_errors")?,
             free_slots,
             obj,
             ledger: Ledger::new(self.max_comms as usize),
@@ -302,12 +302,8 @@ impl State {
 
     fn errors_family(&self) -> Result<Family> {
         let mut errors = Family::of(&ERRORS);
-        for key in self.errors.keys() {
-            let Some(value) = self.errors.lookup(&key, MapFlags::ANY)? else {
-                continue;
-            };
-            let k = plain::from_bytes::<ks_errno_key>(&key).map_err(|e| anyhow!("{e:?}"))?;
-            let n = u64::from_ne_bytes(value[..8].try_into()?);
+        for (k, values) in self.errors.entries()? {
+            let n = values.iter().sum();
             errors.add(
                 vec![
                     ("syscall", syscall_name(k.nr as usize)),
