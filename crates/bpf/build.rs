@@ -17,17 +17,18 @@ fn main() {
     let clang = env::var("KSIGHT_CLANG").unwrap_or_else(|_| "clang".to_string());
     println!("cargo:rerun-if-env-changed=KSIGHT_CLANG");
     println!("cargo:rerun-if-changed=bpf");
+    let include = format!("-Ibpf/include/{}", vmlinux_arch());
 
     let abi = fs::read_to_string("bpf/include/abi.h").expect("bpf/include/abi.h is readable");
     let (structs, enums) = abi_types(&abi);
     let anchor = out.join("abi.bpf.c");
     fs::write(&anchor, anchor_source(&structs, &enums)).expect("OUT_DIR is writable");
-    compile(&clang, &anchor, &out, Some(out.join("abi.skel.rs")));
+    compile(&clang, &include, &anchor, &out, Some(out.join("abi.skel.rs")));
     fs::write(out.join("abi_plain.rs"), plain_impls(&structs)).expect("OUT_DIR is writable");
 
     let mut objects = String::new();
     for source in object_sources(Path::new("bpf")) {
-        compile(&clang, &source, &out, None);
+        compile(&clang, &include, &source, &out, None);
         let name = stem(&source);
         let _ = writeln!(
             objects,
@@ -69,14 +70,25 @@ fn stem(source: &Path) -> &str {
         .expect("a .bpf.c source")
 }
 
-fn compile(clang: &str, source: &Path, out: &Path, skeleton: Option<PathBuf>) {
+/// The folder of bpf/include holding the target's vmlinux.h, in the kernel's (and libbpf's
+/// `__TARGET_ARCH_*`) words: cargo's target, not the host, so a cross build gets its own.
+fn vmlinux_arch() -> &'static str {
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").expect("CARGO_CFG_TARGET_ARCH is set by cargo");
+    match arch.as_str() {
+        "x86_64" => "x86",
+        "aarch64" => "arm64",
+        other => panic!("ksight's kernel side has no vmlinux.h for {other} (bpf/include/ARCH)"),
+    }
+}
+
+fn compile(clang: &str, include: &str, source: &Path, out: &Path, skeleton: Option<PathBuf>) {
     let stem = stem(source);
     let mut builder = SkeletonBuilder::new();
     builder
         .source(source)
         .obj(out.join(format!("{stem}.bpf.o")))
         .clang(clang)
-        .clang_args(["-Ibpf/include", "-mcpu=v3", "-Wall", "-Wno-unused-function"]);
+        .clang_args([include, "-Ibpf/include", "-mcpu=v3", "-Wall", "-Wno-unused-function"]);
     let result = match skeleton {
         Some(path) => builder.build_and_generate(path),
         None => builder.build(),

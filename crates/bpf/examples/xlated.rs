@@ -41,11 +41,16 @@ fn dump(path: &str, name: &str) -> Result<String, Box<dyn std::error::Error>> {
         .progs()
         .find(|p| p.name() == name)
         .ok_or("program vanished")?;
-    let id = libbpf_rs::query::ProgInfoIter::default()
-        .find(|info| info.name.to_string_lossy() == name[..name.len().min(15)])
-        .map(|info| info.id);
-    let _ = prog;
-    let id = id.ok_or("loaded program not found")?;
+    // The id of this very program (by name, another process's program could answer).
+    let mut info = libbpf_sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(&prog));
+    // SAFETY: info is a zeroed bpf_prog_info of the size len states; fd is the program's.
+    let rc = unsafe { libbpf_sys::bpf_obj_get_info_by_fd(fd, (&raw mut info).cast(), &mut len) };
+    if rc != 0 {
+        return Err(format!("bpf_obj_get_info_by_fd: {rc}").into());
+    }
+    let id = info.id;
     let out = Command::new("bpftool")
         .args(["prog", "dump", "xlated", "id", &id.to_string()])
         .output()?;

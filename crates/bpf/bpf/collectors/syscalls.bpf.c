@@ -11,7 +11,6 @@
  */
 #include "opens.bpf.h"
 
-#define KS_THREAD_SIZE 16384
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -126,13 +125,13 @@ static __always_inline int on_sys_exit(__u64 identity, __u64 nr, long ret)
 SEC("tp_btf/sys_exit")
 int BPF_PROG(sys_exit_btf, struct pt_regs *regs, long ret)
 {
-	return on_sys_exit((__u64)regs, regs->orig_ax, ret);
+	return on_sys_exit((__u64)regs, KS_SYSCALL_NR(regs), ret);
 }
 
 SEC("raw_tp/sys_exit")
 int BPF_PROG(sys_exit_raw, struct pt_regs *regs, long ret)
 {
-	return on_sys_exit((__u64)regs, BPF_CORE_READ(regs, orig_ax), ret);
+	return on_sys_exit((__u64)regs, KS_SYSCALL_NR_CORE(regs), ret);
 }
 
 SEC("tp/raw_syscalls/sys_exit")
@@ -141,7 +140,7 @@ int sys_exit_tp(struct trace_event_raw_sys_exit *ctx)
 	return on_sys_exit(bpf_get_current_task(), ctx->id, ctx->ret);
 }
 
-/* x86_64's task_pt_regs(current): bpf_task_pt_regs() from 5.15 (it wants a BTF task pointer,
+/* task_pt_regs(current): bpf_task_pt_regs() from 5.15 (it wants a BTF task pointer,
  * which raw_tp and tracepoint arguments are not, so it is given current's), the top of the
  * kernel stack before. */
 static __always_inline struct pt_regs *current_regs(void)
@@ -157,7 +156,7 @@ static __always_inline struct pt_regs *current_regs(void)
 /* Thread death (task is current): count exit/exit_group (they never reach sys_exit) and drop cached slots. */
 static __always_inline int on_task_exit(struct task_struct *task)
 {
-	__u64 nr = BPF_CORE_READ(current_regs(), orig_ax);
+	__u64 nr = KS_SYSCALL_NR_CORE(current_regs());
 	__u32 slot;
 
 	if (nr == KS_NR_EXIT || nr == KS_NR_EXIT_GROUP) {

@@ -8,6 +8,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 #include "abi.h"
+#include "arch.bpf.h"
 #include "hist.h"
 
 /*
@@ -40,19 +41,13 @@
 #define KS_EEXIST 17
 #define KS_E2BIG 7
 
-/* x86_64 syscall numbers the programs test for. */
-#define KS_NR_OPEN 2
-#define KS_NR_EXECVE 59
-#define KS_NR_EXIT 60
-#define KS_NR_CREAT 85
-#define KS_NR_EXIT_GROUP 231
-#define KS_NR_OPENAT 257
-#define KS_NR_EXECVEAT 322
-#define KS_NR_OPENAT2 437
-
 static __always_inline bool ks_is_open_nr(__u64 nr)
 {
+#ifdef KS_NR_OPEN
 	return nr == KS_NR_OPENAT || nr == KS_NR_OPEN || nr == KS_NR_OPENAT2 || nr == KS_NR_CREAT;
+#else
+	return nr == KS_NR_OPENAT || nr == KS_NR_OPENAT2;
+#endif
 }
 
 const volatile struct ks_config ks_config SEC(".rodata.cfg") = {};

@@ -168,10 +168,10 @@ static __always_inline int count(struct ks_prof_key *key)
 	return 0;
 }
 
-/* x86_64: user addresses are below 2^47 (the kernel's are above 0xffff8...). */
+/* A user-space address, not the kernel's (arch.bpf.h). */
 static __always_inline bool user_address(__u64 addr)
 {
-	return addr >> 47 == 0;
+	return addr >> KS_USER_ADDRESS_BITS == 0;
 }
 
 /* The user registers at the sample: the sampled ones when it hit user mode, else the task's
@@ -180,10 +180,10 @@ static __always_inline bool user_regs(struct bpf_perf_event_data *ctx, struct ks
 {
 	struct pt_regs regs;
 
-	if (user_address(ctx->regs.ip)) {
-		rec->ip = ctx->regs.ip;
-		rec->sp = ctx->regs.sp;
-		rec->bp = ctx->regs.bp;
+	if (user_address(PT_REGS_IP(&ctx->regs))) {
+		rec->ip = PT_REGS_IP(&ctx->regs);
+		rec->sp = PT_REGS_SP(&ctx->regs);
+		rec->bp = PT_REGS_FP(&ctx->regs);
 		return true;
 	}
 	if (!bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs))
@@ -192,9 +192,9 @@ static __always_inline bool user_regs(struct bpf_perf_event_data *ctx, struct ks
 	if (bpf_probe_read_kernel(&regs, sizeof(regs),
 				  (void *)bpf_task_pt_regs(bpf_get_current_task_btf())))
 		return false;
-	rec->ip = regs.ip;
-	rec->sp = regs.sp;
-	rec->bp = regs.bp;
+	rec->ip = PT_REGS_IP(&regs);
+	rec->sp = PT_REGS_SP(&regs);
+	rec->bp = PT_REGS_FP(&regs);
 	return user_address(rec->ip);
 }
 

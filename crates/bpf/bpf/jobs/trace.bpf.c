@@ -231,8 +231,8 @@ static __always_inline int on_exec(struct task_struct *task, struct linux_binprm
 /* A failed execve/execveat: the old image is intact, its pointers still valid. */
 static __always_inline void exec_failed(struct pt_regs *regs, __u64 nr, long ret)
 {
-	const char *name = (const char *)(nr == KS_NR_EXECVE ? BPF_CORE_READ(regs, di)
-							      : BPF_CORE_READ(regs, si));
+	const char *name = (const char *)(nr == KS_NR_EXECVE ? PT_REGS_PARM1_CORE_SYSCALL(regs)
+							      : PT_REGS_PARM2_CORE_SYSCALL(regs));
 	struct ks_ev_hdr h = {};
 	struct ks_ev_exec *e;
 
@@ -258,15 +258,17 @@ KS_TP_BTF_AND_RAW(exec, sched_process_exec, on_exec(task, bprm),
 static __always_inline void open_args(struct pt_regs *regs, __u64 nr, const char **path,
 				      __u64 *flags)
 {
+#ifdef KS_NR_OPEN
 	if (nr == KS_NR_OPEN || nr == KS_NR_CREAT) {
-		*path = (const char *)BPF_CORE_READ(regs, di);
-		*flags = nr == KS_NR_CREAT ? KS_O_CREAT_TRUNC_WRONLY : BPF_CORE_READ(regs, si);
+		*path = (const char *)PT_REGS_PARM1_CORE_SYSCALL(regs);
+		*flags = nr == KS_NR_CREAT ? KS_O_CREAT_TRUNC_WRONLY : PT_REGS_PARM2_CORE_SYSCALL(regs);
 		return;
 	}
-	*path = (const char *)BPF_CORE_READ(regs, si);
+#endif
+	*path = (const char *)PT_REGS_PARM2_CORE_SYSCALL(regs);
 	if (nr == KS_NR_OPENAT)
-		*flags = BPF_CORE_READ(regs, dx);
-	else if (bpf_probe_read_user(flags, sizeof(*flags), (void *)BPF_CORE_READ(regs, dx)))
+		*flags = PT_REGS_PARM3_CORE_SYSCALL(regs);
+	else if (bpf_probe_read_user(flags, sizeof(*flags), (void *)PT_REGS_PARM3_CORE_SYSCALL(regs)))
 		*flags = 0; /* openat2's struct open_how starts with the flags */
 }
 
@@ -353,13 +355,13 @@ static __always_inline int on_sys_exit(struct pt_regs *regs, __u64 nr, long ret)
 SEC("tp_btf/sys_exit")
 int BPF_PROG(sys_exit_btf, struct pt_regs *regs, long ret)
 {
-	return on_sys_exit(regs, regs->orig_ax, ret);
+	return on_sys_exit(regs, KS_SYSCALL_NR(regs), ret);
 }
 
 SEC("raw_tp/sys_exit")
 int BPF_PROG(sys_exit_raw, struct pt_regs *regs, long ret)
 {
-	return on_sys_exit(regs, BPF_CORE_READ(regs, orig_ax), ret);
+	return on_sys_exit(regs, KS_SYSCALL_NR_CORE(regs), ret);
 }
 
 /* ---- fork, exit ---------------------------------------------------------------------- */
