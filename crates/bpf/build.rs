@@ -23,7 +23,13 @@ fn main() {
     let (structs, enums) = abi_types(&abi);
     let anchor = out.join("abi.bpf.c");
     fs::write(&anchor, anchor_source(&structs, &enums)).expect("OUT_DIR is writable");
-    compile(&clang, &include, &anchor, &out, Some(out.join("abi.skel.rs")));
+    compile(
+        &clang,
+        &include,
+        &anchor,
+        &out,
+        Some(out.join("abi.skel.rs")),
+    );
     fs::write(out.join("abi_plain.rs"), plain_impls(&structs)).expect("OUT_DIR is writable");
 
     let mut objects = String::new();
@@ -88,7 +94,13 @@ fn compile(clang: &str, include: &str, source: &Path, out: &Path, skeleton: Opti
         .source(source)
         .obj(out.join(format!("{stem}.bpf.o")))
         .clang(clang)
-        .clang_args([include, "-Ibpf/include", "-mcpu=v3", "-Wall", "-Wno-unused-function"]);
+        .clang_args([
+            include,
+            "-Ibpf/include",
+            "-mcpu=v3",
+            "-Wall",
+            "-Wno-unused-function",
+        ]);
     let result = match skeleton {
         Some(path) => builder.build_and_generate(path),
         None => builder.build(),

@@ -399,7 +399,10 @@ struct ks_prof_copy {
 	struct ks_prof_key key;
 	__u64 ip; /* the user registers at the sample */
 	__u64 sp;
-	__u64 bp;
+	__u64 bp; /* the frame pointer: rbp on x86_64, x29 on arm64 */
+#ifdef __TARGET_ARCH_arm64
+	__u64 lr; /* x30: where a leaf function that has not saved it returns to */
+#endif
 	__u32 stack_len; /* bytes of stack from sp */
 	__u32 pad;
 	__u8 stack[KS_PROF_STACK_COPY];

@@ -184,6 +184,9 @@ static __always_inline bool user_regs(struct bpf_perf_event_data *ctx, struct ks
 		rec->ip = PT_REGS_IP(&ctx->regs);
 		rec->sp = PT_REGS_SP(&ctx->regs);
 		rec->bp = PT_REGS_FP(&ctx->regs);
+#ifdef __TARGET_ARCH_arm64
+		rec->lr = PT_REGS_RET(&ctx->regs);
+#endif
 		return true;
 	}
 	if (!bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs))
@@ -195,6 +198,9 @@ static __always_inline bool user_regs(struct bpf_perf_event_data *ctx, struct ks
 	rec->ip = PT_REGS_IP(&regs);
 	rec->sp = PT_REGS_SP(&regs);
 	rec->bp = PT_REGS_FP(&regs);
+#ifdef __TARGET_ARCH_arm64
+	rec->lr = PT_REGS_RET(&regs);
+#endif
 	return user_address(rec->ip);
 }
 

@@ -1,5 +1,5 @@
 //! User stacks of processes without usable frame pointers: the copies of the top of their
-//! stack (with ip, sp, bp) that profile.bpf.c sends, unwound here from the `.eh_frame` /
+//! stack (with ip, sp, the frame pointer; lr on arm64) that profile.bpf.c sends, unwound here from the `.eh_frame` /
 //! `.debug_frame` CFI of the files they map, with framehop. Also the judge of frame
 //! pointers: a frame-pointer stack is good when it is what the CFI unwinding of the same
 //! sample gives.
@@ -7,14 +7,50 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{Error, ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder};
 use ksight_bpf::abi::{ks_prof_copy, ks_prof_sizes};
 
 use super::symbols::{FileId, Symbols};
 use crate::common::elf;
 
+use arch::{registers, Cache, NativeUnwinder};
+
 type Data = Arc<[u8]>;
+
+/// framehop's unwinder for the architecture ksight is built for, and the registers a copy
+/// starts from.
+#[cfg(target_arch = "x86_64")]
+mod arch {
+    use framehop::x86_64::UnwindRegsX86_64;
+    pub use framehop::x86_64::{CacheX86_64 as Cache, UnwinderX86_64 as NativeUnwinder};
+    use ksight_bpf::abi::ks_prof_copy;
+
+    pub fn registers(rec: &ks_prof_copy) -> UnwindRegsX86_64 {
+        UnwindRegsX86_64::new(rec.ip, rec.sp, rec.bp)
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod arch {
+    pub use framehop::aarch64::{CacheAarch64 as Cache, UnwinderAarch64 as NativeUnwinder};
+    use framehop::aarch64::{PtrAuthMask, UnwindRegsAarch64};
+    use ksight_bpf::abi::ks_prof_copy;
+
+    /// Linux gives user space 48 bits of address (52 only to an mmap that asks above them);
+    /// with pointer authentication, a signed return address carries its code above them.
+    const USER_ADDRESS_MASK: u64 = (1 << 48) - 1;
+
+    /// x30 (lr) starts the walk: in a leaf function that has not saved it, it is the only
+    /// record of the caller.
+    pub fn registers(rec: &ks_prof_copy) -> UnwindRegsAarch64 {
+        UnwindRegsAarch64::new_with_ptr_auth_mask(
+            PtrAuthMask(USER_ADDRESS_MASK),
+            rec.lr,
+            rec.sp,
+            rec.bp,
+        )
+    }
+}
 /// How a stack unwound to its end ends (the other ends say why it stopped early).
 pub const COMPLETE: &str = "complete";
 
@@ -26,8 +62,8 @@ struct FileUnwindInfo {
 
 pub struct Unwinding {
     files: HashMap<FileId, Option<FileUnwindInfo>>,
-    processes: HashMap<u32, UnwinderX86_64<Data>>,
-    cache: CacheX86_64,
+    processes: HashMap<u32, NativeUnwinder<Data>>,
+    cache: Cache,
     /// Unwound stacks by how they ended: `complete` or why they stopped early.
     pub ends: BTreeMap<&'static str, u64>,
 }
@@ -37,7 +73,7 @@ impl Unwinding {
         Unwinding {
             files: HashMap::new(),
             processes: HashMap::new(),
-            cache: CacheX86_64::new(),
+            cache: Cache::new(),
             ends: BTreeMap::new(),
         }
     }
@@ -64,8 +100,8 @@ impl Unwinding {
         (ips, end == COMPLETE)
     }
 
-    fn build(&mut self, symbols: &Symbols, pid: u32) -> UnwinderX86_64<Data> {
-        let mut unwinder = UnwinderX86_64::new();
+    fn build(&mut self, symbols: &Symbols, pid: u32) -> NativeUnwinder<Data> {
+        let mut unwinder = NativeUnwinder::new();
         for m in symbols.mappings(pid) {
             let info = self
                 .files
@@ -90,8 +126,8 @@ impl Unwinding {
 
 /// The frames of one copy, and how the walk ended.
 fn walk(
-    unwinder: &UnwinderX86_64<Data>,
-    cache: &mut CacheX86_64,
+    unwinder: &NativeUnwinder<Data>,
+    cache: &mut Cache,
     rec: &ks_prof_copy,
 ) -> (Vec<u64>, &'static str) {
     let len = (rec.stack_len as usize).min(rec.stack.len());
@@ -106,7 +142,7 @@ fn walk(
         beyond_copy |= word.is_none();
         word.ok_or(())
     };
-    let regs = UnwindRegsX86_64::new(rec.ip, rec.sp, rec.bp);
+    let regs = registers(rec);
     let mut frames = unwinder.iter_frames(rec.ip, regs, cache, &mut read_stack);
     let mut ips = Vec::new();
     let end = loop {
