@@ -20,6 +20,16 @@ static OPENS: FamilyDoc = FamilyDoc {
     notes: "open, openat, openat2, creat; result `ok` or the errno name. io_uring opens are not counted",
 };
 
+/// One program per open syscall: arm64 has neither open nor creat (openat does both).
+#[cfg(target_arch = "x86_64")]
+const FEXIT_PROGRAMS: &[&str] = &["fexit_open", "fexit_openat", "fexit_openat2", "fexit_creat"];
+#[cfg(target_arch = "aarch64")]
+const FEXIT_PROGRAMS: &[&str] = &["fexit_openat", "fexit_openat2"];
+#[cfg(target_arch = "x86_64")]
+const TRACEPOINT_PROGRAMS: &[&str] = &["exit_open", "exit_openat", "exit_openat2", "exit_creat"];
+#[cfg(target_arch = "aarch64")]
+const TRACEPOINT_PROGRAMS: &[&str] = &["exit_openat", "exit_openat2"];
+
 pub static DESCRIPTOR: Descriptor = Descriptor {
     name: "files",
     default: true,
@@ -29,11 +39,11 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
         Candidate::shared("syscalls"),
         Candidate::own(
             Hook::Fentry,
-            &["fexit_open", "fexit_openat", "fexit_openat2", "fexit_creat"],
+            FEXIT_PROGRAMS,
         ),
         Candidate::own(
             Hook::Tracepoint,
-            &["exit_open", "exit_openat", "exit_openat2", "exit_creat"],
+            TRACEPOINT_PROGRAMS,
         ),
     ],
     options: &[],

@@ -1,4 +1,4 @@
-//! Names for the numbers the kernel hands over (syscalls on x86_64, errnos, signals, TCP
+//! Names for the numbers the kernel hands over (syscalls of x86_64 or aarch64, errnos, signals, TCP
 //! states, block operations), and the one rule for text from outside (`lossless`,
 //! `printable`): the only decoder of the bytes the kernel copies.
 
@@ -283,21 +283,46 @@ mod tests {
 
     #[test]
     fn tables_are_sorted_for_binary_search() {
-        assert!(tables::SYSCALLS.windows(2).all(|w| w[0].0 < w[1].0));
-        assert!(tables::ERRNOS.windows(2).all(|w| w[0].0 < w[1].0));
+        for table in [
+            tables::X86_64_SYSCALLS,
+            tables::AARCH64_SYSCALLS,
+            tables::ERRNOS,
+        ] {
+            assert!(table.windows(2).all(|w| w[0].0 < w[1].0));
+        }
     }
 
     #[test]
-    fn syscall_names() {
-        assert_eq!(syscall(0), "read");
-        assert_eq!(syscall(39), "getpid");
-        assert_eq!(syscall(60), "exit");
-        assert_eq!(syscall(110), "getppid");
-        assert_eq!(syscall(231), "exit_group");
-        assert_eq!(syscall(257), "openat");
-        assert_eq!(syscall(437), "openat2");
-        assert_eq!(syscall(462), "mseal");
+    fn syscall_names_follow_the_architecture() {
+        // libc's numbers are the target's: the same names must come back on every target.
+        for (nr, name) in [
+            (libc::SYS_read, "read"),
+            (libc::SYS_getpid, "getpid"),
+            (libc::SYS_exit, "exit"),
+            (libc::SYS_getppid, "getppid"),
+            (libc::SYS_exit_group, "exit_group"),
+            (libc::SYS_openat, "openat"),
+            (libc::SYS_openat2, "openat2"),
+            (libc::SYS_execve, "execve"),
+        ] {
+            assert_eq!(syscall(nr as u32), name);
+        }
+        assert_eq!(syscall(462), "mseal"); // numbers from 424 on are every architecture's
         assert_eq!(syscall(500), "sys_500");
+    }
+
+    #[test]
+    fn both_architectures_tables() {
+        let name = |table: &[(u32, &'static str)], nr: u32| {
+            table.iter().find(|&&(n, _)| n == nr).map(|&(_, name)| name)
+        };
+        assert_eq!(name(tables::X86_64_SYSCALLS, 257), Some("openat"));
+        assert_eq!(name(tables::X86_64_SYSCALLS, 2), Some("open"));
+        assert_eq!(name(tables::AARCH64_SYSCALLS, 56), Some("openat"));
+        assert_eq!(name(tables::AARCH64_SYSCALLS, 25), Some("fcntl")); // __NR3264_fcntl
+        assert_eq!(name(tables::AARCH64_SYSCALLS, 221), Some("execve"));
+        assert_eq!(name(tables::AARCH64_SYSCALLS, 94), Some("exit_group"));
+        assert!(tables::AARCH64_SYSCALLS.iter().all(|&(_, n)| n != "open"));
     }
 
     #[test]

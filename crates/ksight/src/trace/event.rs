@@ -294,23 +294,33 @@ fn readline(e: &ks_ev_readline, clock: &Clock) -> Event {
     }
 }
 
-/// O_* flags (x86_64 values) as `O_RDONLY|O_CLOEXEC`.
+/// O_LARGEFILE as the kernel sets it on every 64-bit open (libc's is 0 there).
+#[cfg(target_arch = "x86_64")]
+const KERNEL_O_LARGEFILE: u64 = 0o100000;
+#[cfg(target_arch = "aarch64")]
+const KERNEL_O_LARGEFILE: u64 = 0o400000;
+
+/// O_* flags (the target's values: arm64 places O_DIRECT and O_DIRECTORY elsewhere) as
+/// `O_RDONLY|O_CLOEXEC`.
 pub fn open_flags(flags: u64) -> String {
+    const fn bits(flag: libc::c_int) -> u64 {
+        flag as u32 as u64
+    }
     const NAMES: [(u64, &str); 14] = [
-        (0o100, "O_CREAT"),
-        (0o200, "O_EXCL"),
-        (0o400, "O_NOCTTY"),
-        (0o1000, "O_TRUNC"),
-        (0o2000, "O_APPEND"),
-        (0o4000, "O_NONBLOCK"),
-        (0o10000, "O_DSYNC"),
-        (0o40000, "O_DIRECT"),
-        (0o200000, "O_DIRECTORY"),
-        (0o400000, "O_NOFOLLOW"),
-        (0o1000000, "O_NOATIME"),
-        (0o2000000, "O_CLOEXEC"),
-        (0o4010000, "O_SYNC"),
-        (0o10000000, "O_PATH"),
+        (bits(libc::O_CREAT), "O_CREAT"),
+        (bits(libc::O_EXCL), "O_EXCL"),
+        (bits(libc::O_NOCTTY), "O_NOCTTY"),
+        (bits(libc::O_TRUNC), "O_TRUNC"),
+        (bits(libc::O_APPEND), "O_APPEND"),
+        (bits(libc::O_NONBLOCK), "O_NONBLOCK"),
+        (bits(libc::O_DSYNC), "O_DSYNC"),
+        (bits(libc::O_DIRECT), "O_DIRECT"),
+        (bits(libc::O_DIRECTORY), "O_DIRECTORY"),
+        (bits(libc::O_NOFOLLOW), "O_NOFOLLOW"),
+        (bits(libc::O_NOATIME), "O_NOATIME"),
+        (bits(libc::O_CLOEXEC), "O_CLOEXEC"),
+        (bits(libc::O_SYNC), "O_SYNC"),
+        (bits(libc::O_PATH), "O_PATH"),
     ];
     let mut out = String::from(match flags & 3 {
         0 => "O_RDONLY",
@@ -318,7 +328,7 @@ pub fn open_flags(flags: u64) -> String {
         2 => "O_RDWR",
         _ => "O_ACCMODE",
     });
-    let mut rest = flags & !3 & !0o100000; // O_LARGEFILE is implied on 64-bit
+    let mut rest = flags & !3 & !KERNEL_O_LARGEFILE; // implied on 64-bit
     for (bit, name) in NAMES.iter().rev() {
         if rest & bit == *bit {
             out.push('|');

@@ -34,6 +34,20 @@ type FileId = (u32, u32, u64);
 /// this long after its exec.
 const RESCAN_AFTER: Duration = Duration::from_millis(200);
 
+/// Debian's multiarch triplet of the target (its library directory's name).
+#[cfg(target_arch = "x86_64")]
+macro_rules! multiarch {
+    () => {
+        "x86_64-linux-gnu"
+    };
+}
+#[cfg(target_arch = "aarch64")]
+macro_rules! multiarch {
+    () => {
+        "aarch64-linux-gnu"
+    };
+}
+
 /// Where a host without any bash or readline process running yet keeps them.
 const HOST_BINARIES: &[&str] = &["/bin/bash", "/usr/bin/bash", "/usr/local/bin/bash"];
 const HOST_LIBRARY_DIRS: &[&str] = &[
@@ -42,8 +56,8 @@ const HOST_LIBRARY_DIRS: &[&str] = &[
     "/usr/lib",
     "/usr/lib64",
     "/usr/local/lib",
-    "/lib/x86_64-linux-gnu",
-    "/usr/lib/x86_64-linux-gnu",
+    concat!("/lib/", multiarch!()),
+    concat!("/usr/lib/", multiarch!()),
 ];
 
 pub struct Probes<'a> {
