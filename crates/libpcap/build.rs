@@ -53,11 +53,14 @@ fn main() {
         .arg("-C")
         .arg(&out));
     std::fs::create_dir_all(&build).unwrap_or_else(|e| panic!("{}: {e}", build.display()));
-    run(Command::new(source.join("configure"))
+    let mut configure = Command::new(source.join("configure"));
+    configure
         .args(CONFIGURE_FLAGS)
         // -fPIC: the static release binary is a static PIE.
         .env("CFLAGS", "-O2 -fPIC")
-        .current_dir(&build));
+        .current_dir(&build);
+    cross_compile(&mut configure);
+    run(&mut configure);
     let jobs = std::env::var("NUM_JOBS").unwrap_or_else(|_| "1".into());
     run(Command::new("make")
         .arg(format!("-j{jobs}"))
@@ -66,6 +69,21 @@ fn main() {
 
     println!("cargo:rustc-link-search=native={}", build.display());
     println!("cargo:rustc-link-lib=static=pcap");
+}
+
+/// For another target than the host (e.g. aarch64 from x86_64): autoconf's `--host` and the
+/// C compiler the `cc` crate picks for that target (`CC_<target>`, else `<triple>-gcc`).
+fn cross_compile(configure: &mut Command) {
+    let (target, host) = (env("TARGET"), env("HOST"));
+    if target == host {
+        return;
+    }
+    // aarch64-unknown-linux-gnu → aarch64-linux-gnu, the GNU triple the toolchains use.
+    let triple = target.replacen("-unknown-", "-", 1);
+    let compiler = cc::Build::new().get_compiler();
+    configure
+        .arg(format!("--host={triple}"))
+        .env("CC", compiler.path());
 }
 
 fn env(name: &str) -> String {
