@@ -20,6 +20,10 @@ mod abi_skel {
 pub mod abi {
     pub use super::abi_skel::types::*;
 
+    /// `char` in abi.h's structs, as the generated types hold it: the BPF target's char is
+    /// signed on every host (Rust's `c_char` is not: it is u8 on aarch64).
+    pub type AbiChar = i8;
+
     include!(concat!(env!("OUT_DIR"), "/abi_plain.rs"));
 }
 

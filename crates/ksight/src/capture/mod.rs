@@ -159,7 +159,7 @@ fn capture_config(args: &CaptureArgs, cgroups: bool) -> ks_cap_config {
     if let Some(comm) = &args.comm {
         c.flags |= ks_cap_filter::KS_CF_COMM.0;
         for (dst, src) in c.comm.iter_mut().zip(comm.bytes()) {
-            *dst = src as std::ffi::c_char;
+            *dst = src as ksight_bpf::abi::AbiChar;
         }
     }
     if cgroups {

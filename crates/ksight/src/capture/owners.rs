@@ -212,7 +212,7 @@ fn owner_of_process(pid: u32, hierarchy: Option<&Hierarchy>) -> Option<ks_cap_ow
     let comm = comm.strip_suffix(b"\n").unwrap_or(&comm);
     let room = owner.comm.len() - 1; // NUL-terminated, as the kernel's copy is
     for (dst, src) in owner.comm.iter_mut().zip(comm.iter().take(room)) {
-        *dst = *src as std::ffi::c_char;
+        *dst = *src as ksight_bpf::abi::AbiChar;
     }
     Some(owner)
 }

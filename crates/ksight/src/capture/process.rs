@@ -222,7 +222,7 @@ mod tests {
             ..Default::default()
         };
         for (dst, src) in o.comm.iter_mut().zip(b"a\nPID: 1".iter()) {
-            *dst = *src as std::ffi::c_char;
+            *dst = *src as ksight_bpf::abi::AbiChar;
         }
         let text = namer.comment(&o, 0);
         assert!(

@@ -117,21 +117,21 @@ pub fn block_op(op: u32) -> Cow<'static, str> {
 pub const OVERFLOW_COMM: &str = "(other processes)";
 
 /// A table key's comm label: the comm, or the overflow series.
-pub fn comm_or_overflow(raw: &[std::ffi::c_char], overflow: u8) -> String {
+pub fn comm_or_overflow(raw: &[ksight_bpf::abi::AbiChar], overflow: u8) -> String {
     if overflow != 0 {
         return OVERFLOW_COMM.to_string();
     }
     comm(c_bytes(raw))
 }
 
-/// The bytes of a C char array (the generated ABI types hold `c_char`).
-pub fn c_bytes(raw: &[std::ffi::c_char]) -> &[u8] {
-    // SAFETY: c_char and u8 have the same size and alignment; the slice stays borrowed.
+/// The bytes of a C char array (the generated ABI types hold `AbiChar`).
+pub fn c_bytes(raw: &[ksight_bpf::abi::AbiChar]) -> &[u8] {
+    // SAFETY: AbiChar (i8) and u8 have the same size and alignment; the slice stays borrowed.
     unsafe { std::slice::from_raw_parts(raw.as_ptr().cast::<u8>(), raw.len()) }
 }
 
 /// A NUL-terminated string the kernel filled (comm, path, argument), decoded by `lossless`.
-pub fn c_str(raw: &[std::ffi::c_char]) -> String {
+pub fn c_str(raw: &[ksight_bpf::abi::AbiChar]) -> String {
     lossless(until_nul(c_bytes(raw)))
 }
 
