@@ -93,7 +93,9 @@ fn the_dashboard_is_generated_from_the_readme_metric_table() {
 #[test]
 fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     require_root!();
-    let server = Server::start(&["--collector.page_faults", "--bpf-stats"]);
+    let mut flags = every_collector();
+    flags.push("--bpf-stats".into());
+    let server = Server::start(&flags.iter().map(String::as_str).collect::<Vec<_>>());
     let prometheus = Prometheus::start(server.port, &[]);
     generate_every_family();
     // Two scrapes after the workload, so every rate has two samples in its minute.

@@ -405,19 +405,35 @@ pub fn hook_works(hook: &str) -> bool {
     feature_works(hook)
 }
 
-/// Whether `ksight doctor`'s probe of this feature (a hook kind, `tcx`, `task_file_iter`…)
-/// says yes here: what the jobs themselves follow. Asked once per test binary (doctor loads
-/// a few dozen programs); the test's environment (KSIGHT_REFUSE) applies.
-pub fn feature_works(name: &str) -> bool {
+/// `ksight doctor --json`, run once per test binary (doctor loads a few dozen programs); the
+/// test's environment (KSIGHT_REFUSE) applies.
+fn doctor_report() -> &'static serde_json::Value {
     static REPORT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
-    let report = REPORT.get_or_init(|| {
+    REPORT.get_or_init(|| {
         let out = Command::new(KSIGHT)
             .args(["doctor", "--json"])
             .output()
             .expect("run doctor");
         serde_json::from_slice(&out.stdout).expect("doctor JSON")
-    });
-    report["features"]
+    })
+}
+
+/// `--collector.NAME` for every collector of the registry (as doctor lists them): opt-in
+/// ones too, so a test of everything needs no edit when a collector is added.
+pub fn every_collector() -> Vec<String> {
+    doctor_report()["collectors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .map(|name| format!("--collector.{name}"))
+        .collect()
+}
+
+/// Whether `ksight doctor`'s probe of this feature (a hook kind, `tcx`, `task_file_iter`…)
+/// says yes here: what the jobs themselves follow.
+pub fn feature_works(name: &str) -> bool {
+    doctor_report()["features"]
         .as_array()
         .and_then(|features| features.iter().find(|f| f["name"] == name))
         .and_then(|f| f["ok"].as_bool())
