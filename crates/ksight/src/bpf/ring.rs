@@ -80,8 +80,7 @@ impl Drop for Mapping {
 
 impl BatchRing {
     pub fn new(map: &MapHandle) -> Result<BatchRing> {
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let page = crate::common::kernel::page_size() as usize;
         let size = map.max_entries() as usize;
         if !size.is_power_of_two() || size < page {
             bail!("ring buffer of {size} bytes: not a power of two of pages");

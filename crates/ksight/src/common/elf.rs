@@ -124,7 +124,7 @@ pub fn named_sections(file: &File, names: &[&str]) -> Option<Vec<(String, NamedS
 /// offset `offset` (page-aligned): through the executable PT_LOAD segment the mapping holds,
 /// whose own offset may be further into the page (lld lays segments out so).
 pub fn executable_mapping_address(file: &File, offset: u64) -> Option<u64> {
-    const PAGE: u64 = 4096;
+    let page = super::kernel::page_size();
     let header = read_at(file, 0, 64)?;
     if header.get(..6)? != b"\x7fELF\x02\x01" {
         return None;
@@ -133,7 +133,7 @@ pub fn executable_mapping_address(file: &File, offset: u64) -> Option<u64> {
     table.chunks_exact(size).find_map(|ph| {
         let (kind, flags) = (u32_at(ph, 0)?, u32_at(ph, 4)?);
         let (file_offset, vaddr, filesz) = (u64_at(ph, 8)?, u64_at(ph, 0x10)?, u64_at(ph, 0x20)?);
-        let pages = file_offset & !(PAGE - 1)..file_offset.saturating_add(filesz);
+        let pages = file_offset & !(page - 1)..file_offset.saturating_add(filesz);
         let holds = kind == PT_LOAD && flags & PF_X != 0 && pages.contains(&offset);
         holds.then(|| vaddr.wrapping_add(offset).wrapping_sub(file_offset))
     })

@@ -1,4 +1,4 @@
-//! Facts about the running kernel: its release and version.
+//! Facts about the running kernel: its release, version and page size.
 
 /// The kernel release as `uname -r` prints it ("unknown" if /proc cannot say).
 pub fn release() -> String {
@@ -18,6 +18,14 @@ pub fn version_of(release: &str) -> (u32, u32) {
 /// (major, minor) of the running kernel.
 pub fn version() -> (u32, u32) {
     version_of(&release())
+}
+
+/// The page size: 4 KiB on x86_64, 4, 16 or 64 KiB on arm64 (a ring buffer is a power of
+/// two of pages; ELF mappings start on page boundaries).
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(page).unwrap_or(4096)
 }
 
 #[cfg(test)]

@@ -54,8 +54,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos(ns as u64))
 }
 
-/// `4096`, `64K`, `8M`: a power of two of at least one page.
+/// `4096`, `64K`, `8M`: a power of two of at least one page (4 KiB on x86_64; 16 or 64 KiB
+/// on some arm64 kernels) and at most 1 GiB.
 pub fn parse_ring_size(text: &str) -> Result<u32, String> {
+    let page = super::kernel::page_size();
     let t = text.trim();
     let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
     let scale: u64 = match unit {
@@ -68,8 +70,8 @@ pub fn parse_ring_size(text: &str) -> Result<u32, String> {
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(scale))
-        .filter(|n| n.is_power_of_two() && (4096..=1 << 30).contains(n))
-        .ok_or_else(|| format!("invalid size {t:?} (a power of two from 4096 to 1G)"))?;
+        .filter(|n| n.is_power_of_two() && (page..=1 << 30).contains(n))
+        .ok_or_else(|| format!("invalid size {t:?} (a power of two from {page} to 1G)"))?;
     Ok(n as u32)
 }
 
@@ -118,7 +120,9 @@ mod tests {
 
     #[test]
     fn ring_sizes() {
-        assert_eq!(parse_ring_size("4096"), Ok(4096));
+        let page = crate::common::kernel::page_size() as u32;
+        assert_eq!(parse_ring_size(&page.to_string()), Ok(page));
+        assert!(parse_ring_size(&(page / 2).to_string()).is_err());
         assert_eq!(parse_ring_size("8M"), Ok(8 << 20));
         assert_eq!(parse_ring_size("64K"), Ok(65536));
         assert!(parse_ring_size("5000").is_err());

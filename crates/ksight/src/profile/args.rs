@@ -70,7 +70,7 @@ pub struct ProfileArgs {
     pub counts_map_entries: u32,
 
     /// Ring buffer for stack copies (about 16.5 KiB each), in bytes: a power of two, at least
-    /// 4096 (suffixes K, M). A copy that finds it full is counted, and its sample kept with
+    /// a page (suffixes K, M). A copy that finds it full is counted, and its sample kept with
     /// its frame-pointer stack.
     #[arg(long = "ring-buffer-size", default_value = "8M", value_parser = parse_ring_size, value_name = "BYTES")]
     pub ring_buffer_size: u32,

@@ -317,13 +317,9 @@ pub fn bpf_programs(objects: &Objects<'_>, with_stats: bool, out: &mut Vec<Famil
 /// The standard process_* metrics, from /proc/self.
 pub fn process_families() -> Vec<Family> {
     let mut out = Vec::new();
-    // SAFETY: sysconf and getpagesize read constants.
-    let (ticks, page) = unsafe {
-        (
-            libc::sysconf(libc::_SC_CLK_TCK) as f64,
-            libc::sysconf(libc::_SC_PAGESIZE) as u64,
-        )
-    };
+    // SAFETY: sysconf reads a constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let page = crate::common::kernel::page_size();
     if let Some(stat) = std::fs::read_to_string("/proc/self/stat")
         .ok()
         .and_then(|s| parse_stat(&s))

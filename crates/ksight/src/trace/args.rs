@@ -61,7 +61,8 @@ pub struct TraceArgs {
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
 
-    /// Ring buffer size in bytes: a power of two, at least 4096 (suffixes K, M).
+    /// Ring buffer size in bytes: a power of two, at least a page (4096 on x86_64; suffixes K,
+    /// M).
     #[arg(long = "ring-buffer-size", default_value = "8M", value_parser = parse_ring_size, value_name = "BYTES")]
     pub ring_buffer_size: u32,
 
