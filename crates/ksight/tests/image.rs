@@ -168,3 +168,67 @@ fn the_image_holds_the_binary_and_notices_and_runs_with_the_documented_capabilit
         text(&without)
     );
 }
+
+/// scripts/image: one manifest list with an x86_64 and an arm64 image, each holding the
+/// binary scripts/release made for it (the arm64 one cross-built: CI names it in
+/// KSIGHT_STATIC_BINARY_ARM64).
+#[test]
+fn the_manifest_list_holds_an_image_per_architecture() {
+    require_root!();
+    let Some(binary) = static_binary() else {
+        return;
+    };
+    let arm64 = std::env::var("KSIGHT_STATIC_BINARY_ARM64").ok();
+    let Some(arm64) = arm64 else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "KSIGHT_STATIC_BINARY_ARM64 unset in CI"
+        );
+        eprintln!("SKIPPED: KSIGHT_STATIC_BINARY_ARM64 unset (scripts/release --target aarch64-unknown-linux-gnu)");
+        return;
+    };
+    let buildah = Buildah::new();
+    let tag = "localhost/ksight-manifest-test:latest";
+    let global = format!(
+        "buildah --root {} --runroot {} --storage-driver vfs",
+        buildah.store.join("root").display(),
+        buildah.store.join("run").display()
+    );
+    // scripts/image reads target/dist and target/dist-arm64 of the checkout.
+    for (wanted, made) in [
+        ("target/dist/ksight", &binary),
+        ("target/dist-arm64/ksight", &arm64),
+    ] {
+        assert_eq!(
+            repo().join(wanted).canonicalize().ok(),
+            Path::new(made).canonicalize().ok()
+        );
+    }
+    let out = Command::new(repo().join("scripts/image"))
+        .arg(tag)
+        .env("BUILDAH", &global)
+        .output()
+        .expect("scripts/image runs");
+    assert!(out.status.success(), "scripts/image: {}", text(&out));
+
+    let list = buildah.run(&["manifest", "inspect", tag]);
+    let list: serde_json::Value = serde_json::from_str(&list).expect("manifest JSON");
+    let mut platforms: Vec<String> = list["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .map(|m| format!("{}/{}", m["platform"]["os"], m["platform"]["architecture"]))
+        .collect();
+    platforms.sort();
+    assert_eq!(platforms, [r#""linux"/"amd64""#, r#""linux"/"arm64""#]);
+    for (arch, made) in [("amd64", &binary), ("arm64", &arm64)] {
+        let image = format!("{tag}-{arch}");
+        let container = buildah.run(&["from", "--pull=never", &image]);
+        let root = PathBuf::from(buildah.run(&["mount", &container]));
+        assert_eq!(
+            std::fs::read(root.join("usr/local/bin/ksight")).ok(),
+            std::fs::read(made).ok(),
+            "{arch}: the image holds that architecture's binary"
+        );
+    }
+}
