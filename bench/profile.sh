@@ -2,8 +2,9 @@
 # bench/profile.sh [ROUNDS] [WORK]: ksight profile against `perf record -F 99 -a -g` + `perf
 # script` and bpftrace's `profile:hz:99` with stacks counted in the kernel (the libbpf-tools
 # `profile` of the issue: Debian's libbpf-tools package does not ship it), all at 99 Hz on
-# every CPU, on the same CPU-bound workload (bench/cpubound.c, WORK calls of
-# main -> outer -> middle -> leaf, pinned to CPU 0). Rounds alternate the tools (none first).
+# every CPU, on the same CPU-bound workload (crates/ksight/tests/workloads/chain.c, the
+# profile tests' own, run as `chain -n WORK`: WORK calls of main -> outer -> middle -> leaf,
+# pinned to CPU 0). Rounds alternate the tools (none first).
 # ksight runs twice: as it is (--unwind auto: the frame-pointer workload is judged to use its
 # frame pointers, counted in the kernel) and with --unwind dwarf (every sample of every
 # process copied to user space and unwound from .eh_frame: the cost of the path binaries
@@ -26,8 +27,8 @@ ROUNDS=${1:-10}
 WORK=${2:-400}
 T=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$T"' EXIT
 scripts/deps --bench
-gcc -O2 -fno-omit-frame-pointer -o "$T/cpubound" bench/cpubound.c
-gcc -O2 -fomit-frame-pointer -o "$T/cpubound-nofp" bench/cpubound.c
+gcc -O2 -fno-omit-frame-pointer -o "$T/cpubound" crates/ksight/tests/workloads/chain.c
+gcc -O2 -fomit-frame-pointer -o "$T/cpubound-nofp" crates/ksight/tests/workloads/chain.c
 cargo build --release --locked -q -p ksight
 cargo build --release --locked -q -p ksight-bpf --example floor
 KSIGHT=$PWD/target/release/ksight FLOOR=$PWD/target/release/examples/floor
@@ -91,7 +92,7 @@ for round in $(seq "$ROUNDS"); do
   for tool in "${TOOLS[@]}"; do
     [ "$tool" = bpftrace ] && { stats_was=$(sysctl -n kernel.bpf_stats_enabled); sysctl -qw kernel.bpf_stats_enabled=1; }
     start_tool "$tool"
-    read -r wall cpu_ms < <(taskset -c 0 "$(workload "$tool")" "$WORK")
+    read -r wall cpu_ms < <(taskset -c 0 "$(workload "$tool")" -n "$WORK")
     echo "$wall" >> "$T/$tool.ms"; echo "$cpu_ms" >> "$T/$tool.cpu_ms"
     [ "$tool" = none ] && continue
     [ "$tool" = floor ] && { kill "$PID"; wait "$TIMEPID" || true; continue; }
@@ -150,7 +151,7 @@ fi
 perf record -F 99 -a -g -o "$T/perf.data" 2> /dev/null > /dev/null & PPID_=$!
 for _ in $(seq 300); do grep -q sampling "$T/err" 2>/dev/null && break; sleep 0.1; done
 sleep 2
-taskset -c 0 "$T/cpubound" "$WORK" > /dev/null
+taskset -c 0 "$T/cpubound" -n "$WORK" > /dev/null
 kill -INT "$KPID" "$PPID_"; wait "$KPID" "$PPID_" || true
 perf script -i "$T/perf.data" -F comm,ip,sym > "$T/perf.txt" 2> /dev/null
 python3 - "$T/ksight.folded" "$T/perf.txt" <<'PY'
