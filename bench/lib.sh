@@ -64,11 +64,12 @@ cpu_ns() {
 # output), so that the measurement sees only its steady cost. Then fails, showing the LOG
 # files, if PID has exited meanwhile.
 settle() {
-  local pid=$1 seconds=${2:-1}
+  local pid=$1 seconds=${2:-1} comm
   shift "$(($# < 2 ? $# : 2))"
+  comm=$(cat /proc/"$pid"/comm 2>/dev/null || echo process)
   sleep "$seconds"
   kill -0 "$pid" 2>/dev/null && return 0
-  echo "bench: process $pid exited while settling${1:+; its output:}" >&2
+  echo "bench: $comm (pid $pid) exited while settling${1:+; its output:}" >&2
   [ $# -eq 0 ] || cat -- "$@" >&2 2>/dev/null || true
   return 1
 }

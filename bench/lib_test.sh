@@ -41,8 +41,8 @@ check "minimum skips -" 4 "$(echo "- 4 8" | minimum)"
 # paired_ratio, paired_percent: rounds paired by position.
 printf '2\n4\n9\n' > "$T/a"; printf '1\n2\n3\n' > "$T/b"
 check "paired_ratio of files (2/1 4/2 9/3)" 2 "$(paired_ratio "$T/a" "$T/b")"
-check "paired_ratio pairs rounds, not medians" 1.5 \
-  "$(paired_ratio <(echo "1 30") <(echo "1 10"))"  # ratios 1 and 3; medians would say 15.5
+check "paired_ratio pairs rounds, not medians" 2 \
+  "$(paired_ratio <(echo "1 30") <(echo "1 10"))"  # ratios 1 and 3; the medians' ratio: 2.82
 check "paired_ratio of space-separated values" 0.5 "$(paired_ratio <(echo "1 2 3 ") <(echo "2 4 6 "))"
 check "paired_ratio leaves out - and a 0 base, keeps the pairing" 2 \
   "$(paired_ratio <(echo "- 4 6 8") <(echo "1 2 3 0"))"

@@ -28,15 +28,15 @@ ROUNDS=${1:-10}
 WORK=${2:-400}
 T=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$T"' EXIT
 scripts/deps --bench
-gcc -O2 -fno-omit-frame-pointer -o "$T/cpubound" crates/ksight/tests/workloads/chain.c
-gcc -O2 -fomit-frame-pointer -o "$T/cpubound-nofp" crates/ksight/tests/workloads/chain.c
+gcc -O2 -fno-omit-frame-pointer -o "$T/chain" crates/ksight/tests/workloads/chain.c
+gcc -O2 -fomit-frame-pointer -o "$T/chain-nofp" crates/ksight/tests/workloads/chain.c
 cargo build --release --locked -q -p ksight
 cargo build --release --locked -q -p ksight-bpf --example floor
 KSIGHT=$PWD/target/release/ksight FLOOR=$PWD/target/release/examples/floor
 read -r -a TOOLS <<< "${TOOLS:-none floor ksight ksight-dwarf ksight-nofp perf bpftrace}"
 # The workload each tool profiles: ksight-nofp is ksight (auto) on the build without frame
 # pointers, judged to need stack copies.
-workload() { case $1 in ksight-nofp) echo "$T/cpubound-nofp" ;; *) echo "$T/cpubound" ;; esac; }
+workload() { case $1 in ksight-nofp) echo "$T/chain-nofp" ;; *) echo "$T/chain" ;; esac; }
 
 # start_tool NAME: starts it under /usr/bin/time (CPU, peak RSS), waits until it samples.
 start_tool() {
@@ -150,7 +150,7 @@ fi
 perf record -F 99 -a -g -o "$T/perf.data" 2> /dev/null > /dev/null & PPID_=$!
 for _ in $(seq 300); do grep -q sampling "$T/err" 2>/dev/null && break; sleep 0.1; done
 settle "$KPID" 2 "$T/err"
-taskset -c 0 "$T/cpubound" -n "$WORK" > /dev/null
+taskset -c 0 "$T/chain" -n "$WORK" > /dev/null
 kill -INT "$KPID" "$PPID_"; wait "$KPID" "$PPID_" || true
 perf script -i "$T/perf.data" -F comm,ip,sym > "$T/perf.txt" 2> /dev/null
 python3 - "$T/ksight.folded" "$T/perf.txt" <<'PY'
