@@ -16,6 +16,7 @@
 # Prints Markdown tables. Run as root on an otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 ROUNDS=${1:-3}
 COUNT=${2:-200000}
 # datagrams per second; 0: as fast as the sender goes (RATES="…" to choose)
@@ -61,16 +62,13 @@ start_tool() {
   local marker; case $1 in tcpdump) marker="listening on" ;; ksight) marker="message=capturing" ;; esac
   for _ in $(seq 300); do grep -q "$marker" "$T/err" && break; sleep 0.1; done
   grep -q "$marker" "$T/err" || { echo "bench: $1 did not start: $(cat "$T/err")" >&2; exit 1; }
-  sleep 1
+  settle "$PID" 1 "$T/err"
 }
 
 stop_tool() {
   [ -z "$PID" ] && return
   kill -INT "$PID"; wait "$PID" 2>/dev/null || true
 }
-
-# cpu_ns PID: the nanoseconds its threads have run (user and system).
-cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{n += $1} END {print n}'; }
 
 # lost NAME: what the tool says it could not capture.
 lost() {
@@ -95,8 +93,6 @@ measure() {
   echo "$ns $(lost "$1") $cpu"
 }
 
-median() { awk 'NF' | sort -n | awk '{a[NR]=$1} END {print (NR ? a[int((NR+1)/2)] : "-")}'; }
-
 read -r -a TOOLS <<< "${TOOLS:-none tcpdump ksight}"
 declare -A SENDER LOST CPU
 for rate in "${RATES[@]}"; do
@@ -113,28 +109,31 @@ echo "UDP flood over veth, $COUNT datagrams of 64 bytes per round, median of $RO
 echo "($(nproc) vCPUs, kernel $(uname -r)); lost = the tool's own count; CPU = the capturing"
 echo "process's run time per packet (user and system); files in $DIR ($(findmnt -fno FSTYPE --target "$DIR"))."
 echo
-# paired_ratio ARRAY TOOL RATE: the median over rounds of ARRAY[TOOL,RATE] over
-# ARRAY[tcpdump,RATE] in the same round (the machine's speed drifts between rounds; a round's
-# tools run back to back).
-paired_ratio() {
+# vs_tcpdump ARRAY TOOL RATE: the median over rounds of ARRAY[TOOL,RATE] over
+# ARRAY[tcpdump,RATE] in the same round (paired_ratio: the machine's speed drifts between
+# rounds; a round's tools run back to back).
+vs_tcpdump() {
   local -n values=$1
   [ "$2" = ksight ] && [ -n "${values[tcpdump,$3]:-}" ] || { echo -; return; }
-  paste -d' ' <(tr ' ' '\n' <<< "${values[ksight,$3]}") <(tr ' ' '\n' <<< "${values[tcpdump,$3]}") |
-    awk 'NF == 2 && $2 > 0 {print $1 / $2}' | median | awk '{printf "%.2f", $1}'
+  local r; r=$(paired_ratio <(echo "${values[ksight,$3]}") <(echo "${values[tcpdump,$3]}"))
+  if [ "$r" = - ]; then echo -; else printf '%.2f' "$r"; fi
 }
+# per_second NS: COUNT datagrams in NS nanoseconds, per second (a whole number).
+per_second() { awk -v c="$COUNT" -v ns="$1" 'BEGIN {printf "%d", c * 1e9 / ns}'; }
 
 echo "| rate (pps) | tool | sender pps | sender slowdown | sender time / with tcpdump | lost | CPU ns/packet | CPU / tcpdump's |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|"
 for rate in "${RATES[@]}"; do
-  base=$(tr ' ' '\n' <<< "${SENDER[none,$rate]}" | median)
+  base=$(median <<< "${SENDER[none,$rate]}")
   for tool in "${TOOLS[@]}"; do
-    ns=$(tr ' ' '\n' <<< "${SENDER[$tool,$rate]}" | median)
-    pps=$(( COUNT * 1000000000 / ns ))
+    ns=$(median <<< "${SENDER[$tool,$rate]}")
+    pps=$(per_second "$ns")
     slow=$(awk -v a="$ns" -v b="$base" 'BEGIN {printf "%+.1f %%", (a / b - 1) * 100}')
     l=$(tr ' ' '\n' <<< "${LOST[$tool,$rate]}" | grep -v '^-$' | sort -n | tail -1)
-    c=$(tr ' ' '\n' <<< "${CPU[$tool,$rate]}" | grep -v '^-$' | median)
+    c=$(median <<< "${CPU[$tool,$rate]}")
+    [ "$c" = - ] || c=$(printf '%.0f' "$c")
     label=$([ "$rate" = 0 ] && echo unpaced || echo "$rate")
-    echo "| $label | $tool | $pps | $slow | $(paired_ratio SENDER "$tool" "$rate") | ${l:--} | ${c:--} | $(paired_ratio CPU "$tool" "$rate") |"
+    echo "| $label | $tool | $pps | $slow | $(vs_tcpdump SENDER "$tool" "$rate") | ${l:--} | $c | $(vs_tcpdump CPU "$tool" "$rate") |"
   done
 done
 echo
@@ -149,7 +148,7 @@ for tool in "${TOOLS[@]}"; do
     worst=$(tr ' ' '\n' <<< "${LOST[$tool,$rate]}" | grep -v '^$' | sort -n | tail -1)
     [ "$worst" = 0 ] || break
     if [ "$rate" = 0 ]; then
-      best="unpaced ($(( COUNT * 1000000000 / $(tr ' ' '\n' <<< "${SENDER[$tool,0]}" | median) )) pps)"
+      best="unpaced ($(per_second "$(median <<< "${SENDER[$tool,0]}")") pps)"
     else best=$rate; fi
   done
   echo "- $tool: $best"

@@ -14,6 +14,7 @@
 # Prints one Markdown table per workload, then a summary. Run as root, on an idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 ROUNDS=${1:-5}
 SCALE=${2:-1}
 PORT=9731
@@ -129,8 +130,7 @@ start_tool() {
   esac
   for _ in $(seq 300); do grep -q "$marker" "$out" 2>/dev/null && break; sleep 0.1; done
   grep -q "$marker" "$out" || { echo "bench: $1 did not start: $(cat "$out")" >&2; exit 1; }
-  sleep "$(case $1 in bt_*) echo 3 ;; *) echo 1 ;; esac)"
-  kill -0 "$PID" 2>/dev/null || { echo "bench: $1 exited: $(cat "$out")" >&2; exit 1; }
+  settle "$PID" "$(case $1 in bt_*) echo 3 ;; *) echo 1 ;; esac)" "$out"
 }
 # Background jobs of a script ignore SIGINT: TERM, then KILL if a tool does not leave.
 stop_tool() {
@@ -156,7 +156,6 @@ for round in $(seq "$ROUNDS"); do
   echo "round $round of $ROUNDS done ($(cut -d' ' -f1 /proc/loadavg) load)" >&2
 done
 
-median() { sort -n "$1" | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 # m WORKLOAD TOOL: the median ns/event.
 m() { median "$T/$1.$2.ns"; }
 declare -A FLOOR_OF=([sched]=floor_sched [tcp]=floor_tcp [block]=floor_block [signals]=floor_signals [faults]=floor_page_faults)

@@ -2,8 +2,9 @@
 # bench/profile.sh [ROUNDS] [WORK]: ksight profile against `perf record -F 99 -a -g` + `perf
 # script` and bpftrace's `profile:hz:99` with stacks counted in the kernel (the libbpf-tools
 # `profile` of the issue: Debian's libbpf-tools package does not ship it), all at 99 Hz on
-# every CPU, on the same CPU-bound workload (bench/cpubound.c, WORK calls of
-# main -> outer -> middle -> leaf, pinned to CPU 0). Rounds alternate the tools (none first).
+# every CPU, on the same CPU-bound workload (crates/ksight/tests/workloads/chain.c, the
+# profile tests' own, run as `chain -n WORK`: WORK calls of main -> outer -> middle -> leaf,
+# pinned to CPU 0). Rounds alternate the tools (none first).
 # ksight runs twice: as it is (--unwind auto: the frame-pointer workload is judged to use its
 # frame pointers, counted in the kernel) and with --unwind dwarf (every sample of every
 # process copied to user space and unwound from .eh_frame: the cost of the path binaries
@@ -22,19 +23,20 @@
 # Run as root, on an otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 ROUNDS=${1:-10}
 WORK=${2:-400}
 T=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$T"' EXIT
 scripts/deps --bench
-gcc -O2 -fno-omit-frame-pointer -o "$T/cpubound" bench/cpubound.c
-gcc -O2 -fomit-frame-pointer -o "$T/cpubound-nofp" bench/cpubound.c
+gcc -O2 -fno-omit-frame-pointer -o "$T/chain" crates/ksight/tests/workloads/chain.c
+gcc -O2 -fomit-frame-pointer -o "$T/chain-nofp" crates/ksight/tests/workloads/chain.c
 cargo build --release --locked -q -p ksight
 cargo build --release --locked -q -p ksight-bpf --example floor
 KSIGHT=$PWD/target/release/ksight FLOOR=$PWD/target/release/examples/floor
 read -r -a TOOLS <<< "${TOOLS:-none floor ksight ksight-dwarf ksight-nofp perf bpftrace}"
 # The workload each tool profiles: ksight-nofp is ksight (auto) on the build without frame
 # pointers, judged to need stack copies.
-workload() { case $1 in ksight-nofp) echo "$T/cpubound-nofp" ;; *) echo "$T/cpubound" ;; esac; }
+workload() { case $1 in ksight-nofp) echo "$T/chain-nofp" ;; *) echo "$T/chain" ;; esac; }
 
 # start_tool NAME: starts it under /usr/bin/time (CPU, peak RSS), waits until it samples.
 start_tool() {
@@ -54,7 +56,7 @@ start_tool() {
   if [ -n "$marker" ]; then
     for _ in $(seq 300); do grep -q "$marker" "$T/err" "$T/bpftrace.out" 2>/dev/null && break; sleep 0.1; done
   fi
-  sleep 2
+  settle "$PID" 2 "$T/err"
 }
 
 # bpftrace's perf_event program: its ns per run from the kernel's BPF statistics (on only for
@@ -91,7 +93,7 @@ for round in $(seq "$ROUNDS"); do
   for tool in "${TOOLS[@]}"; do
     [ "$tool" = bpftrace ] && { stats_was=$(sysctl -n kernel.bpf_stats_enabled); sysctl -qw kernel.bpf_stats_enabled=1; }
     start_tool "$tool"
-    read -r wall cpu_ms < <(taskset -c 0 "$(workload "$tool")" "$WORK")
+    read -r wall cpu_ms < <(taskset -c 0 "$(workload "$tool")" -n "$WORK")
     echo "$wall" >> "$T/$tool.ms"; echo "$cpu_ms" >> "$T/$tool.cpu_ms"
     [ "$tool" = none ] && continue
     [ "$tool" = floor ] && { kill "$PID"; wait "$TIMEPID" || true; continue; }
@@ -111,13 +113,11 @@ for round in $(seq "$ROUNDS"); do
   echo "bench: round $round of $ROUNDS done" >&2
 done
 
-median() { sort -n "$1" | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-# paired A B: the median over rounds of (A's value / B's value - 1) in percent: the rounds
-# alternate, so a pair saw the same moment of the machine.
-paired() {
+# slowdown A B: A's change against B in percent, the median of each round's (paired_percent):
+# the rounds alternate, so a pair saw the same moment of the machine. n/a without B's rounds.
+slowdown() {
   [ -f "$T/$2" ] || { echo n/a; return; }
-  paste "$T/$1" "$T/$2" | awk '{printf "%.6f\n", ($1 / $2 - 1) * 100}' > "$T/pair"
-  printf '%+.1f %%' "$(median "$T/pair")"
+  printf '%+.1f %%' "$(paired_percent "$T/$1" "$T/$2")"
 }
 if [ "$ROUNDS" -gt 0 ]; then
 base=$(median "$T/none.ms")
@@ -130,16 +130,16 @@ echo "|---|---|---|---|---|---|---|---|---|---|---|"
 printf '| none | %.0f | | | %.0f | | | | | | |\n' "$base" "$base_cpu"
 for tool in "${TOOLS[@]}"; do
   [ "$tool" = none ] && continue
-  slow=$(paired "$tool.ms" none.ms) slow_cpu=$(paired "$tool.cpu_ms" none.cpu_ms)
+  slow=$(slowdown "$tool.ms" none.ms) slow_cpu=$(slowdown "$tool.cpu_ms" none.cpu_ms)
   if [ "$tool" = floor ]; then
     printf '| floor | %.0f | %s | | %.0f | %s | | | | | |\n' "$(median "$T/floor.ms")" "$slow" "$(median "$T/floor.cpu_ms")" "$slow_cpu"
     continue
   fi
   bpf=n/a; [ -f "$T/$tool.bpf_ns" ] && bpf=$(median "$T/$tool.bpf_ns")
   printf '| %s | %.0f | %s | %s | %.0f | %s | %s | %.0f | %s | %d MB | %.2f s |\n' "$tool" \
-    "$(median "$T/$tool.ms")" "$slow" "$(paired "$tool.ms" floor.ms)" \
-    "$(median "$T/$tool.cpu_ms")" "$slow_cpu" "$(paired "$tool.cpu_ms" floor.cpu_ms)" \
-    "$(median "$T/$tool.us_per_sample")" "$bpf" "$(( $(median "$T/$tool.rss") / 1024 ))" "$(median "$T/$tool.stop")"
+    "$(median "$T/$tool.ms")" "$slow" "$(slowdown "$tool.ms" floor.ms)" \
+    "$(median "$T/$tool.cpu_ms")" "$slow_cpu" "$(slowdown "$tool.cpu_ms" floor.cpu_ms)" \
+    "$(median "$T/$tool.us_per_sample")" "$bpf" "$(median "$T/$tool.rss" | awk '{print int($1 / 1024)}')" "$(median "$T/$tool.stop")"
 done
 fi
 
@@ -149,8 +149,8 @@ fi
 "$KSIGHT" profile -F 99 -o "$T/ksight.folded" 2> "$T/err" & KPID=$!
 perf record -F 99 -a -g -o "$T/perf.data" 2> /dev/null > /dev/null & PPID_=$!
 for _ in $(seq 300); do grep -q sampling "$T/err" 2>/dev/null && break; sleep 0.1; done
-sleep 2
-taskset -c 0 "$T/cpubound" "$WORK" > /dev/null
+settle "$KPID" 2 "$T/err"
+taskset -c 0 "$T/chain" -n "$WORK" > /dev/null
 kill -INT "$KPID" "$PPID_"; wait "$KPID" "$PPID_" || true
 perf script -i "$T/perf.data" -F comm,ip,sym > "$T/perf.txt" 2> /dev/null
 python3 - "$T/ksight.folded" "$T/perf.txt" <<'PY'

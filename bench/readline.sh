@@ -8,6 +8,7 @@
 # first. Prints a Markdown table. Run as root, on an otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 ROUNDS=${1:-5}
 LINES=${2:-200000}
 T=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$T"' EXIT
@@ -31,8 +32,7 @@ start_tool() {
     grep -q TIME "$T/out" || { echo "bench: ksight did not start: $(cat "$T/err")" >&2; exit 1; }
   fi
   # bashreadline's output to a file is block-buffered: give it the time libbpf tools take.
-  sleep "$(case $1 in ksight) echo 1 ;; *) echo 3 ;; esac)"
-  kill -0 "$PID" || { echo "bench: $1 exited: $(cat "$T/err")" >&2; exit 1; }
+  settle "$PID" "$(case $1 in ksight) echo 1 ;; *) echo 3 ;; esac)" "$T/err"
 }
 
 stop_tool() {
@@ -55,7 +55,6 @@ for r in $(seq "$ROUNDS"); do
     [ "$tool" = ksight ] && DELIVERED[$tool]+="$(grep -c ' rlloop ' "$T/out" || true) "
   done
 done
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 base=$(echo "${NS[none]}" | median)
 echo "| tool | ns/line | added ns/line | lines reported |"
 echo "|---|---:|---:|---|"

@@ -7,6 +7,7 @@
 # Prints a Markdown table. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 N=${1:-200000}
 T=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; sysctl -qw kernel.bpf_stats_enabled=0; rm -rf "$T"' EXIT
 scripts/deps --bench
@@ -29,9 +30,9 @@ for prog in $(awk -F'"' '/^ksight_bpf_program_runs_total\{collector="sched"/ {pr
   [ "$runs" -gt 1000 ] && row "ksight sched" "$prog" "$runs" "$secs"
 done
 sysctl -qw kernel.bpf_stats_enabled=1
-runqlat > "$T/rq" 2>&1 &
+runqlat > "$T/rq" 2>&1 & RQ=$!
 for _ in $(seq 100); do bpftool prog show 2>/dev/null | grep -q 'name sched_switch' && break; sleep 0.1; done
-sleep 1
+settle "$RQ" 1 "$T/rq"
 taskset -c 0 "$T/pingpong" "$N" 0 >/dev/null
 bpftool prog show | awk '/ name (sched_wakeup|sched_switch|sched_wakeup_new) / {
     for (i = 1; i <= NF; i++) { if ($i == "name") n = $(i+1); if ($i == "run_time_ns") t = $(i+1); if ($i == "run_cnt") c = $(i+1) }

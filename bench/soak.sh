@@ -4,9 +4,11 @@
 # scrapes themselves, plus a connect loop), then scrape latency at 1, 8 and 64 concurrent
 # clients and idle CPU. Checks: RSS flat within 2 MB from the first tenth of the run to the
 # end, nothing lost (ksight_events_lost_total unchanged), and exact totals: ksoak's execs and
-# exits equal the runs the loop made. Prints a Markdown table. Run as root on a quiet machine.
+# exits equal the runs the loop made. Idle CPU from the scheduler's nanosecond run time of its
+# threads (cpu_ns in bench/lib.sh). Prints a Markdown table. Run as root on a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 SECONDS_TOTAL=${1:-1800}
 T=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$T"' EXIT
 scripts/deps
@@ -54,8 +56,6 @@ clients() { # clients N: 20 s of N concurrent scrapers; p50/p99 of every scrape
   wait $(jobs -p | grep -v "^$PID$") 2>/dev/null || true
   echo "| scrape p50 / p99, $1 concurrent | $(pct "$T/c$1" 0.50) / $(pct "$T/c$1" 0.99) ms | |"
 }
-ticks=$(getconf CLK_TCK)
-cpu() { awk '{print $14+$15}' "/proc/$PID/stat"; }
 echo "| figure ($SECONDS_TOTAL s soak) | value | target |"
 echo "|---|---:|---:|"
 echo "| ksoak runs / execs / exits counted | $runs / $execs / $exits | equal |"
@@ -63,7 +63,7 @@ echo "| events lost | $lost | 0 |"
 echo "| RSS at 10 % / at the end | $((early_rss / 1024)) / $((late_rss / 1024)) MB | within 2 MB |"
 echo "| scrape p50 / p99 during the soak | $(pct "$T/soak_times" 0.50) / $(pct "$T/soak_times" 0.99) ms | |"
 clients 1; clients 8; clients 64
-c0=$(cpu); sleep 60; c1=$(cpu)
-awk -v a="$c0" -v b="$c1" -v t="$ticks" 'BEGIN { printf "| idle CPU (60 s) | %.3f %% of a core | < 0.2 %% |\n", (b-a)/t/60*100 }'
+c0=$(cpu_ns "$PID"); sleep 60; c1=$(cpu_ns "$PID")
+awk -v a="$c0" -v b="$c1" 'BEGIN { printf "| idle CPU (60 s) | %.3f %% of a core | < 0.2 %% |\n", (b-a)/1e9/60*100 }'
 [ "$runs" = "$execs" ] && [ "$runs" = "$exits" ] && [ "$lost" = 0 ] &&
   [ $((late_rss - early_rss)) -le 2048 ] || { echo "soak: a check failed" >&2; exit 1; }

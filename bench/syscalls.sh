@@ -6,6 +6,7 @@
 # Prints a Markdown table. Run as root, on an otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 ROUNDS=${1:-5}
 CALLS=${2:-2000000}
 T=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$T"' EXIT
@@ -35,7 +36,7 @@ start_tool() {
   esac
   for _ in $(seq 300); do grep -q "$marker" "$T/out" 2>/dev/null && break; sleep 0.1; done
   grep -q "$marker" "$T/out" || { echo "bench: $1 did not start: $(cat "$T/out")" >&2; exit 1; }
-  sleep "$([ "$1" = bpftrace ] && echo 3 || echo 1)"
+  settle "$PID" "$([ "$1" = bpftrace ] && echo 3 || echo 1)" "$T/out"
 }
 # Background jobs of a script ignore SIGINT: TERM, then KILL if a tool does not leave.
 stop_tool() {
@@ -56,7 +57,6 @@ for round in $(seq "$ROUNDS"); do
   echo "round $round done" >&2
 done
 
-median() { sort -n "$1" | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 base=$(median "$T/none.ns")
 floor=$(median "$T/floor_exit_tp_btf.ns"); syscount=$(median "$T/syscount.ns"); ksight=$(median "$T/ksight.ns")
 echo "| attached | ns/syscall | added ns |"

@@ -4,11 +4,13 @@
 # median of ROUNDS; each tool attached and settled before measuring, its output to a file.
 # Workloads: a loop of OPENS failed openat calls (one event each), and a loop of EXECS
 # fork+exec+wait of a copy of /bin/true. For each tool: ns per operation and the added ns,
-# events delivered out of those generated (zero loss?), the tracer's CPU time per event and
-# its peak RSS. The floor is an empty tp_btf program on sys_exit (ksight's open hook).
+# events delivered out of those generated (zero loss?), the tracer's CPU time per event (from
+# the scheduler's nanosecond run time of its threads, cpu_ns in bench/lib.sh) and its peak
+# RSS. The floor is an empty tp_btf program on sys_exit (ksight's open hook).
 # Prints Markdown tables. Run as root, on an otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 ROUNDS=${1:-5}
 OPENS=${2:-200000}
 EXECS=${3:-2000}
@@ -22,7 +24,6 @@ cp /bin/true "$T/benchtrue"
 cargo build --release --locked -q -p ksight
 cargo build --release --locked -q -p ksight-bpf --example floor
 KSIGHT=$PWD/target/release/ksight FLOOR=$PWD/target/release/examples/floor
-HZ=$(getconf CLK_TCK)
 
 # start_tool NAME: starts the tool in the background (output to $T/out), waits until attached.
 start_tool() {
@@ -43,14 +44,12 @@ start_tool() {
     floor) marker=attached ;; ksight_*) marker=TIME ;; bpftrace_*) marker=Attaching ;;
     # their output to a file is block-buffered (stdbuf -oL would add a write per event):
     # libbpf-tools attach within about a second; give them three.
-    opensnoop | execsnoop) sleep 3; kill -0 "$PID" || { echo "bench: $1 exited: $(cat "$T/err")" >&2; exit 1; }; return ;;
+    opensnoop | execsnoop) settle "$PID" 3 "$T/err"; return ;;
   esac
   for _ in $(seq 300); do grep -q "$marker" "$T/out" 2>/dev/null && break; sleep 0.1; done
   grep -q "$marker" "$T/out" || { echo "bench: $1 did not start: $(cat "$T/out" "$T/err")" >&2; exit 1; }
-  sleep "$(case $1 in bpftrace_*) echo 3 ;; *) echo 1 ;; esac)"
+  settle "$PID" "$(case $1 in bpftrace_*) echo 3 ;; *) echo 1 ;; esac)" "$T/out" "$T/err"
 }
-
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # stop_tool NAME: SIGINT (tools drain and print their summary), then TERM/KILL if needed.
 stop_tool() {
@@ -77,7 +76,7 @@ delivered() {
 measure() {
   local name=$1 work=$2 ns t0 t1 rss generated
   start_tool "$name"
-  [ -n "$PID" ] && t0=$(cpu_ticks "$PID")
+  [ -n "$PID" ] && t0=$(cpu_ns "$PID")
   if [ "$work" = open ]; then
     ns=$("$T/openloop" "$OPENS"); generated=$OPENS
   else
@@ -85,14 +84,14 @@ measure() {
   fi
   if [ -n "$PID" ]; then
     sleep 0.5 # let the reader catch up before its CPU is read
-    t1=$(cpu_ticks "$PID")
+    t1=$(cpu_ns "$PID")
     rss=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")
   fi
   stop_tool "$name"
   echo "$ns" >> "$T/${work}_$name.all"
   [ -n "$PID" ] || return 0
   echo "$(delivered "$name")" >> "$T/$name.delivered"
-  awk -v a="$t0" -v b="$t1" -v hz="$HZ" -v n="$generated" 'BEGIN {printf "%.0f\n", (b-a)/hz*1e9/n}' >> "$T/$name.cpu"
+  awk -v a="$t0" -v b="$t1" -v n="$generated" 'BEGIN {printf "%.0f\n", (b-a)/n}' >> "$T/$name.cpu"
   echo "$rss" >> "$T/$name.rss"
   cat "$T/err" >> "$T/$name.stderr"
 }
@@ -105,9 +104,6 @@ for round in $(seq "$ROUNDS"); do
   echo "round $round done" >&2
 done
 
-median() { sort -n "$1" | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-minimum() { sort -n "$1" | head -1; }
-
 table() { # table WORKLOAD GENERATED CONDS…
   local work=$1 generated=$2; shift 2
   local base; base=$(median "$T/${work}_none.all")
@@ -119,7 +115,7 @@ table() { # table WORKLOAD GENERATED CONDS…
     local added; added=$(awk -v m="$m" -v b="$base" 'BEGIN{ if (m==b) print "—"; else printf "%+.0f", m-b }')
     local d=- cpu=- rss=-
     if [ -f "$T/$c.delivered" ]; then
-      d=$(minimum "$T/$c.delivered"); cpu=$(median "$T/$c.cpu"); rss="$(( $(median "$T/$c.rss") / 1024 )) MB"
+      d=$(minimum "$T/$c.delivered"); cpu=$(median "$T/$c.cpu"); rss="$(median "$T/$c.rss" | awk '{print int($1 / 1024)}') MB"
     fi
     printf '| %s | %.0f | %s | %s | %s | %s |\n' "$c" "$m" "$added" "$d" "$cpu" "$rss"
   done
