@@ -30,9 +30,15 @@ struct Buildah {
 }
 
 impl Buildah {
+    /// A store of its own per test: the tests of this file run side by side, and each one's
+    /// cleanup removes everything in its store.
     fn new() -> Self {
-        let store = std::env::temp_dir().join(format!("ksight-buildah-{}", std::process::id()));
-        Buildah { store }
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("ksight-buildah-{}-{n}", std::process::id());
+        Buildah {
+            store: std::env::temp_dir().join(name),
+        }
     }
 
     fn run(&self, args: &[&str]) -> String {
