@@ -170,6 +170,21 @@ pub fn broken_target(collector: &str, hook: Hook) -> Option<&'static str> {
         .then_some("ksight_no_such_function")
 }
 
+/// Attaches each of `programs` to a set of events `open` opens (load leaves perf_event
+/// programs to their owner).
+fn attach_to_perf_events(
+    obj: &mut LoadedObject,
+    programs: &[&str],
+    open: fn() -> Result<Vec<std::os::fd::OwnedFd>>,
+) -> Result<()> {
+    for program in programs {
+        for fd in open()? {
+            obj.attach_perf_event(program, fd)?;
+        }
+    }
+    Ok(())
+}
+
 /// A running collector another one can share programs with.
 struct Host {
     name: &'static str,
@@ -225,7 +240,10 @@ fn start(
                     sections,
                     skip_maps: &other_candidates_maps(descriptor, candidate),
                 };
-                let obj = bpf::load(&spec, config)?;
+                let mut obj = bpf::load(&spec, config)?;
+                if let Some(open) = candidate.perf_events {
+                    attach_to_perf_events(&mut obj, candidate.programs, open)?;
+                }
                 Ok((builder.start(Arc::new(obj))?, None))
             }),
         )

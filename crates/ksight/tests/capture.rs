@@ -148,7 +148,9 @@ impl Capture {
             reader: Some(reader),
             seen,
         };
-        c.wait_for("message=capturing", Duration::from_secs(30));
+        // Generous: 33 captures start side by side (expressions_give_tcpdumps_verdicts), each
+        // loading its programs, which takes minutes on an emulated arm64 guest.
+        c.wait_for("message=capturing", Duration::from_secs(240));
         c
     }
 

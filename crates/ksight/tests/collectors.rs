@@ -329,8 +329,37 @@ fn a_cgroup_oom_kill_is_counted_once() {
 fn page_faults_are_counted_by_comm() {
     require_root!();
     let server = Server::start(&["--collectors", "page_faults"]);
+    // x86 kernels have the page_fault_user tracepoint; arm64's have not
+    let hook = if cfg!(target_arch = "x86_64") {
+        "tp_btf"
+    } else {
+        "perf_event"
+    };
+    assert_page_faults_counted(&server, hook);
+}
+
+/// The perf_event hook, arm64's only one, on every kernel: the same count as the tracepoint.
+#[test]
+fn page_faults_are_counted_on_the_perf_event_hook() {
+    require_root!();
+    let server = Server::start_broken(
+        "page_faults:tp_btf,page_faults:raw_tp",
+        &["--collectors", "page_faults"],
+    );
+    assert_page_faults_counted(&server, "perf_event");
+}
+
+/// `server` counts page faults on `hook`: one per fresh page a child touches.
+fn assert_page_faults_counted(server: &Server, hook: &str) {
+    let info = [("collector", "page_faults"), ("hook", hook)];
+    assert_eq!(
+        server.scrape().sum("ksight_collector_info", &info),
+        1.0,
+        "on {hook}"
+    );
     let comm = unique_comm("pf");
     let pages = 3000;
+    let page = page_size();
     let labels = [("comm", comm.as_str())];
     let before = server.scrape();
     in_child(&comm, || {
@@ -338,16 +367,16 @@ fn page_faults_are_counted_by_comm() {
         unsafe {
             let p = libc::mmap(
                 std::ptr::null_mut(),
-                pages * 4096,
+                pages * page,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                 -1,
                 0,
             ) as *mut u8;
-            // one fault per 4 KiB page: no transparent huge pages (5.10's default is always)
-            libc::madvise(p.cast(), pages * 4096, libc::MADV_NOHUGEPAGE);
+            // one fault per page: no transparent huge pages (5.10's default is always)
+            libc::madvise(p.cast(), pages * page, libc::MADV_NOHUGEPAGE);
             for i in 0..pages {
-                p.add(i * 4096).write_volatile(1);
+                p.add(i * page).write_volatile(1);
             }
         }
     });
@@ -356,8 +385,14 @@ fn page_faults_are_counted_by_comm() {
     // one fault per fresh page, plus the child's copy-on-write faults after fork
     assert!(
         (pages as f64..pages as f64 + 300.0).contains(&faults),
-        "faults {faults} for {pages} pages"
+        "faults {faults} for {pages} pages on {hook}"
     );
+}
+
+/// The page size (4 KiB on x86_64; 4, 16 or 64 KiB on arm64).
+fn page_size() -> usize {
+    // SAFETY: sysconf reads a constant of the system.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
 }
 
 #[test]
@@ -391,7 +426,11 @@ fn context_switches_and_runqueue_latency() {
 #[test]
 fn raw_tp_fallbacks_attach_and_count_the_same() {
     require_root!();
-    let collectors = ["tcp", "sched", "block", "memory", "signals", "page_faults"];
+    let mut collectors = vec!["tcp", "sched", "block", "memory", "signals"];
+    // page_faults has a raw_tp only where its tracepoint is (x86's exceptions:page_fault_user)
+    if cfg!(target_arch = "x86_64") {
+        collectors.push("page_faults");
+    }
     let broken: Vec<String> = collectors.iter().map(|c| format!("{c}:tp_btf")).collect();
     // TCP counted in a namespace of the test's own only (as the TCP tests above)
     let net = PrivateNet::new();
@@ -406,7 +445,7 @@ fn raw_tp_fallbacks_attach_and_count_the_same() {
         ],
     );
     let up = server.scrape();
-    for c in collectors {
+    for &c in &collectors {
         let labels = [("collector", c), ("hook", "raw_tp")];
         assert_eq!(
             up.sum("ksight_collector_info", &labels),

@@ -105,14 +105,20 @@ fn kernel_stacks_are_symbolized_and_every_run_is_accounted_for() {
         "only {delivered} samples: {:?}",
         run.summary
     );
+    // The architecture's system call dispatcher, below its entry code.
+    let dispatcher = if cfg!(target_arch = "aarch64") {
+        "invoke_syscall_[k]"
+    } else {
+        "do_syscall_64_[k]"
+    };
     let in_syscall: u64 = folded
         .iter()
-        .filter(|(frames, _)| frames[0] == name && frames.iter().any(|f| f == "do_syscall_64_[k]"))
+        .filter(|(frames, _)| frames[0] == name && frames.iter().any(|f| f == dispatcher))
         .map(|(_, c)| c)
         .sum();
     assert!(
         in_syscall > 0,
-        "no sample in do_syscall_64 of {delivered}:\n{}",
+        "no sample in {dispatcher} of {delivered}:\n{}",
         String::from_utf8_lossy(&run.stdout)
     );
 }

@@ -53,6 +53,8 @@ pub struct Candidate {
     /// Maps only these programs use: created only when this candidate is the one loaded, so
     /// a map type an older kernel lacks (task storage on 5.10) does not fail the others.
     pub maps: &'static [&'static str],
+    /// perf_event programs: opens the events each program attaches to (one per CPU).
+    pub perf_events: Option<fn() -> anyhow::Result<Vec<std::os::fd::OwnedFd>>>,
 }
 
 impl Candidate {
@@ -62,6 +64,18 @@ impl Candidate {
             programs,
             shared_with: None,
             maps: &[],
+            perf_events: None,
+        }
+    }
+
+    /// perf_event `programs`, each attached to the events `open` opens.
+    pub const fn perf_events(
+        programs: &'static [&'static str],
+        open: fn() -> anyhow::Result<Vec<std::os::fd::OwnedFd>>,
+    ) -> Self {
+        Self {
+            perf_events: Some(open),
+            ..Self::own(Hook::PerfEvent, programs)
         }
     }
 
@@ -77,6 +91,7 @@ impl Candidate {
             programs: &[],
             shared_with: Some(host),
             maps: &[],
+            perf_events: None,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The sampling clock: a software cpu-clock perf event on each online CPU.
+//! Software perf events on each online CPU: the profiler's sampling clock, and the user-mode
+//! page faults the `page_faults` collector counts where no tracepoint gives them.
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -8,33 +9,55 @@ use anyhow::{anyhow, Context, Result};
 /// One cpu-clock event per online CPU, sampling at `hz` (the kernel adjusts the period to
 /// keep the frequency), enabled at once.
 pub fn open_cpu_clocks(hz: u64) -> Result<Vec<OwnedFd>> {
+    on_every_cpu("cpu-clock", |cpu| open_cpu_clock(cpu, hz))
+}
+
+/// One user-mode page-fault event per online CPU, each fault an overflow (period 1), enabled
+/// at once: the page_faults collector's perf_event hook.
+pub fn open_user_page_faults() -> Result<Vec<OwnedFd>> {
+    on_every_cpu("page-faults:u", |cpu| {
+        let mut attr = software_event(libbpf_sys::PERF_COUNT_SW_PAGE_FAULTS);
+        attr.__bindgen_anon_1.sample_period = 1;
+        attr.set_exclude_kernel(1);
+        attr.set_exclude_hv(1);
+        open_on_cpu(&attr, cpu)
+    })
+}
+
+fn on_every_cpu(what: &str, open: impl Fn(u32) -> io::Result<OwnedFd>) -> Result<Vec<OwnedFd>> {
     let online = std::fs::read_to_string("/sys/devices/system/cpu/online")
         .context("reading /sys/devices/system/cpu/online")?;
     let cpus = parse_cpu_list(&online).ok_or_else(|| anyhow!("bad CPU list {online:?}"))?;
     cpus.into_iter()
-        .map(|cpu| {
-            open_cpu_clock(cpu, hz)
-                .map_err(|e| anyhow!("perf_event_open (cpu-clock) on CPU {cpu}: {e}"))
-        })
+        .map(|cpu| open(cpu).map_err(|e| anyhow!("perf_event_open ({what}) on CPU {cpu}: {e}")))
         .collect()
 }
 
 /// A cpu-clock event on `cpu` sampling at `hz`, enabled (also the feature probe's).
 pub fn open_cpu_clock(cpu: u32, hz: u64) -> io::Result<OwnedFd> {
-    let mut attr = libbpf_sys::perf_event_attr {
-        type_: libbpf_sys::PERF_TYPE_SOFTWARE,
-        size: std::mem::size_of::<libbpf_sys::perf_event_attr>() as u32,
-        config: u64::from(libbpf_sys::PERF_COUNT_SW_CPU_CLOCK),
-        ..Default::default()
-    };
+    let mut attr = software_event(libbpf_sys::PERF_COUNT_SW_CPU_CLOCK);
     attr.__bindgen_anon_1.sample_freq = hz;
     attr.set_freq(1);
+    open_on_cpu(&attr, cpu)
+}
+
+fn software_event(config: u32) -> libbpf_sys::perf_event_attr {
+    libbpf_sys::perf_event_attr {
+        type_: libbpf_sys::PERF_TYPE_SOFTWARE,
+        size: std::mem::size_of::<libbpf_sys::perf_event_attr>() as u32,
+        config: u64::from(config),
+        ..Default::default()
+    }
+}
+
+/// `attr` opened for every task on `cpu`.
+fn open_on_cpu(attr: &libbpf_sys::perf_event_attr, cpu: u32) -> io::Result<OwnedFd> {
     // SAFETY: attr is a zero-initialised perf_event_attr of the size it states; pid -1 with a
-    // CPU samples every task on that CPU; the returned fd is ours alone.
+    // CPU counts every task on that CPU; the returned fd is ours alone.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_perf_event_open,
-            &raw const attr,
+            std::ptr::from_ref(attr),
             -1 as libc::pid_t,
             cpu as libc::c_int,
             -1 as libc::c_int,

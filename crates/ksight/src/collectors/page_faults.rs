@@ -6,13 +6,14 @@ use super::table_collector::{self, Spec};
 use crate::collector::Descriptor;
 use crate::metrics::model::{FamilyDoc, Kind};
 use crate::bpf::hooks::{Candidate, Hook};
+use crate::bpf::perf_event;
 use crate::bpf::table::Tabled;
 
 static PAGE_FAULTS: FamilyDoc = FamilyDoc {
     name: "ksight_page_faults_total",
     kind: Kind::Counter,
     labels: &["comm"],
-    help: "Page faults taken in user mode (x86 exceptions:page_fault_user), by process name.",
+    help: "Page faults taken in user mode, by process name.",
     notes: "user-mode page faults (`page_faults`, opt-in)",
 };
 
@@ -24,6 +25,9 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
     candidates: &[
         Candidate::own(Hook::TpBtf, &["fault_btf"]),
         Candidate::own(Hook::RawTp, &["fault_raw"]),
+        // arm64 (and any kernel without x86's exceptions:page_fault_user): the software
+        // page-fault event, user mode only.
+        Candidate::perf_events(&["fault_perf"], perf_event::open_user_page_faults),
     ],
     options: &[],
     families: &[&PAGE_FAULTS],
