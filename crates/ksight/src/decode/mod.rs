@@ -1,25 +1,53 @@
 //! Names for the numbers the kernel hands over (syscalls of x86_64 or aarch64, errnos, signals, TCP
 //! states, block operations), and the one rule for text from outside (`lossless`,
-//! `printable`): the only decoder of the bytes the kernel copies.
+//! `printable`): the only decoder of the bytes the kernel copies. [`labels`] turns map keys
+//! into label values through decoder chains (ebpf_exporter's v2 schema), with what they look
+//! up on the host in [`lookup`], [`kallsyms`] and [`pci`].
 
+// The decoder library comes before its users (serve's --config.dir, the probes, the net
+// collector): until the first of them lands, only its tests call it.
+#[cfg_attr(not(test), allow(dead_code))]
+pub mod kallsyms;
+#[cfg_attr(not(test), allow(dead_code))]
+pub mod labels;
+#[cfg_attr(not(test), allow(dead_code))]
+pub mod lookup;
+#[cfg_attr(not(test), allow(dead_code))]
+pub mod pci;
 mod tables;
 
 use std::borrow::Cow;
 
 /// The syscall's name, or `sys_<nr>` for a number this table does not know.
 pub fn syscall(nr: u32) -> Cow<'static, str> {
-    match tables::SYSCALLS.binary_search_by_key(&nr, |&(n, _)| n) {
-        Ok(i) => Cow::Borrowed(tables::SYSCALLS[i].1),
-        Err(_) => Cow::Owned(format!("sys_{nr}")),
+    match syscall_name(nr) {
+        Some(name) => Cow::Borrowed(name),
+        None => Cow::Owned(format!("sys_{nr}")),
     }
+}
+
+/// The name of syscall `nr` on this architecture, if it has one.
+pub fn syscall_name(nr: u32) -> Option<&'static str> {
+    let i = tables::SYSCALLS
+        .binary_search_by_key(&nr, |&(n, _)| n)
+        .ok()?;
+    Some(tables::SYSCALLS[i].1)
 }
 
 /// The errno's symbolic name, or `E<value>` for a value without one.
 pub fn errno(value: u32) -> Cow<'static, str> {
-    match tables::ERRNOS.binary_search_by_key(&value, |&(n, _)| n) {
-        Ok(i) => Cow::Borrowed(tables::ERRNOS[i].1),
-        Err(_) => Cow::Owned(format!("E{value}")),
+    match errno_name(value) {
+        Some(name) => Cow::Borrowed(name),
+        None => Cow::Owned(format!("E{value}")),
     }
+}
+
+/// The symbolic name of errno `value`, if it has one.
+pub fn errno_name(value: u32) -> Option<&'static str> {
+    let i = tables::ERRNOS
+        .binary_search_by_key(&value, |&(n, _)| n)
+        .ok()?;
+    Some(tables::ERRNOS[i].1)
 }
 
 const SIGNALS: [&str; 32] = [
