@@ -1,0 +1,6 @@
+//! User-defined programs: ebpf_exporter's v2 configs (`<name>.yaml` beside `<name>.bpf.o`),
+//! read strictly ([`schema`]) and turned into metric families from their maps ([`series`]),
+//! their keys decoded by the decoder library (`decode::labels`).
+
+pub mod schema;
+pub mod series;
