@@ -6,25 +6,9 @@
 #[macro_use]
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
-
-/// A config folder holding `names`: each `<name>.yaml` from tests/configs and its program.
-fn config_dir(tag: &str, names: &[(&str, &[u8])]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ksight-configs-{}-{tag}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("config dir");
-    for (name, object) in names {
-        let yaml =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/configs/{name}.yaml"));
-        std::fs::copy(&yaml, dir.join(format!("{name}.yaml"))).expect("copy yaml");
-        std::fs::write(dir.join(format!("{name}.bpf.o")), object).expect("write object");
-    }
-    dir
-}
-
-const WRITES: (&str, &[u8]) = ("example_writes", ksight_bpf::examples::EXAMPLE_WRITES);
 
 /// `n` write(2) calls of `size` bytes to /dev/null.
 fn writes(n: usize, size: usize) {
@@ -42,7 +26,7 @@ fn writes(n: usize, size: usize) {
 #[test]
 fn counters_and_histograms_of_a_config_count_exactly() {
     require_root!();
-    let dir = config_dir("exact", &[WRITES]);
+    let dir = example_config_dir("exact");
     let server = Server::start(&[
         "--collector.disable-defaults",
         "--config.dir",
@@ -99,7 +83,7 @@ fn counters_and_histograms_of_a_config_count_exactly() {
 #[test]
 fn a_bad_config_is_one_line_and_exit_2() {
     require_root!();
-    let dir = config_dir("bad", &[WRITES]);
+    let dir = example_config_dir("bad");
     let run = |names: &str| {
         let out = Command::new(KSIGHT)
             .args([
@@ -151,7 +135,7 @@ fn a_bad_config_is_one_line_and_exit_2() {
 #[test]
 fn config_check_attaches_and_exits_0() {
     require_root!();
-    let dir = config_dir("check", &[WRITES]);
+    let dir = example_config_dir("check");
     let out = Command::new(KSIGHT)
         .args(["serve", "--config.check", "--collector.disable-defaults"])
         .args([
