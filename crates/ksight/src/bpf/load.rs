@@ -256,22 +256,26 @@ impl LoadedObject {
     }
 
     /// Attaches every program whose section libbpf knows how to attach (tracepoints,
-    /// raw_tp, tp_btf, kprobes, fentry, uprobes with `binary:function`, usdt…) but those
-    /// `theirs` claims; a failure is kept with the kernel's reason and the rest go on.
-    pub fn attach_by_section(&mut self, theirs: impl Fn(&str) -> bool) -> Vec<ProgramAttach> {
+    /// raw_tp, tp_btf, kprobes, fentry, uprobes with `binary:function`, usdt…); `unattachable`
+    /// says why a section is not attached here (None: attach it). A failure is kept with the
+    /// kernel's reason and the rest go on.
+    pub fn attach_by_section(
+        &mut self,
+        unattachable: impl Fn(&str) -> Option<String>,
+    ) -> Vec<ProgramAttach> {
         let mut outcomes = Vec::new();
         for prog in self.obj.progs_mut() {
             let section = prog.section().to_string_lossy().into_owned();
-            if theirs(&section) {
-                continue;
-            }
             let program = prog.name().to_string_lossy().into_owned();
-            let failure = match prog.attach() {
-                Ok(link) => {
-                    self.links.push(link);
-                    None
-                }
-                Err(e) => Some(kernel_reason(&e)),
+            let failure = match unattachable(&section) {
+                Some(why) => Some(why),
+                None => match prog.attach() {
+                    Ok(link) => {
+                        self.links.push(link);
+                        None
+                    }
+                    Err(e) => Some(kernel_reason(&e)),
+                },
             };
             outcomes.push(ProgramAttach {
                 program,

@@ -66,9 +66,10 @@ fn leak(text: String) -> &'static str {
     Box::leak(text.into_boxed_str())
 }
 
-/// Sections ebpf_exporter attaches itself: not libbpf's to attach.
-fn own_section(section: &str) -> bool {
-    section.starts_with("perf_event") || section.starts_with("xdp/")
+/// Sections ebpf_exporter attaches itself (libbpf cannot from the name alone): not yet here.
+fn not_attached_yet(section: &str) -> Option<String> {
+    (section.starts_with("perf_event") || section.starts_with("xdp"))
+        .then(|| format!("{section}: this section is not attached by ksight yet"))
 }
 
 impl ConfigCollector {
@@ -96,7 +97,7 @@ impl ConfigCollector {
             );
         }
         let mut obj = crate::bpf::load_file(&object, config)?;
-        let programs = obj.attach_by_section(own_section);
+        let programs = obj.attach_by_section(not_attached_yet);
         for p in programs.iter().filter(|p| p.failure.is_some()) {
             tracing::warn!(config = name, program = %p.program, section = %p.section,
                 reason = p.failure.as_deref().unwrap_or_default(), "program could not attach");
