@@ -32,17 +32,25 @@ fn main() {
     );
     fs::write(out.join("abi_plain.rs"), plain_impls(&structs)).expect("OUT_DIR is writable");
 
-    let mut objects = String::new();
+    // bpf/examples/: programs written as users write theirs (the config tests load them
+    // from files): constants of their own module, which only the tests use.
+    let (mut objects, mut examples) = (String::new(), String::new());
     for source in object_sources(Path::new("bpf")) {
         compile(&clang, &include, &source, &out, None);
         let name = stem(&source);
+        let list = if source.starts_with("bpf/examples") {
+            &mut examples
+        } else {
+            &mut objects
+        };
         let _ = writeln!(
-            objects,
+            list,
             "pub const {}: &[u8] = include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{name}.bpf.o\"));",
             name.to_uppercase()
         );
     }
     fs::write(out.join("objects.rs"), objects).expect("OUT_DIR is writable");
+    fs::write(out.join("examples.rs"), examples).expect("OUT_DIR is writable");
 
     cc::Build::new()
         .file("bpf/hist_host.c")

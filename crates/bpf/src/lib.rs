@@ -33,6 +33,12 @@ pub mod objects {
     include!(concat!(env!("OUT_DIR"), "/objects.rs"));
 }
 
+/// Programs of `bpf/examples/`, written the way users write ebpf_exporter configs' programs:
+/// the config tests write them out beside their YAML.
+pub mod examples {
+    include!(concat!(env!("OUT_DIR"), "/examples.rs"));
+}
+
 extern "C" {
     fn ksight_hist_slot_host(ns: u64) -> u32;
     fn ksight_hist_bound_host(index: u32) -> u64;

@@ -27,8 +27,9 @@ pub const VERSION: &str = concat!(
     about = "Linux kernel metrics with eBPF: one binary, exact counts, every kernel"
 )]
 pub struct Cli {
-    /// BTF file for kernels without /sys/kernel/btf/vmlinux.
-    #[arg(long, global = true, value_name = "FILE")]
+    /// BTF file for kernels without /sys/kernel/btf/vmlinux (`--btf.path`: ebpf_exporter's
+    /// spelling).
+    #[arg(long, alias = "btf.path", global = true, value_name = "FILE")]
     pub btf: Option<PathBuf>,
 
     /// Log level filter (error, warn, info, debug; or a tracing filter). `--log` is the old

@@ -6,8 +6,6 @@ mod cli;
 mod collector;
 mod collectors;
 mod common;
-// serve's --config.dir (issue 29) is wired in next; until then parts are read by nothing.
-#[allow(dead_code, reason = "serve --config.dir comes next")]
 mod configs;
 mod decode;
 #[cfg(test)]

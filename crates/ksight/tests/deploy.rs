@@ -95,6 +95,10 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     require_root!();
     let mut flags = every_collector();
     flags.push("--bpf-stats".into());
+    // a config too: its own families (ksight_config_*) are documented like the others
+    let configs = example_config_dir("deploy");
+    flags.extend(["--config.dir".into(), configs.display().to_string()]);
+    flags.extend(["--config.names".into(), "example_writes".into()]);
     let server = Server::start(&flags.iter().map(String::as_str).collect::<Vec<_>>());
     let prometheus = Prometheus::start(server.port, &[]);
     generate_every_family();
@@ -118,6 +122,7 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     let scraped: std::collections::BTreeSet<(String, String)> = body
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter(|l| !l.starts_with("ebpf_exporter_")) // the config's own metrics
         .filter_map(|l| l.split_once(' '))
         .map(|(name, kind)| (name.to_string(), kind.to_string()))
         .collect();

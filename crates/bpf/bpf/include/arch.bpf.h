@@ -11,6 +11,7 @@
 
 #if defined(__TARGET_ARCH_x86)
 /* arch/x86/entry/syscalls/syscall_64.tbl */
+#define KS_NR_WRITE 1
 #define KS_NR_OPEN 2
 #define KS_NR_EXECVE 59
 #define KS_NR_EXIT 60
@@ -31,6 +32,7 @@
 #elif defined(__TARGET_ARCH_arm64)
 /* include/uapi/asm-generic/unistd.h: arm64 has neither open nor creat (openat does both). */
 #define KS_NR_OPENAT 56
+#define KS_NR_WRITE 64
 #define KS_NR_EXIT 93
 #define KS_NR_EXIT_GROUP 94
 #define KS_NR_EXECVE 221

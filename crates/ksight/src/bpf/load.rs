@@ -102,6 +102,35 @@ pub fn load_unattached(spec: &LoadSpec<'_>, config: LoadConfig) -> Result<Loaded
     })
 }
 
+/// A user's object file (a config's `<name>.bpf.o`) loaded whole, nothing attached:
+/// [`LoadedObject::attach_by_section`] attaches what libbpf can attach by section name.
+pub fn load_file(path: &std::path::Path, config: LoadConfig) -> Result<LoadedObject> {
+    let mut builder = ObjectBuilder::default();
+    if let Some(btf) = config.btf {
+        builder.btf_custom_path(btf)?;
+    }
+    let open = builder
+        .open_file(path)
+        .map_err(|e| anyhow!("opening {}: {}", path.display(), kernel_reason(&e)))?;
+    let obj = open
+        .load()
+        .map_err(|e| anyhow!("loading {}: {}", path.display(), kernel_reason(&e)))?;
+    Ok(LoadedObject {
+        links: Vec::new(),
+        obj,
+        ctl: None,
+    })
+}
+
+/// How one program of a user's object attached.
+#[derive(Clone, Debug)]
+pub struct ProgramAttach {
+    pub program: String,
+    pub section: String,
+    /// None: attached; else the kernel's reason.
+    pub failure: Option<String>,
+}
+
 /// Programs whose owner attaches them, not load: a bare `uprobe`/`uretprobe` section names
 /// no binary (`LoadedObject::attach_uprobe` attaches it to the files found), and perf_event
 /// programs attach to perf events the owner opens (`attach_perf_event`).
@@ -224,6 +253,37 @@ impl LoadedObject {
         };
         // SAFETY: a link libbpf just created, owned by nobody else.
         Ok(unsafe { Link::from_ptr(link) })
+    }
+
+    /// Attaches every program whose section libbpf knows how to attach (tracepoints,
+    /// raw_tp, tp_btf, kprobes, fentry, uprobes with `binary:function`, usdt…); `unattachable`
+    /// says why a section is not attached here (None: attach it). A failure is kept with the
+    /// kernel's reason and the rest go on.
+    pub fn attach_by_section(
+        &mut self,
+        unattachable: impl Fn(&str) -> Option<String>,
+    ) -> Vec<ProgramAttach> {
+        let mut outcomes = Vec::new();
+        for prog in self.obj.progs_mut() {
+            let section = prog.section().to_string_lossy().into_owned();
+            let program = prog.name().to_string_lossy().into_owned();
+            let failure = match unattachable(&section) {
+                Some(why) => Some(why),
+                None => match prog.attach() {
+                    Ok(link) => {
+                        self.links.push(link);
+                        None
+                    }
+                    Err(e) => Some(kernel_reason(&e)),
+                },
+            };
+            outcomes.push(ProgramAttach {
+                program,
+                section,
+                failure,
+            });
+        }
+        outcomes
     }
 
     /// A loaded program by name, to attach it somewhere of the caller's choosing.

@@ -16,7 +16,8 @@ pub mod table;
 pub mod tracefs;
 
 pub use load::{
-    kernel_reason, link_from_raw, load, load_unattached, LoadConfig, LoadSpec, LoadedObject,
+    kernel_reason, link_from_raw, load, load_file, load_unattached, LoadConfig, LoadSpec,
+    LoadedObject, ProgramAttach,
 };
 pub use maps::{
     can_read_maps, check_sizes, hash_entry_count, percpu_array_sums, percpu_value, TypedMap,

@@ -160,7 +160,12 @@ fn selection_help() -> String {
 impl Selection {
     /// The collectors to run: `list` (`--collectors`) or the defaults (none with
     /// `--collector.disable-defaults`), plus the enabled, minus the disabled, in `ALL`'s order.
-    pub fn resolve(&self, list: Option<&[String]>) -> Result<Vec<&'static Descriptor>> {
+    /// The collectors to run; none is an error unless `others` (configs) will run.
+    pub fn resolve(
+        &self,
+        list: Option<&[String]>,
+        others: bool,
+    ) -> Result<Vec<&'static Descriptor>> {
         let base: Vec<&'static Descriptor> = match list {
             Some(list) => list
                 .iter()
@@ -185,7 +190,7 @@ impl Selection {
                 out.push(d);
             }
         }
-        if out.is_empty() {
+        if out.is_empty() && !others {
             anyhow::bail!("no collector selected");
         }
         // Start in the registry's order, so a host starts before the collectors sharing it.

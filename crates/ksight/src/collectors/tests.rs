@@ -19,7 +19,9 @@ fn parse_serve(args: &[&str]) -> Result<crate::serve::ServeArgs> {
 
 fn select(args: &[&str]) -> Result<Vec<&'static str>> {
     let serve = parse_serve(args)?;
-    let selected = serve.selection.resolve(serve.collectors.as_deref())?;
+    let selected = serve
+        .selection
+        .resolve(serve.collectors.as_deref(), false)?;
     Ok(selected.iter().map(|d| d.name).collect())
 }
 

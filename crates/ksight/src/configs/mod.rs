@@ -2,5 +2,7 @@
 //! read strictly ([`schema`]) and turned into metric families from their maps ([`series`]),
 //! their keys decoded by the decoder library (`decode::labels`).
 
+pub mod collector;
+pub mod maps;
 pub mod schema;
 pub mod series;

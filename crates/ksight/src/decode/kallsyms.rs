@@ -40,6 +40,7 @@ impl Kallsyms {
         Ok(Kallsyms::parse(&std::fs::read_to_string("/proc/kallsyms")?))
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.symbols.is_empty()
     }

@@ -4,15 +4,9 @@
 //! into label values through decoder chains (ebpf_exporter's v2 schema), with what they look
 //! up on the host in [`lookup`], [`kallsyms`] and [`pci`].
 
-// The decoder library comes before its users (serve's --config.dir, the probes, the net
-// collector): until the first of them lands, only its tests call it.
-#[cfg_attr(not(test), allow(dead_code))]
 pub mod kallsyms;
-#[cfg_attr(not(test), allow(dead_code))]
 pub mod labels;
-#[cfg_attr(not(test), allow(dead_code))]
 pub mod lookup;
-#[cfg_attr(not(test), allow(dead_code))]
 pub mod pci;
 mod tables;
 

@@ -23,6 +23,7 @@ use tracing::info;
 use crate::bpf::LoadConfig;
 use crate::collector::{self, Attachment, Limits};
 use crate::common::limits::raise_open_files;
+use crate::configs::collector::ConfigCollector;
 use crate::enrich::{Enricher, LabelSet, SharedEnricher};
 use crate::privileges;
 use http::WebLimits;
@@ -66,13 +67,29 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub selection: crate::collectors::Selection,
 
-    /// Fail when any selected collector cannot attach (default: run the others).
-    #[arg(long)]
+    /// Fail when any selected collector, or any program of a config, cannot attach
+    /// (default: run the others). `--config.strict` is ebpf_exporter's spelling.
+    #[arg(long, alias = "config.strict")]
     pub strict: bool,
 
-    /// Load and attach every selected collector, print the table, and exit 0 or 1.
-    #[arg(long)]
+    /// Load and attach every selected collector and config, print the table, and exit 0
+    /// (all attached), 1 (the kernel refused one) or 2 (bad input). `--config.check` is
+    /// ebpf_exporter's spelling.
+    #[arg(long, alias = "config.check")]
     pub check: bool,
+
+    /// The folder of ebpf_exporter configs: `<name>.yaml` beside `<name>.bpf.o`.
+    #[arg(long = "config.dir", value_name = "DIR")]
+    pub config_dir: Option<std::path::PathBuf>,
+
+    /// Comma-separated configs of --config.dir to run beside the collectors.
+    #[arg(
+        long = "config.names",
+        value_delimiter = ',',
+        value_name = "LIST",
+        requires = "config_dir"
+    )]
+    pub config_names: Vec<String>,
 
     /// Count ksight's own process too (left out by default).
     #[arg(long)]
@@ -135,7 +152,14 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
-    let selected = args.selection.resolve(args.collectors.as_deref())?;
+    let selected = args
+        .selection
+        .resolve(args.collectors.as_deref(), !args.config_names.is_empty())?;
+    if args.config_names.is_empty() && args.config_dir.is_some() {
+        return Err(crate::common::exit::bad_input(anyhow!(
+            "--config.dir needs --config.names: which configs of it to run"
+        )));
+    }
     let addresses = args
         .listen
         .iter()
@@ -187,17 +211,35 @@ pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
         series_ttl: args.series_ttl,
     };
     let options = &args.selection.options;
-    let (running, attachments) =
+    let (mut running, attachments) =
         collector::start_all(&selected, limits, options, config, &enricher);
+    let configs = start_configs(&args, config)?;
     print_attachments(&attachments, args.check);
+    print_config_programs(&configs, args.check);
     let failed: Vec<&Attachment> = attachments.iter().filter(|a| a.hook.is_none()).collect();
+    let config_failures = configs
+        .iter()
+        .flat_map(|c| c.failures().map(move |p| (c.name, p)));
+    let config_failures: Vec<_> = config_failures.collect();
     if args.check {
-        return Ok(if failed.is_empty() {
+        let all = failed.is_empty() && config_failures.is_empty();
+        return Ok(if all {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
         });
     }
+    if let (true, Some((config, p))) = (args.strict, config_failures.first()) {
+        bail!(
+            "--strict: program {} of config {config} could not attach: {}",
+            p.program,
+            p.failure.as_deref().unwrap_or_default()
+        );
+    }
+    running.extend(configs.into_iter().map(|c| collector::Running {
+        name: c.name,
+        collector: Box::new(c),
+    }));
     if args.strict && !failed.is_empty() {
         bail!(
             "--strict: collector {} could not attach: {}",
@@ -283,6 +325,48 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned());
     text.unwrap_or_else(|| "it panicked".into())
+}
+
+/// Each config of --config.names, loaded and attached; a config that cannot be read or
+/// does not match its object is bad input (nothing runs).
+fn start_configs(args: &ServeArgs, config: LoadConfig) -> Result<Vec<ConfigCollector>> {
+    let Some(dir) = &args.config_dir else {
+        return Ok(Vec::new());
+    };
+    args.config_names
+        .iter()
+        .map(|name| {
+            ConfigCollector::start(dir, name, config).map_err(crate::common::exit::bad_input)
+        })
+        .collect()
+}
+
+fn print_config_programs(configs: &[ConfigCollector], to_stdout: bool) {
+    if configs.is_empty() {
+        return;
+    }
+    let mut text = format!(
+        "{:<20} {:<24} {:<28} {}\n",
+        "CONFIG", "PROGRAM", "SECTION", "NOTE"
+    );
+    for c in configs {
+        for p in &c.programs {
+            let note = p.failure.as_deref().unwrap_or("attached");
+            let shown = |t: &str| crate::decode::printable(t.as_bytes());
+            text.push_str(&format!(
+                "{:<20} {:<24} {:<28} {}\n",
+                shown(c.name),
+                shown(&p.program),
+                shown(&p.section),
+                shown(note)
+            ));
+        }
+    }
+    if to_stdout {
+        print!("{text}");
+    } else {
+        eprint!("{text}");
+    }
 }
 
 fn load_config(btf: Option<&'static Path>, include_self: bool) -> Result<LoadConfig> {

@@ -216,6 +216,8 @@ pub static OWN_FAMILIES: &[&FamilyDoc] = &[
     &PROGRAM_MISSES,
     &PROGRAM_RUN_SECONDS,
     &PROGRAM_RUNS,
+    &crate::configs::collector::PROGRAM_ATTACHED,
+    &crate::configs::collector::DECODER_ERRORS,
     &PROCESS_CPU,
     &PROCESS_RESIDENT,
     &PROCESS_VIRTUAL,

@@ -613,3 +613,18 @@ fn loopback_up() {
         libc::close(fd);
     }
 }
+
+/// A config folder as a user's would be: `example_writes.yaml` (tests/configs) beside its
+/// program (crates/bpf/bpf/examples), for `serve --config.dir`.
+pub fn example_config_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ksight-configs-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("config dir");
+    let yaml = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/configs/example_writes.yaml");
+    std::fs::copy(&yaml, dir.join("example_writes.yaml")).expect("copy yaml");
+    std::fs::write(
+        dir.join("example_writes.bpf.o"),
+        ksight_bpf::examples::EXAMPLE_WRITES,
+    )
+    .expect("write object");
+    dir
+}
