@@ -100,6 +100,9 @@ fn a_bad_config_is_one_line_and_exit_2() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
+    let (code, err) = run("tcp");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("a collector has that name"), "{err}");
     let (code, err) = run("nothing_here");
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("nothing_here.yaml"), "{err}");

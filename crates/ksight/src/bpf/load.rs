@@ -111,15 +111,19 @@ pub fn load_file(path: &std::path::Path, config: LoadConfig) -> Result<LoadedObj
     }
     let open = builder
         .open_file(path)
-        .map_err(|e| anyhow!("opening {}: {}", path.display(), kernel_reason(&e)))?;
+        .map_err(|e| anyhow!("opening {}: {}", printable_path(path), kernel_reason(&e)))?;
     let obj = open
         .load()
-        .map_err(|e| anyhow!("loading {}: {}", path.display(), kernel_reason(&e)))?;
+        .map_err(|e| anyhow!("loading {}: {}", printable_path(path), kernel_reason(&e)))?;
     Ok(LoadedObject {
         links: Vec::new(),
         obj,
         ctl: None,
     })
+}
+
+fn printable_path(path: &std::path::Path) -> String {
+    crate::decode::printable(path.as_os_str().as_encoded_bytes())
 }
 
 /// How one program of a user's object attached.

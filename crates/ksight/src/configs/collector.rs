@@ -66,6 +66,11 @@ fn leak(text: String) -> &'static str {
     Box::leak(text.into_boxed_str())
 }
 
+/// A path from the command line, printed by the one rule.
+fn shown(path: &Path) -> String {
+    crate::decode::printable(path.as_os_str().as_encoded_bytes())
+}
+
 /// Sections ebpf_exporter attaches itself (libbpf cannot from the name alone): not yet here.
 fn not_attached_yet(section: &str) -> Option<String> {
     (section.starts_with("perf_event") || section.starts_with("xdp"))
@@ -83,12 +88,12 @@ impl ConfigCollector {
         if !object.is_file() {
             bail!(
                 "{}: no such file (the program of {})",
-                object.display(),
-                yaml.display()
+                shown(&object),
+                shown(&yaml)
             );
         }
         if let Some(what) = not_yet(&checked) {
-            bail!("{}: {what} is not supported yet", yaml.display());
+            bail!("{}: {what} is not supported yet", shown(&yaml));
         }
         if checked.file.tracing.is_some() {
             tracing::warn!(
@@ -156,7 +161,7 @@ fn metrics_of(obj: &LoadedObject, checked: Checked, yaml: &Path) -> Result<Vec<M
         counter_labels,
         histogram_labels,
     } = checked;
-    let shown = yaml.display();
+    let shown = shown(yaml);
     let mut metrics = Vec::new();
     let counters = file.metrics.counters.into_iter().zip(counter_labels);
     for (i, (c, labels)) in counters.enumerate() {

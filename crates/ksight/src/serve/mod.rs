@@ -336,6 +336,14 @@ fn start_configs(args: &ServeArgs, config: LoadConfig) -> Result<Vec<ConfigColle
     args.config_names
         .iter()
         .map(|name| {
+            // A config's name labels ksight's own series (map sizes, program runs) as a
+            // collector's does: the two must not be confused.
+            if crate::collectors::find(name).is_some() {
+                return Err(crate::common::exit::bad_input(anyhow!(
+                    "config {}: a collector has that name; rename the config's files",
+                    crate::decode::printable(name.as_bytes())
+                )));
+            }
             ConfigCollector::start(dir, name, config).map_err(crate::common::exit::bad_input)
         })
         .collect()
