@@ -162,3 +162,49 @@ fn config_check_attaches_and_exits_0() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A `perf_event/type=…,config=…,frequency=…` section (ebpf_exporter attaches those itself):
+/// a cpu-clock event at 99 Hz on every CPU counts a child that spins for one second of CPU
+/// time about 99 times (sampling: not exact; the bounds allow a third either way).
+#[test]
+fn a_perf_event_section_samples_on_every_cpu() {
+    require_root!();
+    let dir = example_config_dir("sampled");
+    let server = Server::start(&[
+        "--collector.disable-defaults",
+        "--config.dir",
+        dir.to_str().expect("utf-8"),
+        "--config.names",
+        "example_sampled",
+    ]);
+    let comm = unique_comm("spin");
+    in_child(&comm, || {
+        let cpu_time = || {
+            let mut t = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: clock_gettime fills the timespec it is given.
+            unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+            t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+        };
+        while cpu_time() < 1.0 {
+            std::hint::black_box(0u64);
+        }
+    });
+    let m = server.scrape();
+    let samples = m.sum(
+        "ebpf_exporter_example_cpu_samples_total",
+        &[("comm", comm.as_str())],
+    );
+    assert!(
+        (66.0..=132.0).contains(&samples),
+        "{samples} samples of 1 s at 99 Hz"
+    );
+    let attached = [
+        ("config", "example_sampled"),
+        ("program", "example_cpu_clock"),
+    ];
+    assert_eq!(m.sum("ksight_config_program_attached", &attached), 1.0);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -104,14 +104,25 @@ pub fn load_unattached(spec: &LoadSpec<'_>, config: LoadConfig) -> Result<Loaded
 
 /// A user's object file (a config's `<name>.bpf.o`) loaded whole, nothing attached:
 /// [`LoadedObject::attach_by_section`] attaches what libbpf can attach by section name.
-pub fn load_file(path: &std::path::Path, config: LoadConfig) -> Result<LoadedObject> {
+/// `program_type` gives the type of programs in sections libbpf does not know (their
+/// owner's conventions, such as ebpf_exporter's `perf_event/type=…`).
+pub fn load_file(
+    path: &std::path::Path,
+    config: LoadConfig,
+    program_type: impl Fn(&str) -> Option<libbpf_rs::ProgramType>,
+) -> Result<LoadedObject> {
     let mut builder = ObjectBuilder::default();
     if let Some(btf) = config.btf {
         builder.btf_custom_path(btf)?;
     }
-    let open = builder
+    let mut open = builder
         .open_file(path)
         .map_err(|e| anyhow!("opening {}: {}", printable_path(path), kernel_reason(&e)))?;
+    for mut prog in open.progs_mut() {
+        if let Some(kind) = program_type(&prog.section().to_string_lossy()) {
+            prog.set_prog_type(kind);
+        }
+    }
     let obj = open
         .load()
         .map_err(|e| anyhow!("loading {}: {}", printable_path(path), kernel_reason(&e)))?;
@@ -321,6 +332,21 @@ impl LoadedObject {
             drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) });
             anyhow!("attaching {name}: {}", kernel_reason(&e))
         })?;
+        self.links.push(link);
+        Ok(())
+    }
+
+    /// Attaches the XDP program `name` to interface `ifindex` (its driver mode when the
+    /// driver has one, else generic).
+    pub fn attach_xdp(&mut self, name: &str, ifindex: i32) -> Result<()> {
+        let prog = self
+            .obj
+            .progs_mut()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| anyhow!("object has no program {name}"))?;
+        let link = prog
+            .attach_xdp(ifindex)
+            .map_err(|e| anyhow!("attaching {name}: {}", kernel_reason(&e)))?;
         self.links.push(link);
         Ok(())
     }

@@ -1,5 +1,6 @@
-//! Software perf events on each online CPU: the profiler's sampling clock, and the user-mode
-//! page faults the `page_faults` collector counts where no tracepoint gives them.
+//! Perf events on each online CPU: the profiler's sampling clock, the user-mode page faults
+//! the `page_faults` collector counts where no tracepoint gives them, and the events a
+//! config's `perf_event/type=…,config=…` section names.
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -20,6 +21,33 @@ pub fn open_user_page_faults() -> Result<Vec<OwnedFd>> {
         attr.__bindgen_anon_1.sample_period = 1;
         attr.set_exclude_kernel(1);
         attr.set_exclude_hv(1);
+        open_on_cpu(&attr, cpu)
+    })
+}
+
+/// How often an event runs its program: at a frequency, or every `n`th occurrence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sampling {
+    Frequency(u64),
+    Period(u64),
+}
+
+/// The event `type_`/`config` (perf_event_open's numbers) on every online CPU, enabled.
+pub fn open_events(type_: u32, config: u64, sampling: Sampling) -> Result<Vec<OwnedFd>> {
+    on_every_cpu(&format!("type {type_} config {config}"), |cpu| {
+        let mut attr = libbpf_sys::perf_event_attr {
+            type_,
+            size: std::mem::size_of::<libbpf_sys::perf_event_attr>() as u32,
+            config,
+            ..Default::default()
+        };
+        match sampling {
+            Sampling::Frequency(hz) => {
+                attr.__bindgen_anon_1.sample_freq = hz;
+                attr.set_freq(1);
+            }
+            Sampling::Period(n) => attr.__bindgen_anon_1.sample_period = n,
+        }
         open_on_cpu(&attr, cpu)
     })
 }

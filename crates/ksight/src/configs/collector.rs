@@ -11,6 +11,7 @@ use libbpf_rs::MapHandle;
 
 use super::maps;
 use super::schema::{self, Checked, HistogramConfig};
+use super::sections;
 use super::series::{self, Dropped, Shape};
 use crate::bpf::{LoadConfig, LoadedObject, ProgramAttach};
 use crate::collector::Collector;
@@ -71,11 +72,8 @@ fn shown(path: &Path) -> String {
     crate::decode::printable(path.as_os_str().as_encoded_bytes())
 }
 
-/// Sections ebpf_exporter attaches itself (libbpf cannot from the name alone): not yet here.
-fn not_attached_yet(section: &str) -> Option<String> {
-    (section.starts_with("perf_event") || section.starts_with("xdp"))
-        .then(|| format!("{section}: this section is not attached by ksight yet"))
-}
+/// The mark of sections left to [`sections::attach`] (replaced by its outcome).
+const OURS: &str = "attached by ksight";
 
 impl ConfigCollector {
     /// Reads `<dir>/<name>.yaml`, loads `<dir>/<name>.bpf.o`, attaches its programs and
@@ -101,8 +99,17 @@ impl ConfigCollector {
                 "tracing spans are not exported by ksight: left out"
             );
         }
-        let mut obj = crate::bpf::load_file(&object, config)?;
-        let programs = obj.attach_by_section(not_attached_yet);
+        let mut obj = crate::bpf::load_file(&object, config, sections::program_type)?;
+        let mut programs =
+            obj.attach_by_section(|section| sections::ours(section).then(|| OURS.to_string()));
+        for p in programs
+            .iter_mut()
+            .filter(|p| p.failure.as_deref() == Some(OURS))
+        {
+            p.failure = sections::attach(&mut obj, &p.program, &p.section)
+                .err()
+                .map(|e| format!("{e:#}"));
+        }
         for p in programs.iter().filter(|p| p.failure.is_some()) {
             tracing::warn!(config = name, program = %p.program, section = %p.section,
                 reason = p.failure.as_deref().unwrap_or_default(), "program could not attach");

@@ -5,4 +5,5 @@
 pub mod collector;
 pub mod maps;
 pub mod schema;
+pub mod sections;
 pub mod series;

@@ -614,17 +614,20 @@ fn loopback_up() {
     }
 }
 
-/// A config folder as a user's would be: `example_writes.yaml` (tests/configs) beside its
-/// program (crates/bpf/bpf/examples), for `serve --config.dir`.
+/// A config folder as a user's would be: each example's `<name>.yaml` (tests/configs)
+/// beside its program (crates/bpf/bpf/examples), for `serve --config.dir`.
 pub fn example_config_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ksight-configs-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("config dir");
-    let yaml = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/configs/example_writes.yaml");
-    std::fs::copy(&yaml, dir.join("example_writes.yaml")).expect("copy yaml");
-    std::fs::write(
-        dir.join("example_writes.bpf.o"),
-        ksight_bpf::examples::EXAMPLE_WRITES,
-    )
-    .expect("write object");
+    let examples = [
+        ("example_writes", ksight_bpf::examples::EXAMPLE_WRITES),
+        ("example_sampled", ksight_bpf::examples::EXAMPLE_SAMPLED),
+    ];
+    let configs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/configs");
+    for (name, object) in examples {
+        let yaml = configs.join(format!("{name}.yaml"));
+        std::fs::copy(&yaml, dir.join(format!("{name}.yaml"))).expect("copy yaml");
+        std::fs::write(dir.join(format!("{name}.bpf.o")), object).expect("write object");
+    }
     dir
 }
