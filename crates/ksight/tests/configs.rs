@@ -42,6 +42,16 @@ fn counters_and_histograms_of_a_config_count_exactly() {
     let m = server.scrape();
     let calls = [("comm", comm.as_str()), ("syscall", "write")];
     assert_eq!(m.sum("ebpf_exporter_example_syscalls_total", &calls), 15.0);
+    // kaddrs: the program got ksys_write's address, which the ksym decoder names back
+    let function = [("comm", comm.as_str()), ("function", "ksys_write")];
+    assert_eq!(
+        m.sum("ebpf_exporter_example_kaddr_writes_total", &function),
+        15.0,
+        "{:?}",
+        m.0.iter()
+            .filter(|s| s.0.contains("kaddr"))
+            .collect::<Vec<_>>()
+    );
     let hist = "ebpf_exporter_example_write_bytes";
     let le = |bound: &str| {
         m.sum(

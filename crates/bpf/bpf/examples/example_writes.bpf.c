@@ -2,8 +2,10 @@
 /*
  * A program the way ebpf_exporter's users write theirs, for the config tests
  * (crates/ksight/tests/configs.rs, with tests/configs/example_writes.yaml): system calls by
- * process name and number (a counter), and the sizes write(2) is asked to write (an exp2
- * histogram, the sum of the sizes in the key after the last bucket).
+ * process name and number (a counter), the sizes write(2) is asked to write (an exp2
+ * histogram, the sum of the sizes in the key after the last bucket), and write calls keyed
+ * by the address of ksys_write as the config's `kaddrs` hands it over (named back by the
+ * `ksym` decoder).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -37,6 +39,21 @@ struct {
 	__type(key, struct size_key);
 	__type(value, __u64);
 } example_write_bytes SEC(".maps");
+
+struct function_key {
+	char comm[16];
+	__u64 address;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct function_key);
+	__type(value, __u64);
+} example_kaddr_writes_total SEC(".maps");
+
+/* filled in before load from the config's kaddrs */
+const volatile __u64 kaddr_ksys_write = 0;
 
 static __always_inline void add(void *map, const void *key, __u64 n)
 {
@@ -91,6 +108,7 @@ int BPF_PROG(example_sys_enter, struct pt_regs *regs, long id)
 {
 	struct call_key call = { .nr = id };
 	struct size_key size = {};
+	struct function_key function = {};
 	__u64 count;
 
 	bpf_get_current_comm(call.comm, sizeof(call.comm));
@@ -98,6 +116,9 @@ int BPF_PROG(example_sys_enter, struct pt_regs *regs, long id)
 	if (id != KS_NR_WRITE)
 		return 0;
 	count = PT_REGS_PARM3_CORE_SYSCALL(regs);
+	function.address = kaddr_ksys_write;
+	__builtin_memcpy(function.comm, call.comm, sizeof(function.comm));
+	add(&example_kaddr_writes_total, &function, 1);
 	__builtin_memcpy(size.comm, call.comm, sizeof(size.comm));
 	size.slot = exp2_slot(count);
 	add(&example_write_bytes, &size, 1);

@@ -110,6 +110,7 @@ pub fn load_file(
     path: &std::path::Path,
     config: LoadConfig,
     program_type: impl Fn(&str) -> Option<libbpf_rs::ProgramType>,
+    rodata: &[(String, u64)],
 ) -> Result<LoadedObject> {
     let mut builder = ObjectBuilder::default();
     if let Some(btf) = config.btf {
@@ -123,6 +124,7 @@ pub fn load_file(
             prog.set_prog_type(kind);
         }
     }
+    write_rodata_u64s(&mut open, rodata)?;
     let obj = open
         .load()
         .map_err(|e| anyhow!("loading {}: {}", printable_path(path), kernel_reason(&e)))?;
@@ -135,6 +137,50 @@ pub fn load_file(
 
 fn printable_path(path: &std::path::Path) -> String {
     crate::decode::printable(path.as_os_str().as_encoded_bytes())
+}
+
+/// Sets `const volatile` 8-byte globals of `.rodata` by name before load (the verifier then
+/// sees the values as constants), finding each one's offset in the object's BTF.
+fn write_rodata_u64s(open: &mut OpenObject, values: &[(String, u64)]) -> Result<()> {
+    if values.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: the open object outlives this borrow of its BTF, which ends before the maps
+    // are borrowed mutably below.
+    let btf = libbpf_rs::btf::Btf::from_bpf_object(unsafe { open.as_libbpf_object().as_ref() })?
+        .ok_or_else(|| anyhow!("the object has no BTF: its globals cannot be found"))?;
+    let section = btf
+        .type_by_name::<libbpf_rs::btf::types::DataSec<'_>>(".rodata")
+        .ok_or_else(|| anyhow!("the object has no .rodata"))?;
+    let mut offsets = Vec::new();
+    for (name, value) in values {
+        let var = section.iter().find(|v| {
+            btf.type_by_id::<libbpf_rs::btf::types::Var<'_>>(v.ty)
+                .and_then(|t| t.name())
+                .is_some_and(|n| n.to_string_lossy() == name.as_str())
+        });
+        match var {
+            Some(v) if v.size == 8 => offsets.push((v.offset as usize, *value)),
+            Some(v) => bail!("global {name} is {} bytes, not 8", v.size),
+            None => bail!("the object has no const volatile global {name} in .rodata"),
+        }
+    }
+    drop(btf);
+    // libbpf names the plain .rodata map after the object (`<obj>.rodata`)
+    let mut rodata = open
+        .maps_mut()
+        .find(|m| m.name().to_string_lossy().ends_with(".rodata"))
+        .ok_or_else(|| anyhow!("the object has no .rodata map"))?;
+    let data = rodata
+        .initial_value_mut()
+        .ok_or_else(|| anyhow!(".rodata has no data"))?;
+    for (offset, value) in offsets {
+        let slot = data
+            .get_mut(offset..offset + 8)
+            .ok_or_else(|| anyhow!(".rodata is shorter than its BTF says"))?;
+        slot.copy_from_slice(&value.to_ne_bytes());
+    }
+    Ok(())
 }
 
 /// How one program of a user's object attached.

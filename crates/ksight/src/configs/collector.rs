@@ -16,7 +16,7 @@ use super::series::{self, Dropped, Shape};
 use crate::bpf::{LoadConfig, LoadedObject, ProgramAttach};
 use crate::collector::Collector;
 use crate::decode::labels::Labels;
-use crate::decode::lookup::Host;
+use crate::decode::lookup::{Host, Lookup};
 use crate::metrics::model::{Family, FamilyDoc, Kind, Value};
 
 pub static PROGRAM_ATTACHED: FamilyDoc = FamilyDoc {
@@ -99,7 +99,8 @@ impl ConfigCollector {
                 "tracing spans are not exported by ksight: left out"
             );
         }
-        let mut obj = crate::bpf::load_file(&object, config, sections::program_type)?;
+        let kaddrs = kernel_addresses(&checked.file.kaddrs).with_context(|| shown(&yaml))?;
+        let mut obj = crate::bpf::load_file(&object, config, sections::program_type, &kaddrs)?;
         let mut programs =
             obj.attach_by_section(|section| sections::ours(section).then(|| OURS.to_string()));
         for p in programs
@@ -115,12 +116,16 @@ impl ConfigCollector {
                 reason = p.failure.as_deref().unwrap_or_default(), "program could not attach");
         }
         let metrics = metrics_of(&obj, checked, &yaml)?;
+        // Read now, while ksight may still read kernel addresses (the capabilities go after
+        // attaching): the ksym and kstack decoders need them at every scrape.
+        let mut lookup = Host::default();
+        lookup.kallsyms(false);
         Ok(ConfigCollector {
             name: leak(name.to_string()),
             obj: Arc::new(obj),
             metrics,
             programs,
-            lookup: Host::default(),
+            lookup,
             decoder_errors: 0,
         })
     }
@@ -148,12 +153,29 @@ impl ConfigCollector {
     }
 }
 
+/// `kaddrs`: each symbol's address from /proc/kallsyms, as the global `kaddr_<symbol>`.
+fn kernel_addresses(symbols: &[String]) -> Result<Vec<(String, u64)>> {
+    if symbols.is_empty() {
+        return Ok(Vec::new());
+    }
+    let kallsyms = crate::decode::kallsyms::Kallsyms::read().context("reading /proc/kallsyms")?;
+    symbols
+        .iter()
+        .map(|symbol| {
+            let address = kallsyms.address_of(symbol).ok_or_else(|| {
+                anyhow!(
+                    "kaddrs: {} is not in /proc/kallsyms (or its addresses are hidden)",
+                    crate::decode::printable(symbol.as_bytes())
+                )
+            })?;
+            Ok((format!("kaddr_{symbol}"), address))
+        })
+        .collect()
+}
+
 /// What of ebpf_exporter's schema this ksight does not run yet (said at start, not ignored).
 fn not_yet(checked: &Checked) -> Option<String> {
     let file = &checked.file;
-    if let Some(symbol) = file.kaddrs.first() {
-        return Some(format!("kaddrs ({symbol})"));
-    }
     if let Some(map) = &file.cgroup_id_map {
         return Some(format!("cgroup_id_map ({})", map.name));
     }

@@ -40,9 +40,18 @@ impl Kallsyms {
         Ok(Kallsyms::parse(&std::fs::read_to_string("/proc/kallsyms")?))
     }
 
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.symbols.is_empty()
+    }
+
+    /// The address of the symbol `name` (of the kernel itself, not a module's); the last
+    /// one listed when several share the name.
+    pub fn address_of(&self, name: &str) -> Option<u64> {
+        self.symbols
+            .iter()
+            .rev()
+            .find(|(_, n)| &**n == name)
+            .map(|(address, _)| *address)
     }
 
     /// The symbol that starts exactly at `address`.
@@ -82,6 +91,12 @@ mod tests {
         assert_eq!(k.containing(0xffffffffc0000010), Some("xfs_iget [xfs]"));
         assert_eq!(k.containing(0x1000), None, "below the first symbol");
         assert_eq!(k.exact(0), None, "zero addresses are left out");
+        assert_eq!(k.address_of("pipe_unlock"), Some(0xffffffff81000870));
+        assert_eq!(
+            k.address_of("xfs_iget"),
+            None,
+            "module symbols carry their module"
+        );
     }
 
     #[test]

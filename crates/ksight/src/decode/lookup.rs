@@ -80,9 +80,17 @@ impl Lookup for Host {
             Some((_, read)) => reload && due(Some(*read)),
         };
         if stale {
-            // unreadable (no /proc, say): an empty table; every address is then unknown
-            let table = Kallsyms::read().unwrap_or_default();
-            self.kallsyms = Some((table, Instant::now()));
+            // unreadable (no /proc, say): an empty table; every address is then unknown. A
+            // table that reads empty after one that did not is kallsyms hiding its addresses
+            // from a process that dropped CAP_SYSLOG (serve does, after attaching): the
+            // table read before stays.
+            let fresh = Kallsyms::read().unwrap_or_default();
+            let had = self.kallsyms.as_ref().is_some_and(|(t, _)| !t.is_empty());
+            if !(fresh.is_empty() && had) {
+                self.kallsyms = Some((fresh, Instant::now()));
+            } else if let Some((_, read)) = &mut self.kallsyms {
+                *read = Instant::now();
+            }
         }
         &self
             .kallsyms
