@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::profile::{profile, Run};
+use common::profile::{profile, Run, SYSCALL_DISPATCHER};
 use common::*;
 
 /// Accounted for (common::profile), and nothing lost: the guests' samples are few.
@@ -105,12 +105,7 @@ fn kernel_stacks_are_symbolized_and_every_run_is_accounted_for() {
         "only {delivered} samples: {:?}",
         run.summary
     );
-    // The architecture's system call dispatcher, below its entry code.
-    let dispatcher = if cfg!(target_arch = "aarch64") {
-        "invoke_syscall_[k]"
-    } else {
-        "do_syscall_64_[k]"
-    };
+    let dispatcher = SYSCALL_DISPATCHER;
     let in_syscall: u64 = folded
         .iter()
         .filter(|(frames, _)| frames[0] == name && frames.iter().any(|f| f == dispatcher))

@@ -11,6 +11,12 @@ pub const PROFILE_S: &str = "3";
 /// The sampling frequency unless a test gives one: the tests run side by side on a shared
 /// machine, and at 49 Hz a workload that gets a tenth of a CPU has 15 samples in 3 s.
 pub const FREQUENCY: &str = "499";
+/// The architecture's system call dispatcher as a kernel frame, below its entry code.
+pub const SYSCALL_DISPATCHER: &str = if cfg!(target_arch = "aarch64") {
+    "invoke_syscall_[k]"
+} else {
+    "do_syscall_64_[k]"
+};
 
 /// What `ksight profile` wrote and the key=value pairs of its summary line.
 pub struct Run {

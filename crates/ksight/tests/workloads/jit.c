@@ -10,9 +10,17 @@
 
 int main(int argc, char **argv)
 {
+#if defined(__x86_64__)
 	/* mov rcx, 1000000; 1: dec rcx; jnz 1b; ret */
 	static const unsigned char code[] = { 0x48, 0xb9, 0x40, 0x42, 0x0f, 0x00, 0, 0, 0, 0,
 					       0x48, 0xff, 0xc9, 0x75, 0xfb, 0xc3 };
+#elif defined(__aarch64__)
+	/* movz x1, #0x4240; movk x1, #0xf, lsl #16 (1000000); 1: subs x1, x1, #1; b.ne 1b; ret */
+	static const unsigned int code[] = { 0xd2884801, 0xf2a001e1, 0xf1000421, 0x54ffffe1,
+					     0xd65f03c0 };
+#else
+#error "jit.c: no machine code for this architecture"
+#endif
 	void *page = mmap(NULL, 4096, PROT_READ | PROT_WRITE | PROT_EXEC,
 			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	char path[64];
@@ -22,6 +30,8 @@ int main(int argc, char **argv)
 	if (page == MAP_FAILED)
 		return 1;
 	memcpy(page, code, sizeof(code));
+	/* arm64's instruction cache is not coherent with its data cache. */
+	__builtin___clear_cache((char *)page, (char *)page + sizeof(code));
 	snprintf(path, sizeof(path), "/tmp/perf-%d.map", getpid());
 	map = fopen(path, "w");
 	if (!map)
