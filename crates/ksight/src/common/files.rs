@@ -94,9 +94,12 @@ fn temp_name(path: &Path, attempt: u32) -> io::Result<PathBuf> {
 
 /// How much of a user's text file is read at most (a perf map): the rest is ignored.
 pub const MAX_USER_TEXT: u64 = 64 << 20;
-/// The longest line kept from a user's text file; longer lines are cut (`cut_name`).
-pub const MAX_LINE: usize = 4096;
-/// What ends a name that was cut to `MAX_LINE` bytes.
+/// The longest name kept from a user's file (a perf map's or a binary's symbol): longer
+/// ones are cut to this many bytes and end with `CUT_MARKER`.
+pub const MAX_NAME: usize = 4096;
+/// The longest line kept from a user's text file: a name and room for what precedes it.
+pub const MAX_LINE: usize = MAX_NAME + 64;
+/// What ends a name or line that was cut.
 pub const CUT_MARKER: &str = "…[cut]";
 
 /// Who may own a file ksight reads on a process's behalf.
@@ -127,7 +130,7 @@ pub fn open_user_file(path: &Path, owners: Owners) -> io::Result<File> {
 }
 
 /// The lines of the first `MAX_USER_TEXT` bytes of `file`, each cut to `MAX_LINE` bytes
-/// (`CUT_MARKER` says so); memory stays within one line whatever the file holds.
+/// (`CUT_MARKER` then ends it); memory stays within one line whatever the file holds.
 pub fn bounded_lines(file: File, mut each: impl FnMut(&str)) -> io::Result<()> {
     let mut reader = io::BufReader::new(file.take(MAX_USER_TEXT));
     let mut line = Vec::with_capacity(256);
@@ -141,7 +144,8 @@ pub fn bounded_lines(file: File, mut each: impl FnMut(&str)) -> io::Result<()> {
         if whole {
             each(&text);
         } else {
-            each(&cut_name(&text));
+            let end = floor_char_boundary(&text, MAX_LINE);
+            each(&format!("{}{CUT_MARKER}", &text[..end]));
         }
     }
 }
@@ -170,16 +174,22 @@ fn read_line_capped(reader: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result
     }
 }
 
-/// `name` cut to `MAX_LINE` bytes (on a character boundary) with `CUT_MARKER` after it.
+/// `name` cut to `MAX_NAME` bytes (on a character boundary) with `CUT_MARKER` after it.
 pub fn cut_name(name: &str) -> String {
-    if name.len() <= MAX_LINE {
+    if name.len() <= MAX_NAME {
         return name.to_string();
     }
-    let mut end = MAX_LINE;
-    while !name.is_char_boundary(end) {
+    let end = floor_char_boundary(name, MAX_NAME);
+    format!("{}{CUT_MARKER}", &name[..end])
+}
+
+/// The largest character boundary of `text` at or before `at`.
+fn floor_char_boundary(text: &str, at: usize) -> usize {
+    let mut end = at.min(text.len());
+    while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}{CUT_MARKER}", &name[..end])
+    end
 }
 
 #[cfg(test)]

@@ -431,7 +431,7 @@ fn parse_perf_map_line(line: &str) -> Option<JitSymbol> {
     let hex = |t: &str| u64::from_str_radix(t.trim_start_matches("0x"), 16).ok();
     let start = hex(parts.next()?)?;
     let size = hex(parts.next()?)?;
-    let name = parts.next()?.trim().to_string();
+    let name = files::cut_name(parts.next()?.trim());
     Some(JitSymbol {
         start,
         end: start.checked_add(size)?,
