@@ -1187,10 +1187,17 @@ fn a_symlink_at_the_output_is_replaced_not_followed() {
     let cap = t.capture(&["-C", "1"]);
     t.udp4(7008, 2000, 1000);
     let err = cap.stop();
-    assert_eq!(std::fs::read_to_string(&secret).expect("read"), "root's file\n");
+    assert_eq!(
+        std::fs::read_to_string(&secret).expect("read"),
+        "root's file\n"
+    );
     for file in [&t.file, &rotated] {
         let meta = std::fs::symlink_metadata(file).expect("the output");
-        assert!(meta.is_file(), "{} is ksight's file: {err:?}", file.display());
+        assert!(
+            meta.is_file(),
+            "{} is ksight's file: {err:?}",
+            file.display()
+        );
         assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o600));
         assert!(count(file) > 0, "{}", file.display());
     }

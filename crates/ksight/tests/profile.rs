@@ -846,7 +846,10 @@ fn a_3_gb_perf_map_costs_a_bounded_read() {
     require_root!();
     let name = unique_comm("pmbig");
     let (child, map, _) = jit_as_nobody(&name, "6");
-    let file = std::fs::OpenOptions::new().write(true).open(&map).expect("the map");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&map)
+        .expect("the map");
     file.set_len(3 << 30).expect("a sparse 3 GB map");
     drop(file);
     let run = profile_jit(child, &map);
@@ -896,8 +899,15 @@ fn a_20_mb_jit_name_is_cut_with_the_marker() {
     let cut = format!("{}…[cut]", "n".repeat(4096));
     let (named, total) = ending_in(&run, &cut);
     assert!(total >= 30, "only {total} samples");
-    assert!(named * 100 >= total * 90, "{named} of {total} samples end in the cut name");
-    assert!(run.stdout.len() < 1 << 20, "{} bytes of profile", run.stdout.len());
+    assert!(
+        named * 100 >= total * 90,
+        "{named} of {total} samples end in the cut name"
+    );
+    assert!(
+        run.stdout.len() < 1 << 20,
+        "{} bytes of profile",
+        run.stdout.len()
+    );
 }
 
 /// Sets ch_size of every compressed section of the ELF file at `path` to 1 TiB; returns how
@@ -931,7 +941,10 @@ fn a_debug_section_that_lies_about_its_size_costs_only_its_file() {
     require_root!();
     let name = unique_comm("chdr");
     let bin = build("chain.c", &name, &["-fno-omit-frame-pointer", "-gz=zlib"]);
-    assert!(lie_about_compressed_sizes(&bin) > 0, "compressed debug sections");
+    assert!(
+        lie_about_compressed_sizes(&bin) > 0,
+        "compressed debug sections"
+    );
     let run = profile_workload(&name, || spawn(&bin, &[WORKLOAD_S]), &[]);
     let total: u64 = run.folded().iter().map(|(_, c)| c).sum();
     assert!(total >= 30, "only {total} samples: the profile is written");

@@ -265,9 +265,11 @@ mod tests {
         assert_eq!(lines[1], format!("{}{CUT_MARKER}", "x".repeat(MAX_LINE)));
         assert_eq!(lines[2], "3 4 b");
         assert_eq!(
-            cut_name("é".repeat(MAX_LINE).as_str()).len(),
-            MAX_LINE + CUT_MARKER.len()
+            cut_name("é".repeat(MAX_NAME).as_str()).len(),
+            MAX_NAME + CUT_MARKER.len()
         );
+        let cut = cut_name(&lines[1]);
+        assert_eq!(cut, format!("{}{CUT_MARKER}", "x".repeat(MAX_NAME)));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -233,22 +233,14 @@ fn decode(mut bytes: &[u8]) -> Option<Answer> {
 mod tests {
     use super::*;
 
+    // fork() is not tried here: the test harness runs other tests on other threads, and a
+    // child forked while one of them holds the stderr lock hangs. tests/profile.rs
+    // (a_debug_section_that_lies_about_its_size_costs_only_its_file) runs the real thing.
     #[test]
-    fn an_answer_comes_back_whole() {
+    fn an_answer_survives_the_pipe_encoding() {
         let answer = vec![vec!["main".to_string(), "inlined".to_string()], vec![]];
-        assert_eq!(run(|| answer.clone()), Ok(answer.clone()));
         assert_eq!(decode(&encode(&answer)), Some(answer));
         assert_eq!(decode(&[1, 0, 0, 0, 9]), None);
-    }
-
-    #[test]
-    fn a_child_that_allocates_too_much_costs_only_its_answer() {
-        let why = run(|| {
-            let huge: Vec<u8> = Vec::with_capacity(1 << 40);
-            vec![vec![huge.capacity().to_string()]]
-        })
-        .expect_err("the allocation fails in the child");
-        assert!(why.contains("SIGABRT"), "{why}");
-        assert!(run(|| panic!("bad file")).is_err());
+        assert_eq!(decode(&[]), None);
     }
 }
