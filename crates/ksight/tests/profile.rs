@@ -805,7 +805,7 @@ fn jit_as_nobody(name: &str, seconds: &str) -> (Child, PathBuf, String) {
             Ok(())
         });
     }
-    let child = cmd.spawn().expect("start the workload as nobody");
+    let mut child = cmd.spawn().expect("start the workload as nobody");
     let map = PathBuf::from(format!("/tmp/perf-{}.map", child.id()));
     for _ in 0..250 {
         if let Ok(line) = std::fs::read_to_string(&map) {
@@ -815,6 +815,8 @@ fn jit_as_nobody(name: &str, seconds: &str) -> (Child, PathBuf, String) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("no perf map from the workload at {}", map.display());
 }
 
@@ -981,4 +983,37 @@ fn profile_drops_capabilities_after_attaching() {
     assert!(kept_after_attach(eff, kept), "CapEff {eff:x}");
     assert_eq!(nnp, 1);
     assert_whole_chains(&run, "after the drop");
+}
+
+/// `-o` at a name where nobody put a symlink to a root-owned file: the symlink is replaced
+/// by ksight's own file (mode 0600) and the root file is unchanged.
+#[test]
+fn a_symlink_at_the_profile_output_is_replaced_not_followed() {
+    require_root!();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let name = unique_comm("olink");
+    let bin = build("chain.c", &name, &["-fno-omit-frame-pointer"]);
+    let dir = bin.parent().expect("its directory");
+    let secret = dir.join("root-file");
+    std::fs::write(&secret, "root's file\n").expect("root file");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("0600");
+    let out = dir.join("out.folded");
+    std::os::unix::fs::symlink(&secret, &out).expect("symlink");
+    std::os::unix::fs::lchown(&out, Some(65534), Some(65534)).expect("nobody's link");
+    let mut child = spawn(&bin, &[WORKLOAD_S]);
+    let out_arg = out.to_str().expect("a UTF-8 path");
+    let run = profile(&["--comm", &name, "-o", out_arg]);
+    let _ = child.wait();
+    assert_eq!(
+        std::fs::read_to_string(&secret).expect("read"),
+        "root's file\n"
+    );
+    let meta = std::fs::symlink_metadata(&out).expect("the output");
+    assert!(meta.is_file());
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o600));
+    let written = std::fs::read_to_string(&out).expect("the profile");
+    assert_eq!(
+        folded_lines(&written).iter().map(|(_, c)| c).sum::<u64>(),
+        run.get("samples")
+    );
 }
