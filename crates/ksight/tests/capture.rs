@@ -1142,3 +1142,64 @@ fn bad_input_is_one_line_and_exit_2() {
     assert!(bad_input(&["-i", "lo", "-w", "-", "-C", "1"]).contains("-C"));
     assert!(bad_input(&["-i", "lo", "-w", f, "-s", "0"]).contains("-s"));
 }
+
+/// After attaching, capture keeps no capability on one interface (tcx, no rotation), only
+/// CAP_NET_ADMIN and CAP_BPF with `-i any` (it attaches to interfaces that appear later), sets
+/// no-new-privileges, and still captures every packet.
+#[test]
+fn capabilities_are_dropped_after_attaching() {
+    require_root!();
+    const NET_ADMIN_AND_BPF: u64 = (1 << 12) | (1 << 39);
+    let t = Setup::new("caps", &["10.99.0.2:7007"]);
+    let cap = t.capture(&[]);
+    let (eff, nnp) = effective_caps_and_nnp(cap.child.id());
+    let tcx = cap.lines().iter().any(|l| l.contains("attach=tcx"));
+    let expected = if tcx { 0 } else { 1 << 12 };
+    assert!(kept_after_attach(eff, expected), "CapEff {eff:x}");
+    assert_eq!(nnp, 1);
+    t.udp4(7007, 11, 100);
+    let err = cap.stop();
+    assert_eq!(count(&t.file), 11, "{err:?}");
+    let any = t.capture_with(&["-i", "any"], &[], &[]);
+    let (eff, nnp) = effective_caps_and_nnp(any.child.id());
+    assert!(kept_after_attach(eff, NET_ADMIN_AND_BPF), "CapEff {eff:x}");
+    assert_eq!(nnp, 1);
+    any.stop();
+}
+
+/// `-w` at a name where another user put a symlink to a root-owned file: the symlink is
+/// replaced by ksight's own file (mode 0600), the root file is unchanged; the same for the
+/// files -C starts later.
+#[test]
+fn a_symlink_at_the_output_is_replaced_not_followed() {
+    require_root!();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let t = Setup::new("wlink", &["10.99.0.2:7008"]);
+    let secret = temp(&format!("{}-root-file", t.comm));
+    std::fs::write(&secret, "root's file\n").expect("root file");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let rotated = PathBuf::from(format!("{}1", t.file.display()));
+    for link in [&t.file, &rotated] {
+        let _ = std::fs::remove_file(link);
+        std::os::unix::fs::symlink(&secret, link).expect("symlink");
+        std::os::unix::fs::lchown(link, Some(65534), Some(65534)).expect("nobody's symlink");
+    }
+    let cap = t.capture(&["-C", "1"]);
+    t.udp4(7008, 2000, 1000);
+    let err = cap.stop();
+    assert_eq!(
+        std::fs::read_to_string(&secret).expect("read"),
+        "root's file\n"
+    );
+    for file in [&t.file, &rotated] {
+        let meta = std::fs::symlink_metadata(file).expect("the output");
+        assert!(
+            meta.is_file(),
+            "{} is ksight's file: {err:?}",
+            file.display()
+        );
+        assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o600));
+        assert!(count(file) > 0, "{}", file.display());
+    }
+    let _ = std::fs::remove_file(&secret);
+}

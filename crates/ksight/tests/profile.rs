@@ -847,3 +847,232 @@ fn a_kernel_without_perf_events_is_one_clear_line() {
         );
     }
 }
+
+/// Runs the JIT workload as nobody (uid 65534) for `seconds`; returns it and the perf map
+/// it wrote (nobody's), with the map's one line.
+fn jit_as_nobody(name: &str, seconds: &str) -> (Child, PathBuf, String) {
+    use std::os::unix::process::CommandExt;
+    let bin = build("jit.c", name, &["-fno-omit-frame-pointer"]);
+    let mut cmd = Command::new(&bin);
+    cmd.arg(seconds).stdout(Stdio::null());
+    // SAFETY: setgid and setuid between fork and exec: async-signal-safe syscalls.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("start the workload as nobody");
+    let map = PathBuf::from(format!("/tmp/perf-{}.map", child.id()));
+    for _ in 0..250 {
+        if let Ok(line) = std::fs::read_to_string(&map) {
+            if line.ends_with('\n') {
+                return (child, map, line);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("no perf map from the workload at {}", map.display());
+}
+
+/// Profiles `child` by pid, then stops it and removes `map`.
+fn profile_jit(mut child: Child, map: &Path) -> Run {
+    let run = profile(&["--pid", &child.id().to_string()]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(map);
+    run
+}
+
+/// The samples whose innermost frame is `name`, and all samples.
+fn ending_in(run: &Run, name: &str) -> (u64, u64) {
+    let folded = run.folded();
+    let total = folded.iter().map(|(_, c)| c).sum();
+    let named = folded
+        .iter()
+        .filter(|(f, _)| f.last().map(String::as_str) == Some(name))
+        .map(|(_, c)| c)
+        .sum();
+    (named, total)
+}
+
+/// A user's perf map made a sparse 3 GB file: ksight reads a bounded part of it (64 MiB, a
+/// line at a time), its peak memory stays small, and the profile is written.
+#[test]
+fn a_3_gb_perf_map_costs_a_bounded_read() {
+    require_root!();
+    let name = unique_comm("pmbig");
+    let (child, map, _) = jit_as_nobody(&name, "6");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&map)
+        .expect("the map");
+    file.set_len(3 << 30).expect("a sparse 3 GB map");
+    drop(file);
+    let run = profile_jit(child, &map);
+    let (_, total) = ending_in(&run, "jit_hot_loop");
+    assert!(total >= 30, "only {total} samples: the profile is written");
+    assert!(
+        run.peak_rss_kib < 120 << 10,
+        "ksight's peak RSS {} KiB with a 3 GB perf map",
+        run.peak_rss_kib
+    );
+    eprintln!("peak RSS with a 3 GB perf map: {} KiB", run.peak_rss_kib);
+}
+
+/// nobody replaces its perf map by a symlink to a root-only file written as a perf map:
+/// the link is not followed, so no name from that file appears in the profile.
+#[test]
+fn a_perf_map_symlink_to_a_root_file_is_not_followed() {
+    require_root!();
+    use std::os::unix::fs::PermissionsExt;
+    let name = unique_comm("pmlink");
+    let (child, map, line) = jit_as_nobody(&name, "6");
+    let secret = std::env::temp_dir().join(format!("{name}-root-secret"));
+    std::fs::write(&secret, line.replace("jit_hot_loop", "root_only_secret")).expect("secret");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("0600");
+    std::fs::remove_file(&map).expect("remove the map");
+    std::os::unix::fs::symlink(&secret, &map).expect("symlink");
+    std::os::unix::fs::lchown(&map, Some(65534), Some(65534)).expect("nobody's link");
+    let run = profile_jit(child, &map);
+    let _ = std::fs::remove_file(&secret);
+    let (_, total) = ending_in(&run, "jit_hot_loop");
+    assert!(total >= 30, "only {total} samples");
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(!text.contains("root_only_secret"), "{text}");
+}
+
+/// A 20 MB symbol name in a perf map comes out cut to 4096 bytes and marked.
+#[test]
+fn a_20_mb_jit_name_is_cut_with_the_marker() {
+    require_root!();
+    let name = unique_comm("pmname");
+    let (child, map, line) = jit_as_nobody(&name, "6");
+    let long = "n".repeat(20 << 20);
+    let huge = line.replace("jit_hot_loop", &long);
+    // Written in place: the file stays nobody's.
+    std::fs::write(&map, huge).expect("a 20 MB name");
+    let run = profile_jit(child, &map);
+    let cut = format!("{}…[cut]", "n".repeat(4096));
+    let (named, total) = ending_in(&run, &cut);
+    assert!(total >= 30, "only {total} samples");
+    assert!(
+        named * 100 >= total * 90,
+        "{named} of {total} samples end in the cut name"
+    );
+    assert!(
+        run.stdout.len() < 1 << 20,
+        "{} bytes of profile",
+        run.stdout.len()
+    );
+}
+
+/// Sets ch_size of every compressed section of the ELF file at `path` to 1 TiB; returns how
+/// many there were.
+fn lie_about_compressed_sizes(path: &Path) -> usize {
+    const SHF_COMPRESSED: u64 = 0x800;
+    let mut elf = std::fs::read(path).expect("the binary");
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8"));
+    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes(b[at..at + 2].try_into().expect("2"));
+    let shoff = u64_at(&elf, 0x28) as usize;
+    let (shentsize, shnum) = (u16_at(&elf, 0x3a) as usize, u16_at(&elf, 0x3c) as usize);
+    let mut patched = 0;
+    for i in 0..shnum {
+        let shdr = shoff + i * shentsize;
+        if u64_at(&elf, shdr + 8) & SHF_COMPRESSED == 0 {
+            continue;
+        }
+        // Elf64_Chdr: ch_type, ch_reserved (u32 each), then ch_size.
+        let chdr = u64_at(&elf, shdr + 0x18) as usize;
+        elf[chdr + 8..chdr + 16].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        patched += 1;
+    }
+    std::fs::write(path, elf).expect("write the binary");
+    patched
+}
+
+/// A binary whose compressed debug sections claim 1 TiB each: its symbolizer aborts on the
+/// allocation, the profile is still written, and the file is counted and named.
+#[test]
+fn a_debug_section_that_lies_about_its_size_costs_only_its_file() {
+    require_root!();
+    let name = unique_comm("chdr");
+    let bin = build("chain.c", &name, &["-fno-omit-frame-pointer", "-gz=zlib"]);
+    assert!(
+        lie_about_compressed_sizes(&bin) > 0,
+        "compressed debug sections"
+    );
+    let run = profile_workload(&name, || spawn(&bin, &[WORKLOAD_S]), &[]);
+    let total: u64 = run.folded().iter().map(|(_, c)| c).sum();
+    assert!(total >= 30, "only {total} samples: the profile is written");
+    assert_eq!(run.get("symbol_files_failed"), 1, "{}", run.stderr);
+    let named = format!("no symbols from {name}: the symbolizer aborted (SIGABRT)");
+    assert!(run.stderr.contains(&named), "{}", run.stderr);
+    // Its frames are named by the file; libc's are still symbolized.
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(text.contains(&format!("[{name}]")), "{text}");
+    assert!(text.contains("__libc_start_call_main"), "{text}");
+}
+
+/// After attaching, profile keeps only CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, CAP_SYSLOG and
+/// CAP_CHECKPOINT_RESTORE (CAP_SYS_ADMIN on kernels without it) and sets no-new-privileges,
+/// and still symbolizes.
+#[test]
+fn profile_drops_capabilities_after_attaching() {
+    require_root!();
+    let name = unique_comm("pcaps");
+    let bin = build("chain.c", &name, &["-fno-omit-frame-pointer"]);
+    let mut child = spawn(&bin, &[WORKLOAD_S]);
+    let seen = std::sync::Mutex::new(None);
+    let run = common::profile::profile_watched(&["--comm", &name], |pid| {
+        std::thread::sleep(Duration::from_millis(300));
+        *seen.lock().expect("lock") = Some(effective_caps_and_nnp(pid));
+    });
+    let _ = child.wait();
+    let (eff, nnp) = seen.lock().expect("lock").expect("read while sampling");
+    let restore = match std::fs::read_to_string("/proc/sys/kernel/cap_last_cap") {
+        Ok(last) if last.trim().parse::<u32>().unwrap_or(0) >= 40 => 1u64 << 40,
+        _ => 1 << 21,
+    };
+    let kept = (1 << 2) | (1 << 19) | (1 << 34) | restore;
+    assert!(kept_after_attach(eff, kept), "CapEff {eff:x}");
+    assert_eq!(nnp, 1);
+    assert_whole_chains(&run, "after the drop");
+}
+
+/// `-o` at a name where nobody put a symlink to a root-owned file: the symlink is replaced
+/// by ksight's own file (mode 0600) and the root file is unchanged.
+#[test]
+fn a_symlink_at_the_profile_output_is_replaced_not_followed() {
+    require_root!();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let name = unique_comm("olink");
+    let bin = build("chain.c", &name, &["-fno-omit-frame-pointer"]);
+    let dir = bin.parent().expect("its directory");
+    let secret = dir.join("root-file");
+    std::fs::write(&secret, "root's file\n").expect("root file");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("0600");
+    let out = dir.join("out.folded");
+    std::os::unix::fs::symlink(&secret, &out).expect("symlink");
+    std::os::unix::fs::lchown(&out, Some(65534), Some(65534)).expect("nobody's link");
+    let mut child = spawn(&bin, &[WORKLOAD_S]);
+    let out_arg = out.to_str().expect("a UTF-8 path");
+    let run = profile(&["--comm", &name, "-o", out_arg]);
+    let _ = child.wait();
+    assert_eq!(
+        std::fs::read_to_string(&secret).expect("read"),
+        "root's file\n"
+    );
+    let meta = std::fs::symlink_metadata(&out).expect("the output");
+    assert!(meta.is_file());
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o600));
+    let written = std::fs::read_to_string(&out).expect("the profile");
+    assert_eq!(
+        folded_lines(&written).iter().map(|(_, c)| c).sum::<u64>(),
+        run.get("samples")
+    );
+}

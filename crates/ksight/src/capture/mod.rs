@@ -90,6 +90,9 @@ pub fn run(args: CaptureArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     };
     install_stop_handler();
     session.attach_wanted(&obj, &wanted)?;
+    // Attached: from here on it parses packets and names processes; keep only what is used.
+    let kept = still_needed(&wanted, &session, &args);
+    crate::privileges::drop::drop_after_attach(&kept, || bpf::can_read_maps(&obj))?;
     let kinds: Vec<&str> = session.attached.values().map(|(_, a)| a.kind()).collect();
     tracing::info!(
         interfaces = %session.attached_names(),
@@ -107,6 +110,38 @@ pub fn run(args: CaptureArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     s.summary(&stats);
     drop(owners);
     result.map(|()| ExitCode::SUCCESS)
+}
+
+/// The capabilities capture still uses after attaching, each only when it does: every
+/// other one is dropped and no-new-privileges set (privileges/drop.rs).
+/// - CAP_NET_ADMIN and CAP_BPF: `-i any` attaches to interfaces that appear later; CAP_NET_ADMIN
+///   also detaches a tc clsact filter at exit (netlink; a tcx link needs nothing to close).
+/// - CAP_DAC_OVERRIDE and CAP_FOWNER: -C / -G create files later, in a directory root may
+///   not own, replacing (common/files.rs) an entry another user may own in a sticky one.
+fn still_needed(
+    wanted: &Wanted,
+    session: &Session,
+    args: &CaptureArgs,
+) -> crate::privileges::drop::DropArgs {
+    use caps::Capability::*;
+    let mut needed = Vec::new();
+    let clsact = session
+        .attached
+        .values()
+        .any(|(_, a)| a.kind() == "tc clsact");
+    if matches!(wanted, Wanted::Any) {
+        needed.extend([CAP_NET_ADMIN, CAP_BPF]);
+    } else if clsact {
+        needed.push(CAP_NET_ADMIN);
+    }
+    if args.file_size_mb.is_some() || args.rotate_seconds.is_some() {
+        needed.extend([CAP_DAC_OVERRIDE, CAP_FOWNER]);
+    }
+    crate::privileges::drop::keeping(
+        &Default::default(),
+        &needed,
+        "to attach to new interfaces, detach tc filters or start rotated files",
+    )
 }
 
 /// Which interfaces to capture on.

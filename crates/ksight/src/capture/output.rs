@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -167,7 +168,13 @@ impl Output {
             (Box::new(std::io::stdout()), None)
         } else {
             let path = self.next_path();
-            let file = File::create(&path).map_err(|e| anyhow!("-w {}: {e}", path.display()))?;
+            // Never through a user's symlink or hard link (common/files.rs); mode 0600.
+            let file = crate::common::files::create_output(&path).map_err(|e| {
+                anyhow!(
+                    "-w {}: {e}",
+                    crate::decode::printable(path.as_os_str().as_bytes())
+                )
+            })?;
             let again = file.try_clone()?;
             self.files.push(path);
             (Box::new(file), Some(again))

@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod elf;
 pub mod exit;
+pub mod files;
 pub mod filters;
 pub mod kernel;
 pub mod limits;

@@ -81,6 +81,24 @@ fn user_by_name(name: &str) -> Result<User, String> {
     Ok(User { uid, gid })
 }
 
+/// `args` with those of `needed` this process has added to what it keeps, said once in the
+/// log with `why`: what a subcommand still uses after attaching.
+pub fn keeping(args: &DropArgs, needed: &[Capability], why: &str) -> DropArgs {
+    let mut kept = args.clone();
+    let permitted = caps::read(None, CapSet::Permitted).unwrap_or_default();
+    let added: Vec<Capability> = needed
+        .iter()
+        .copied()
+        .filter(|c| permitted.contains(c) && !kept.keep.contains(&Some(*c)))
+        .collect();
+    if !added.is_empty() {
+        let names: Vec<String> = added.iter().map(|c| c.to_string()).collect();
+        tracing::info!(capabilities = names.join(","), "kept {why}");
+    }
+    kept.keep.extend(added.into_iter().map(Some));
+    kept
+}
+
 /// Keeps `args.keep` only, switches user if asked, and sets no-new-privileges. `reads_maps`
 /// checks that a map can still be read: kernels that check capabilities on every bpf() call
 /// (5.10 with unprivileged BPF disabled) need CAP_BPF kept for that, which is then kept and

@@ -17,6 +17,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
@@ -97,6 +98,9 @@ pub fn run(args: ProfileArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
         symbols: Symbols::new(),
         copies: Copies::new(&obj, args.unwind == UnwindMode::Auto)?,
     });
+    // Everything is attached: the rest reads other users' files and parses them.
+    let kept = privileges::drop::keeping(&Default::default(), &still_needed(), STILL_NEEDED);
+    privileges::drop::drop_after_attach(&kept, || bpf::can_read_maps(&obj))?;
     sample(&mut obj, &args, &state)?;
     let duration = started.1.elapsed();
     let (runs, run_ns) = run_stats(&obj);
@@ -130,8 +134,37 @@ pub fn run(args: ProfileArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
         &filter,
     );
     output::write(&profile, args.format, &mut *out)?;
-    summary(&profile, &stats, (runs, run_ns), per_map, &copied);
+    let failed = symbols.failed();
+    summary(
+        &profile,
+        &stats,
+        (runs, run_ns),
+        per_map,
+        &copied,
+        failed.len(),
+    );
+    report_symbol_failures(failed);
     Ok(ExitCode::SUCCESS)
+}
+
+/// What profile still does after attaching, and the capabilities that lets it (see
+/// `still_needed`); every other one is dropped and no-new-privileges set.
+const STILL_NEEDED: &str = "to read the mappings, binaries and perf maps of other users' \
+processes and the kernel's symbols";
+
+/// CAP_SYS_PTRACE: /proc/PID/maps, /proc/PID/root and /proc/PID/map_files of other users'
+/// processes; CAP_CHECKPOINT_RESTORE (5.9+; CAP_SYS_ADMIN before, kept only then): opening
+/// /proc/PID/map_files; CAP_DAC_READ_SEARCH: binaries and perf maps only their owner may
+/// read; CAP_SYSLOG: kallsyms' real addresses. The programs stay attached through the fds
+/// ksight holds; reading their maps needs nothing more (or CAP_BPF, kept where the kernel
+/// checks every bpf() call: drop.rs).
+fn still_needed() -> Vec<caps::Capability> {
+    use caps::Capability::*;
+    let restore = match caps::read(None, caps::CapSet::Permitted) {
+        Ok(permitted) if !permitted.contains(&CAP_CHECKPOINT_RESTORE) => CAP_SYS_ADMIN,
+        _ => CAP_CHECKPOINT_RESTORE,
+    };
+    vec![CAP_SYS_PTRACE, restore, CAP_DAC_READ_SEARCH, CAP_SYSLOG]
 }
 
 /// What user space keeps while sampling: the processes' mappings and the stack copies.
@@ -153,8 +186,13 @@ fn open_output(path: Option<&Path>) -> Result<Box<dyn Write>> {
     match path {
         None => Ok(Box::new(std::io::BufWriter::new(std::io::stdout()))),
         Some(p) => {
-            let file = std::fs::File::create(p)
-                .map_err(|e| bad_input(anyhow!("--output {}: {e}", p.display())))?;
+            // Never through a user's symlink or hard link (common/files.rs); mode 0600.
+            let file = crate::common::files::create_output(p).map_err(|e| {
+                bad_input(anyhow!(
+                    "--output {}: {e}",
+                    crate::decode::printable(p.as_os_str().as_bytes())
+                ))
+            })?;
             Ok(Box::new(std::io::BufWriter::new(file)))
         }
     }
@@ -397,18 +435,30 @@ impl ContainerNames {
     }
 }
 
+/// A line per file that gave no symbols because its symbolizer failed (a hostile or broken
+/// binary); the summary line counts them (`symbol_files_failed`).
+fn report_symbol_failures(failed: &[(String, String)]) {
+    for (name, why) in failed {
+        eprintln!(
+            "ksight profile: no symbols from {}: {why}",
+            crate::decode::printable(name.as_bytes())
+        );
+    }
+}
+
 /// One line on stderr: samples kept, every run of the program by what became of it (their
 /// sum is `runs`, the kernel's count), the program's own CPU time per run, and the distinct
-/// stacks kept in each stack map.
+/// stacks kept in each stack map, the files whose symbols were lost.
 fn summary(
     profile: &Profile,
     stats: &Stats,
     (runs, run_ns): (u64, u64),
     stacks: (usize, usize),
     copied: &CopyReport,
+    symbol_files_failed: usize,
 ) {
     let mut line = format!(
-        "ksight profile: samples={} lost={} runs={runs} bpf_ns_per_run={} duration_s={:.1} stacks={} stacks_second_map={} copies_received={} judged_frame_pointers={} judged_stack_copies={} judged_again={}",
+        "ksight profile: samples={} lost={} runs={runs} bpf_ns_per_run={} duration_s={:.1} stacks={} stacks_second_map={} copies_received={} judged_frame_pointers={} judged_stack_copies={} judged_again={} symbol_files_failed={symbol_files_failed}",
         profile.samples(),
         stats.lost(),
         run_ns.checked_div(runs).unwrap_or(0),

@@ -3,6 +3,7 @@
 
 pub mod collect;
 pub mod copies;
+pub mod isolated;
 pub mod model;
 pub mod pprof;
 pub mod symbols;

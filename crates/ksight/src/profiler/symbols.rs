@@ -10,11 +10,14 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use blazesym::symbolize::source::{Elf, Kernel, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer};
 use blazesym::MaybeDefault;
+
+use super::isolated;
+use crate::common::files;
 
 /// A file by device and inode: one open file per binary, however many processes map it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -72,6 +75,10 @@ pub struct Symbols {
     /// (file, offset) → frames, outermost first (a function, then what is inlined into it).
     user: HashMap<(FileId, u64), Vec<String>>,
     kernel: HashMap<u64, String>,
+    /// The name of each open file (its last path component), for `failed`.
+    names: HashMap<FileId, String>,
+    /// Files that gave no symbols because their symbolizer failed: (name, why).
+    failed: Vec<(String, String)>,
 }
 
 impl Symbols {
@@ -87,6 +94,8 @@ impl Symbols {
             processes: HashMap::new(),
             user: HashMap::new(),
             kernel: HashMap::new(),
+            names: HashMap::new(),
+            failed: Vec::new(),
         }
     }
 
@@ -141,6 +150,7 @@ impl Symbols {
                 match File::open(&path) {
                     Ok(f) => {
                         slot.insert(f);
+                        self.names.insert(m.file, m.module.clone());
                     }
                     Err(_) => continue,
                 }
@@ -212,26 +222,40 @@ impl Symbols {
         self.symbolize_kernel(addrs.into_iter().collect());
     }
 
+    /// Symbolizes `offsets` of one file in a child process (isolated.rs): a file that
+    /// crashes or exhausts the symbolizer loses its own symbols and is named in `failed`.
     fn symbolize_file(&mut self, file: FileId, offsets: Vec<u64>) {
         let Some(f) = self.files.get(&file) else {
             return;
         };
         // The open file through /proc/self/fd: the same inode whatever namespace it is in.
         let path = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
-        let source = Source::Elf(Elf::new(path));
-        let Ok(syms) = self
-            .symbolizer
-            .symbolize(&source, Input::FileOffset(&offsets))
-        else {
-            return;
-        };
-        for (offset, sym) in offsets.iter().zip(syms) {
-            if let Symbolized::Sym(s) = sym {
-                let mut names = vec![s.name.into_owned()];
-                names.extend(s.inlined.iter().map(|i| i.name.to_string()));
-                self.user.insert((file, *offset), names);
+        let symbolizer = &self.symbolizer;
+        let answer = isolated::run(|| {
+            let source = Source::Elf(Elf::new(path));
+            let Ok(syms) = symbolizer.symbolize(&source, Input::FileOffset(&offsets)) else {
+                return Vec::new();
+            };
+            syms.into_iter().map(frames_of).collect()
+        });
+        match answer {
+            Ok(frames) => {
+                for (offset, names) in offsets.iter().zip(frames) {
+                    if !names.is_empty() {
+                        self.user.insert((file, *offset), names);
+                    }
+                }
+            }
+            Err(why) => {
+                let name = self.names.get(&file).cloned().unwrap_or_default();
+                self.failed.push((name, why));
             }
         }
+    }
+
+    /// The files whose symbolization failed, by name, with the reason.
+    pub fn failed(&self) -> &[(String, String)] {
+        &self.failed
     }
 
     fn symbolize_kernel(&mut self, addrs: Vec<u64>) {
@@ -286,6 +310,17 @@ impl Symbols {
     }
 }
 
+/// A symbol's frames, outermost first (a function, then what is inlined into it); a name is
+/// the binary owner's text, cut to a bounded length.
+fn frames_of(sym: Symbolized<'_>) -> Vec<String> {
+    match sym {
+        Symbolized::Sym(s) => std::iter::once(files::cut_name(&s.name))
+            .chain(s.inlined.iter().map(|i| files::cut_name(&i.name)))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 fn unknown(module: Option<String>) -> String {
     match module {
         Some(m) => format!("[{m}]"),
@@ -332,28 +367,62 @@ fn parse_maps_line(line: &str) -> Option<Mapping> {
     })
 }
 
+/// The most JIT symbols kept per process: about 100 MB at worst with the line bound.
+const MAX_JIT_SYMBOLS: usize = 1 << 20;
+
 /// The process's perf map, in its own /tmp (its mount namespace, its own pid number there).
+/// The file is the process owner's: opened as perf does (no symlink, a regular file owned by
+/// the process's user or root) and read within the bounds of `files::bounded_lines`, so a
+/// sparse 3 GB file, a link to a root-only file or a 20 MB name cost a bounded read.
 fn read_perf_map(pid: u32, process: &mut Process) {
-    let ns_pid = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("NSpid:"))
-                .and_then(|l| l.split_whitespace().last().map(str::to_string))
-        })
+    let Some(status) = read_status(pid) else {
+        return;
+    };
+    let ns_pid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .and_then(|l| l.split_whitespace().last().map(str::to_string))
         .unwrap_or_else(|| pid.to_string());
+    let Some(owners) = process_owners(&status) else {
+        return;
+    };
     let path = format!("/proc/{pid}/root/tmp/perf-{ns_pid}.map");
-    let Ok(meta) = std::fs::metadata(&path) else {
+    let Ok(file) = files::open_user_file(Path::new(&path), owners) else {
+        return;
+    };
+    let Ok(meta) = file.metadata() else {
         return;
     };
     if meta.len() == process.perf_map_len {
         return;
     }
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return;
-    };
-    process.perf_map_len = meta.len();
-    process.jit = text.lines().filter_map(parse_perf_map_line).collect();
+    let mut jit = Vec::new();
+    let read = files::bounded_lines(file, |line| {
+        if jit.len() < MAX_JIT_SYMBOLS {
+            jit.extend(parse_perf_map_line(line));
+        }
+    });
+    if read.is_ok() {
+        process.perf_map_len = meta.len();
+        process.jit = jit;
+    }
+}
+
+/// /proc/PID/status: a few hundred bytes the kernel writes.
+fn read_status(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).ok()
+}
+
+/// The real and effective user ids of a process (its `Uid:` line).
+fn process_owners(status: &str) -> Option<files::Owners> {
+    let mut ids = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .map(|id| id.parse::<u32>().ok());
+    Some(files::Owners {
+        uids: [ids.next()??, ids.next()??],
+    })
 }
 
 /// `START SIZE name` (hex numbers, with or without 0x).
@@ -362,7 +431,7 @@ fn parse_perf_map_line(line: &str) -> Option<JitSymbol> {
     let hex = |t: &str| u64::from_str_radix(t.trim_start_matches("0x"), 16).ok();
     let start = hex(parts.next()?)?;
     let size = hex(parts.next()?)?;
-    let name = parts.next()?.trim().to_string();
+    let name = files::cut_name(parts.next()?.trim());
     Some(JitSymbol {
         start,
         end: start.checked_add(size)?,

@@ -155,11 +155,9 @@ pub fn run(args: TraceArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
 /// link, and reading other processes' files through /proc/PID/root.
 fn kept_privileges(args: &TraceArgs, kinds: &[Kind]) -> crate::privileges::drop::DropArgs {
     use caps::Capability::*;
-    let mut privileges = args.privileges.clone();
     if !kinds.contains(&Kind::Readline) {
-        return privileges;
+        return args.privileges.clone();
     }
-    let permitted = caps::read(None, caps::CapSet::Permitted).unwrap_or_default();
     let needed = [
         CAP_PERFMON,
         CAP_SYS_ADMIN,
@@ -167,19 +165,11 @@ fn kept_privileges(args: &TraceArgs, kinds: &[Kind]) -> crate::privileges::drop:
         CAP_SYS_PTRACE,
         CAP_DAC_READ_SEARCH,
     ];
-    let added: Vec<_> = needed
-        .into_iter()
-        .filter(|c| permitted.contains(c) && !privileges.keep.contains(&Some(*c)))
-        .collect();
-    if !added.is_empty() {
-        let names: Vec<String> = added.iter().map(|c| c.to_string()).collect();
-        tracing::info!(
-            capabilities = names.join(","),
-            "kept to probe readline in binaries that start later"
-        );
-    }
-    privileges.keep.extend(added.into_iter().map(Some));
-    privileges
+    crate::privileges::drop::keeping(
+        &args.privileges,
+        &needed,
+        "to probe readline in binaries that start later",
+    )
 }
 
 /// The requested kinds, deduplicated; `syscalls` (a periodic table) only alone.

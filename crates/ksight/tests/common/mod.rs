@@ -631,3 +631,20 @@ pub fn example_config_dir(tag: &str) -> PathBuf {
     }
     dir
 }
+
+/// A field of /proc/PID/status (`CapEff`, `NoNewPrivs`, `VmHWM`…), trimmed; empty if absent.
+pub fn status_field(pid: u32, name: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// `CapEff` (hex) and `NoNewPrivs` of a running process.
+pub fn effective_caps_and_nnp(pid: u32) -> (u64, u32) {
+    let eff = u64::from_str_radix(&status_field(pid, "CapEff"), 16).expect("CapEff in hex");
+    let nnp = status_field(pid, "NoNewPrivs").parse().expect("NoNewPrivs");
+    (eff, nnp)
+}

@@ -22,6 +22,9 @@ pub const SYSCALL_DISPATCHER: &str = if cfg!(target_arch = "aarch64") {
 pub struct Run {
     pub stdout: Vec<u8>,
     pub summary: HashMap<String, u64>,
+    pub stderr: String,
+    /// ksight's peak resident memory (VmHWM, KiB), as last read before it exited.
+    pub peak_rss_kib: u64,
 }
 
 impl Run {
@@ -59,6 +62,11 @@ pub fn profile(args: &[&str]) -> Run {
 
 /// `profile`, calling `sampling` once ksight says it samples (its "sampling" log line).
 pub fn profile_with(args: &[&str], sampling: impl FnOnce()) -> Run {
+    profile_watched(args, |_| sampling())
+}
+
+/// As `profile_with`, giving `sampling` ksight's pid.
+pub fn profile_watched(args: &[&str], sampling: impl FnOnce(u32)) -> Run {
     let mut child = Command::new(KSIGHT)
         .args(["profile", "-d", PROFILE_S])
         .args(args)
@@ -76,13 +84,14 @@ pub fn profile_with(args: &[&str], sampling: impl FnOnce()) -> Run {
         stdout.read_to_end(&mut out).expect("read stdout");
         out
     });
+    let peak = watch_peak_rss(child.id());
     let mut stderr = String::new();
     let mut sampling = Some(sampling);
     for line in BufReader::new(child.stderr.take().expect("piped")).lines() {
         let line = line.expect("utf-8 stderr");
         if line.contains("message=sampling") {
             if let Some(f) = sampling.take() {
-                f();
+                f(child.id());
             }
         }
         stderr.push_str(&line);
@@ -100,7 +109,28 @@ pub fn profile_with(args: &[&str], sampling: impl FnOnce()) -> Run {
         .filter_map(|kv| kv.split_once('='))
         .filter_map(|(k, v)| Some((k.to_string(), v.parse::<u64>().ok()?)))
         .collect();
-    Run { stdout, summary }
+    let peak_rss_kib = peak.join().expect("rss watcher");
+    Run {
+        stdout,
+        summary,
+        stderr,
+        peak_rss_kib,
+    }
+}
+
+/// Reads VmHWM of `pid` every 20 ms until it is gone; returns the last value read.
+fn watch_peak_rss(pid: u32) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut peak = 0;
+        loop {
+            let hwm = super::status_field(pid, "VmHWM");
+            let Some(kib) = hwm.trim_end_matches("kB").trim().parse::<u64>().ok() else {
+                return peak;
+            };
+            peak = kib;
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    })
 }
 
 /// Folded lines as (frames, count); every line must parse.
