@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::profile::{folded_lines, profile_with, Run, SYSCALL_DISPATCHER};
+use common::profile::{folded_lines, profile, profile_with, Run, SYSCALL_DISPATCHER};
 use common::*;
 
-/// How long the workloads run: longer than a profile (common::profile::PROFILE_S). They
-/// start when ksight says it samples: a start slowed by emulation (the arm64 guests) cannot
-/// outlast them.
-const WORKLOAD_S: &str = "5";
+/// How long the workloads run at most: they are stopped when their profile ends (or the
+/// test fails), so a start of ksight slowed by emulation (the arm64 guests) cannot outlast
+/// them.
+const WORKLOAD_S: &str = "60";
 
 /// Builds tests/workloads/`source` with gcc into a fresh directory as `name` (its comm).
 fn build(source: &str, name: &str, flags: &[&str]) -> PathBuf {
@@ -64,23 +64,53 @@ fn build_rust(name: &str) -> PathBuf {
     out
 }
 
-fn spawn(program: &Path, args: &[&str]) -> Child {
-    Command::new(program)
-        .args(args)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start the workload")
+/// A workload process, killed when dropped (a failed test leaves none running).
+struct Workload(Child);
+
+impl Workload {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
 }
 
-/// Profiles the program `start` runs, started once ksight samples, filtered on its comm.
-fn profile_workload(name: &str, start: impl FnOnce() -> Child, extra: &[&str]) -> Run {
-    let mut child = None;
-    let run = profile_with(&[&["--comm", name], extra].concat(), || {
-        child = Some(start())
-    });
-    if let Some(mut child) = child {
-        let _ = child.wait();
+impl Drop for Workload {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
+}
+
+/// Starts `program` and waits for its "ready" line: the dynamic loader is done and main
+/// runs, so what is profiled (and judged) is the program's own code however slow the
+/// machine (emulated arm64 takes seconds to load a program).
+fn spawn(program: &Path, args: &[&str]) -> Workload {
+    let mut command = Command::new(program);
+    command.args(args);
+    ready(command)
+}
+
+/// Runs `command` (a workload, or a shell that execs one) and waits for its "ready" line.
+fn ready(mut command: Command) -> Workload {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the workload");
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("the workload's output");
+    let workload = Workload(child);
+    assert_eq!(line, "ready\n", "the workload started");
+    // Kept open: the workload may write again (a dlopen'd chain_main says ready too).
+    std::mem::forget(stdout);
+    workload
+}
+
+/// Profiles the program `start` runs (ready before the profile starts), filtered on its
+/// comm; stops it at the end.
+fn profile_workload(name: &str, start: impl FnOnce() -> Workload, extra: &[&str]) -> Run {
+    let workload = start();
+    let run = profile(&[&["--comm", name], extra].concat());
+    drop(workload);
     run
 }
 
@@ -155,13 +185,13 @@ fn frame_pointer_chains_are_whole_and_symbolized() {
         assert_eq!(frames[0], name, "every line starts with the filtered comm");
     }
     // One tower: the copies it was judged on are counted with frame-pointer stacks too (a
-    // CFI walk goes on below main, into _start, where the frame-pointer walk stops). Samples
-    // taken while the process exits, after its memory is gone, have no user stack to start
-    // from: they are left out.
+    // CFI walk goes on below main, into _start, where the frame-pointer walk stops). Of the
+    // samples in the program's code: one taken while the process exits, after its memory is
+    // gone, has no user stack at all.
     let bottoms: std::collections::BTreeSet<String> = run
         .folded()
         .into_iter()
-        .filter(|(f, _)| !f[1].ends_with("_[k]"))
+        .filter(|(f, _)| f.iter().any(|frame| frame == "main"))
         .map(|(f, _)| f[1].clone())
         .collect();
     assert_eq!(bottoms.len(), 1, "outermost frames: {bottoms:?}");
@@ -217,16 +247,17 @@ fn short_lived_processes_are_named_from_their_exec() {
         "sleep 0.5; for i in 1 2 3 4 5 6 7 8 9 10; do {} 0.1; done",
         bin.display()
     );
-    let run = profile_workload(
-        &name,
-        || {
-            Command::new("sh")
-                .args(["-c", &script])
-                .spawn()
-                .expect("sh")
-        },
-        &["--unwind", "fp"],
-    );
+    // Started once ksight samples: every one of them execs during the profile.
+    let mut shell = None;
+    let run = profile_with(&["--comm", &name, "--unwind", "fp"], || {
+        let child = Command::new("sh")
+            .args(["-c", &script])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("sh");
+        shell = Some(Workload(child));
+    });
+    drop(shell);
     let (whole, in_leaf) = whole_chain_share(&run);
     let total: u64 = run.folded().iter().map(|(_, c)| c).sum();
     assert!(total >= 30, "only {total} samples");
@@ -270,6 +301,7 @@ fn a_process_that_exited_and_whose_binary_was_deleted_is_symbolized() {
     require_root!();
     let name = unique_comm("gone");
     let bin = build("chain.c", &name, &["-fno-omit-frame-pointer"]);
+    // Started once ksight samples, so that it exits during the profile.
     let mut started = None;
     let run = profile_with(&["--comm", &name], || {
         let child = spawn(&bin, &["1.5"]);
@@ -280,8 +312,8 @@ fn a_process_that_exited_and_whose_binary_was_deleted_is_symbolized() {
         });
         started = Some((child, remover));
     });
-    let (mut child, remover) = started.expect("ksight said it samples");
-    let _ = child.wait();
+    let (child, remover) = started.expect("ksight said it samples");
+    drop(child);
     remover.join().expect("remover");
     assert!(
         !bin.exists(),
@@ -319,10 +351,9 @@ fn a_binary_only_in_another_mount_namespace_is_symbolized() {
     let run = profile_workload(
         &name,
         || {
-            Command::new("unshare")
-                .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-                .spawn()
-                .expect("unshare (util-linux)")
+            let mut unshare = Command::new("unshare");
+            unshare.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
+            ready(unshare)
         },
         &[],
     );
@@ -339,13 +370,10 @@ fn jit_frames_are_named_from_the_perf_map() {
     require_root!();
     let name = unique_comm("jit");
     let bin = build("jit.c", &name, &["-fno-omit-frame-pointer"]);
-    let mut child = None;
-    let run = profile_with(&["--comm", &name], || {
-        child = Some(spawn(&bin, &[WORKLOAD_S]))
-    });
-    let mut child = child.expect("ksight said it samples");
+    let child = spawn(&bin, &[WORKLOAD_S]);
     let perf_map = format!("/tmp/perf-{}.map", child.id());
-    let _ = child.wait();
+    let run = profile(&["--comm", &name]);
+    drop(child);
     let _ = std::fs::remove_file(&perf_map);
     let mut named = 0;
     let mut total = 0;
@@ -425,7 +453,7 @@ fn a_library_without_frame_pointers_dlopened_later_is_unwound_whole() {
     // It dlopen's the library once the trigger file exists: made when the profile has
     // sampled its own code long enough to judge it (8 copies: 16 ms at 499 Hz).
     let trigger = bin.with_extension("go");
-    let mut child = spawn(
+    let child = spawn(
         &bin,
         &[
             trigger.to_str().expect("utf-8 path"),
@@ -437,7 +465,7 @@ fn a_library_without_frame_pointers_dlopened_later_is_unwound_whole() {
         std::thread::sleep(Duration::from_millis(500));
         std::fs::write(&trigger, b"").expect("create the trigger file");
     });
-    let _ = child.wait();
+    drop(child);
     let summary = &run.summary;
     assert_eq!(run.get("judged_again"), 1, "{summary:?}");
     assert_eq!(run.get("judged_frame_pointers"), 1, "{summary:?}");
@@ -556,10 +584,9 @@ fn cgroup_and_container_filters_keep_only_that_cgroup() {
             procs.display(),
             bin.display()
         );
-        Command::new("sh")
-            .args(["-c", &script])
-            .spawn()
-            .expect("sh")
+        let mut sh = Command::new("sh");
+        sh.args(["-c", &script]);
+        ready(sh)
     };
     let pb = bin.with_extension("pb.gz");
     let pb_arg = pb.to_str().expect("utf-8");
@@ -567,15 +594,11 @@ fn cgroup_and_container_filters_keep_only_that_cgroup() {
         ["--cgroup", cgroup.path.as_str()],
         ["--container", &container[..12]],
     ] {
-        let mut started = None;
-        let args = [&filter[..], &["--format", "pprof", "-o", pb_arg]].concat();
-        let run = profile_with(&args, || {
-            started = Some((spawn(&bin, &[WORKLOAD_S]), start_inside()))
-        });
-        let (mut twin, mut inside) = started.expect("ksight said it samples");
+        let twin = spawn(&bin, &[WORKLOAD_S]);
+        let inside = start_inside();
+        let run = profile(&[&filter[..], &["--format", "pprof", "-o", pb_arg]].concat());
         let pid = i64::from(inside.id());
-        let _ = inside.wait();
-        let _ = twin.wait();
+        drop((inside, twin));
         assert!(run.get("samples") >= 30, "{filter:?}: {:?}", run.summary);
         let expect = pprof::Expect {
             samples: run.get("samples"),
@@ -760,7 +783,7 @@ fn an_interrupted_profile_is_still_written() {
             break;
         }
     }
-    let mut workload = spawn(&bin, &[WORKLOAD_S]);
+    let workload = spawn(&bin, &[WORKLOAD_S]);
     std::thread::sleep(Duration::from_secs(2));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(ksight.id() as i32, libc::SIGINT) };
@@ -770,7 +793,7 @@ fn an_interrupted_profile_is_still_written() {
     }
     let status = ksight.wait().expect("ksight's exit");
     let stdout = reader.join().expect("stdout reader");
-    let _ = workload.wait();
+    drop(workload);
     assert!(status.success(), "{stderr}");
     let samples: u64 = folded_lines(&String::from_utf8_lossy(&stdout))
         .iter()
@@ -1026,13 +1049,13 @@ fn profile_drops_capabilities_after_attaching() {
     require_root!();
     let name = unique_comm("pcaps");
     let bin = build("chain.c", &name, &["-fno-omit-frame-pointer"]);
-    let mut child = spawn(&bin, &[WORKLOAD_S]);
+    let child = spawn(&bin, &[WORKLOAD_S]);
     let seen = std::sync::Mutex::new(None);
     let run = common::profile::profile_watched(&["--comm", &name], |pid| {
         std::thread::sleep(Duration::from_millis(300));
         *seen.lock().expect("lock") = Some(effective_caps_and_nnp(pid));
     });
-    let _ = child.wait();
+    drop(child);
     let (eff, nnp) = seen.lock().expect("lock").expect("read while sampling");
     let restore = match std::fs::read_to_string("/proc/sys/kernel/cap_last_cap") {
         Ok(last) if last.trim().parse::<u32>().unwrap_or(0) >= 40 => 1u64 << 40,
@@ -1059,10 +1082,10 @@ fn a_symlink_at_the_profile_output_is_replaced_not_followed() {
     let out = dir.join("out.folded");
     std::os::unix::fs::symlink(&secret, &out).expect("symlink");
     std::os::unix::fs::lchown(&out, Some(65534), Some(65534)).expect("nobody's link");
-    let mut child = spawn(&bin, &[WORKLOAD_S]);
+    let child = spawn(&bin, &[WORKLOAD_S]);
     let out_arg = out.to_str().expect("a UTF-8 path");
     let run = profile(&["--comm", &name, "-o", out_arg]);
-    let _ = child.wait();
+    drop(child);
     assert_eq!(
         std::fs::read_to_string(&secret).expect("read"),
         "root's file\n"

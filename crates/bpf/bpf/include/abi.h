@@ -327,9 +327,10 @@ enum ks_prof_stat {
 	KS_PROF_KSTACK_COLLISION = 7,
 	KS_PROF_KSTACK_FULL = 8,
 	KS_PROF_STACK_OTHER = 9,     /* any other bpf_get_stackid error than "no stack" (EFAULT) */
-	KS_PROF_PIDS_FAILED = 10,    /* prof_pids could not note a new process (it holds as many
-				      * entries as prof_counts, so not for want of room): it is
-				      * noted at its next new count, or read at the end */
+	KS_PROF_PIDS_FAILED = 10,    /* prof_pids could not note a new process (full: more
+				      * processes sampled by copies alone than prof_counts
+				      * holds): it is noted at its next new count or copy, or
+				      * read at the end */
 	KS_PROF_COPIED = 11,         /* sent to user space as a stack copy (prof_copies) */
 	KS_PROF_COPY_RINGBUF_FULL = 12, /* prof_copies was full: stored with its frame-pointer
 				      * stack instead */

@@ -47,9 +47,10 @@ struct {
 	__type(value, __u64);
 } prof_counts SEC(".maps");
 
-/* The processes of prof_counts, added when a process's first count is: user space polls
- * this small map to remember new processes while they live, not the whole counts map. As
- * many entries as prof_counts (a process has at least one count), so it cannot be full. */
+/* The processes sampled: added at a process's first count or first copy. User space polls
+ * this small map to remember new processes while they live, not the whole counts map, and
+ * profile_mmap reads it. As many entries as prof_counts: full only when more processes were
+ * sampled by copies alone than the counts map holds (counted, KS_PROF_PIDS_FAILED). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536); /* --counts-map-entries */
@@ -145,12 +146,25 @@ static __always_inline bool wanted(struct ks_prof_key *key, struct task_struct *
 	return true;
 }
 
+/* Notes a process in prof_pids: user space remembers its mappings, and its mmaps of code
+ * tell user space to read them again (profile_mmap). */
+static __always_inline void note_pid(__u32 pid)
+{
+	__u8 seen = 1;
+	int err;
+
+	if (bpf_map_lookup_elem(&prof_pids, &pid))
+		return;
+	err = ks_update(&prof_pids, &pid, &seen, BPF_NOEXIST);
+	if (err && err != -KS_EEXIST)
+		ks_count(&prof_stats, KS_PROF_PIDS_FAILED, 1);
+}
+
 /* Adds one under key: a lookup and an atomic add when the key exists (the common case);
  * else an insert, and the process noted in prof_pids. */
 static __always_inline int count(struct ks_prof_key *key)
 {
 	__u64 one = 1, *n = bpf_map_lookup_elem(&prof_counts, key);
-	__u8 seen = 1;
 	int err;
 
 	if (n) {
@@ -162,9 +176,7 @@ static __always_inline int count(struct ks_prof_key *key)
 		return ks_try_add(&prof_counts, key, 1); /* another CPU inserted it meanwhile */
 	if (err)
 		return err;
-	err = ks_update(&prof_pids, &key->pid, &seen, BPF_NOEXIST);
-	if (err && err != -KS_EEXIST)
-		ks_count(&prof_stats, KS_PROF_PIDS_FAILED, 1);
+	note_pid(key->pid);
 	return 0;
 }
 
@@ -238,6 +250,9 @@ static __always_inline bool send_copy(struct bpf_perf_event_data *ctx, struct ks
 			rec->key = *key;
 			bpf_ringbuf_submit(rec, 0);
 			ks_count(&prof_stats, KS_PROF_COPIED, 1);
+			/* A process sampled by copies alone (not judged yet) may still be in its
+			 * dynamic loader: the libraries it maps next must be read too. */
+			note_pid(key->pid);
 			return true;
 		}
 		stat = KS_PROF_COPY_UNREADABLE;
@@ -331,10 +346,12 @@ int profile_exec(void *ctx)
 
 #define KS_PROT_EXEC 4
 
-/* mmap of code from a file (dlopen) by a process already sampled or judged: user space
- * reads its mappings again, and a process judged to use its frame pointers goes back to
- * stack copies until it is judged again, since the new code may have none. A process not
- * sampled yet needs neither: its mappings are read at its first sample. */
+/* mmap of code from a file (the dynamic loader's libraries, dlopen) by a process already
+ * sampled (stored or copied) or judged: user space reads its mappings again, and a process
+ * judged to use its frame pointers goes back to stack copies until it is judged again, since
+ * the new code may have none. A process not sampled yet needs neither: its mappings are read
+ * at its first sample. At syscall entry the mapping is not there yet: user space reads again
+ * a moment later (EXEC_SETTLE). */
 SEC("tp/syscalls/sys_enter_mmap")
 int profile_mmap(struct trace_event_raw_sys_enter *ctx)
 {

@@ -24,6 +24,13 @@ const EXEC_SETTLE: Duration = Duration::from_millis(20);
 /// Stacks by id: return addresses, innermost first.
 pub type Stacks = HashMap<i32, Vec<u64>>;
 
+/// An exec or mmap of code not settled yet.
+struct Pending {
+    at: Instant,
+    /// Whether a copy came since and the mappings were read for it.
+    read_for_a_copy: bool,
+}
+
 #[derive(Default)]
 struct Verdict {
     checked: u32,
@@ -56,9 +63,9 @@ pub struct Copies {
     unwind_map: MapHandle,
     /// --unwind auto: judge the processes.
     judge: bool,
-    /// Processes that exec'd or mapped code, and when: their mappings are read again
-    /// (settle_execs), or at once when a copy of theirs comes first.
-    exec_pending: HashMap<u32, Instant>,
+    /// Processes that exec'd or mapped code: their mappings are read at once when a copy of
+    /// theirs comes first, and again once settled (settle_execs).
+    exec_pending: HashMap<u32, Pending>,
 }
 
 impl Copies {
@@ -87,8 +94,12 @@ impl Copies {
         }
         self.received += 1;
         let pid = rec.key.pid;
-        // A copy taken after an exec or a dlopen: the new mappings exist by now.
-        if !symbols.knows(pid) || self.exec_pending.remove(&pid).is_some() {
+        // A copy taken after an exec or an mmap of code: read now what is mapped by now. The
+        // mmap was seen at its entry, and may not be done yet (an emulated or loaded
+        // machine): settle_execs reads again.
+        let pending = self.exec_pending.get_mut(&pid);
+        let first_since = pending.is_some_and(|p| !std::mem::replace(&mut p.read_for_a_copy, true));
+        if !symbols.knows(pid) || first_since {
             symbols.remember(pid);
             self.unwinding.forget(pid);
         }
@@ -149,9 +160,14 @@ impl Copies {
         {
             self.judged.again += 1;
         }
-        self.exec_pending
-            .entry(rec.pid)
-            .or_insert_with(Instant::now);
+        // A later event restarts the wait: the last mapping must be done before it settles.
+        self.exec_pending.insert(
+            rec.pid,
+            Pending {
+                at: Instant::now(),
+                read_for_a_copy: false,
+            },
+        );
         self.unwinding.forget(rec.pid);
     }
 
@@ -159,8 +175,8 @@ impl Copies {
     /// EXEC_SETTLE ago, once the dynamic loader has mapped the libraries (if they still live).
     pub fn settle_execs(&mut self, symbols: &mut Symbols) {
         let now = Instant::now();
-        self.exec_pending.retain(|&pid, &mut at| {
-            if now.duration_since(at) < EXEC_SETTLE {
+        self.exec_pending.retain(|&pid, pending| {
+            if now.duration_since(pending.at) < EXEC_SETTLE {
                 return true;
             }
             if symbols.remember(pid) {

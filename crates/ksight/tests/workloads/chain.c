@@ -58,6 +58,9 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	double end = ms(CLOCK_MONOTONIC) + (argc > 1 ? atof(argv[1]) : 3) * 1e3;
+	/* The tests wait for this line: the dynamic loader is done, main runs. */
+	puts("ready");
+	fflush(stdout);
 	while (ms(CLOCK_MONOTONIC) < end)
 		outer(CALL_WORK);
 	return 0;

@@ -38,6 +38,8 @@ int main(int argc, char **argv)
 		return 1;
 	fprintf(map, "%lx %zx jit_hot_loop\n", (unsigned long)page, sizeof(code));
 	fclose(map);
+	puts("ready"); /* the tests wait for it: main runs, the perf map is written */
+	fflush(stdout);
 	while (time(NULL) < end)
 		((void (*)(void))page)();
 	return 0;

@@ -5,6 +5,7 @@
  * call instruction is inline: glibc's syscall() has no frame pointer, and a frame-pointer
  * unwinder sampling inside it would skip its caller. */
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 #include <sys/syscall.h>
@@ -50,6 +51,8 @@ int main(int argc, char **argv)
 
 	if (fd < 0)
 		return 1;
+	puts("ready"); /* the tests wait for it: main runs */
+	fflush(stdout);
 	while (time(NULL) < end)
 		spin_syscalls(fd);
 	return 0;
