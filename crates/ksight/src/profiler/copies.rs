@@ -221,6 +221,12 @@ impl Copies {
             self.judged.stack_copies += 1;
             ks_prof_unwind::KS_PROF_UNWIND_COPY
         };
+        let unwind = if frame_pointers {
+            "frame_pointers"
+        } else {
+            "stack_copies"
+        };
+        tracing::debug!(pid, unwind, broken = verdict.broken, "judged");
         let _ = self
             .unwind_map
             .update(&pid.to_ne_bytes(), &[mode.0 as u8], MapFlags::ANY);

@@ -67,6 +67,11 @@ pub fn profile_with(args: &[&str], sampling: impl FnOnce()) -> Run {
 
 /// As `profile_with`, giving `sampling` ksight's pid.
 pub fn profile_watched(args: &[&str], sampling: impl FnOnce(u32)) -> Run {
+    profile_on(args, "sampling", sampling)
+}
+
+/// `profile`, calling `then` with ksight's pid at its first log line of `message`.
+pub fn profile_on(args: &[&str], message: &str, then: impl FnOnce(u32)) -> Run {
     let mut child = Command::new(KSIGHT)
         .args(["profile", "-d", PROFILE_S])
         .args(args)
@@ -86,11 +91,12 @@ pub fn profile_watched(args: &[&str], sampling: impl FnOnce(u32)) -> Run {
     });
     let peak = watch_peak_rss(child.id());
     let mut stderr = String::new();
-    let mut sampling = Some(sampling);
+    let mut then = Some(then);
+    let wanted = format!("message={message} ");
     for line in BufReader::new(child.stderr.take().expect("piped")).lines() {
         let line = line.expect("utf-8 stderr");
-        if line.contains("message=sampling") {
-            if let Some(f) = sampling.take() {
+        if line.contains(&wanted) {
+            if let Some(f) = then.take() {
                 f(child.id());
             }
         }
