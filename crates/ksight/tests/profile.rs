@@ -325,7 +325,12 @@ fn a_process_that_exited_and_whose_binary_was_deleted_is_symbolized() {
         "the binary is gone by the end of the profile"
     );
     let (whole, in_leaf) = whole_chain_share(&run);
-    assert!(in_leaf >= 15, "only {in_leaf} samples in leaf");
+    assert!(
+        in_leaf >= 15,
+        "only {in_leaf} samples in leaf: {}\n{}",
+        run.stderr,
+        String::from_utf8_lossy(&run.stdout)
+    );
     assert!(
         whole * 100 >= in_leaf * 95,
         "{whole} of {in_leaf} whole: {:?}\n{}",
