@@ -397,13 +397,17 @@ fn tls_and_basic_auth_for_curl_and_prometheus_and_edits_take_effect() {
     );
     let prometheus = Prometheus::start_scraping(server.port, &job, &[]);
     prometheus.query_until("ksight_collector_up{collector=\"process\"}", |v| v == 1.0);
-    // A new password takes effect for the next connection, without a restart.
-    std::thread::sleep(Duration::from_millis(20));
+    // A new password takes effect within a moment (the file is read off the request path),
+    // without a restart.
     pki.web_config("NoClientCert", "rotated");
-    assert_eq!(
-        curl(&url, &["--cacert", &ca, "-u", "alice:rotated"]),
-        "200 deny"
-    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while curl(&url, &["--cacert", &ca, "-u", "alice:rotated"]) != "200 deny" {
+        assert!(
+            Instant::now() < deadline,
+            "the new password never took effect"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(
         curl(&url, &["--cacert", &ca, "-u", "alice:secret"]),
         "401 deny"
@@ -495,5 +499,172 @@ fn a_bad_web_config_is_one_line_and_exit_2() {
     );
     std::fs::write(&path, text).expect("write");
     assert_refused(&path, "do not go together");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `Authorization: Basic …` for `user:password`, as a header line.
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Authorization: Basic {token}\r\n")
+}
+
+/// The status code of a response head.
+fn status(head: &str) -> u16 {
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The value of `ksight_web_config_reload_failures_total` seen with alice's password over TLS.
+fn reload_failures(url: &str, ca: &str) -> f64 {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "--cacert",
+            ca,
+            "-u",
+            "alice:secret",
+            url,
+        ])
+        .output()
+        .expect("curl runs");
+    let body = String::from_utf8_lossy(&out.stdout);
+    Samples::parse(&body).sum("ksight_web_config_reload_failures_total", &[])
+}
+
+/// Issue 30, item 4: edits that would take TLS or the password away (an editor's truncate,
+/// a comment-only file, no users, TLS only) are refused and counted; /metrics keeps asking
+/// for the password over TLS.
+#[test]
+fn edits_that_remove_tls_or_authentication_are_refused_and_counted() {
+    require_root!();
+    let pki = Pki::new();
+    let web = pki.web_config("NoClientCert", "secret");
+    let server = Server::spawn(
+        KSIGHT,
+        &["--collectors", "process", "--web.config.file", &web],
+        &[],
+    );
+    let url = format!("https://127.0.0.1:{}/metrics", server.port);
+    let ca = pki.path("ca.pem");
+    let tls_only = format!(
+        "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
+        pki.path("server.pem"),
+        pki.path("server.key")
+    );
+    let mut failures = reload_failures(&url, &ca);
+    assert_eq!(failures, 0.0);
+    for text in [
+        "",
+        "# all commented out\n",
+        "basic_auth_users: {}\n",
+        &tls_only,
+    ] {
+        std::fs::write(&web, text).expect("edit");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // Every answer meanwhile still asks for the password, over TLS.
+            assert_eq!(curl(&url, &["--cacert", &ca]), "401 deny", "{text:?}");
+            let now = reload_failures(&url, &ca);
+            if now > failures {
+                failures = now;
+                break;
+            }
+            assert!(Instant::now() < deadline, "{text:?} was not counted");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let plain = format!("http://127.0.0.1:{}/metrics", server.port);
+        assert!(curl(&plain, &[]).starts_with("000"), "{text:?}: plain HTTP");
+    }
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 30, item 5: the web config path becomes a link to /dev/zero, then a FIFO. serve
+/// neither grows nor hangs: every connection is answered (401 without the password, 200
+/// with it), the refusals are counted, and SIGTERM ends it at once. The server runs under a
+/// 4 GiB address-space limit so that a regression fails the test instead of the host.
+#[test]
+fn a_web_config_turned_into_dev_zero_or_a_fifo_neither_grows_nor_hangs_serve() {
+    require_root!();
+    let dir = std::env::temp_dir().join(format!("ksight-webfifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let web = dir.join("web.yml");
+    let hash = bcrypt::hash("secret", 4).expect("bcrypt");
+    std::fs::write(&web, format!("basic_auth_users:\n  alice: {hash}\n")).expect("web.yml");
+    let port = free_port();
+    let mut command = process_only_serve(KSIGHT, port);
+    command.arg("--web.config.file").arg(&web);
+    // SAFETY: setrlimit is async-signal-safe; it only limits the child about to exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            let limit = libc::rlimit {
+                rlim_cur: 4 << 30,
+                rlim_max: 4 << 30,
+            };
+            libc::setrlimit(libc::RLIMIT_AS, &limit);
+            Ok(())
+        });
+    }
+    let mut child = command.stderr(Stdio::null()).spawn().expect("spawn");
+    let addr = format!("127.0.0.1:{port}");
+    let answered = |auth: &str| get(&addr, "/metrics", auth).map(|(head, _)| status(&head));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while answered("").ok() != Some(401) {
+        assert!(Instant::now() < deadline, "serve did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let failures = || {
+        let (_, body) = get(&addr, "/metrics", &basic("alice", "secret")).expect("scrape");
+        Samples::parse(&String::from_utf8_lossy(&body))
+            .sum("ksight_web_config_reload_failures_total", &[])
+    };
+    let fifo = dir.join("fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
+    let zero = dir.join("zero");
+    std::os::unix::fs::symlink("/dev/zero", &zero).expect("symlink");
+    std::fs::rename(&zero, &web).expect("link in place");
+    for (n, what) in [(1.0, "/dev/zero"), (2.0, "a FIFO")] {
+        if n == 2.0 {
+            // SAFETY: a NUL-terminated path; mkfifo only creates the node.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            std::fs::rename(&fifo, &web).expect("fifo in place");
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while failures() < n {
+            assert!(Instant::now() < deadline, "{what}: not counted");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for _ in 0..20 {
+            let t0 = Instant::now();
+            assert_eq!(answered("").ok(), Some(401), "{what}");
+            assert_eq!(
+                answered(&basic("alice", "secret")).ok(),
+                Some(200),
+                "{what}"
+            );
+            assert!(t0.elapsed() < Duration::from_secs(5), "{what}: slow answer");
+        }
+        let rss = rss_kib(child.id() as i32);
+        assert!(rss < 200 * 1024, "{what}: serve grew to {rss} KiB");
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let t0 = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(15), "SIGTERM ignored");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
