@@ -628,7 +628,13 @@ fn a_web_config_turned_into_dev_zero_or_a_fifo_neither_grows_nor_hangs_serve() {
             Ok(())
         });
     }
-    let mut server = KilledOnDrop(command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn"));
+    let mut server = KilledOnDrop(
+        command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
     let child = &mut server.0;
     let addr = format!("127.0.0.1:{port}");
     let answered = |auth: &str| get(&addr, "/metrics", auth).map(|(head, _)| status(&head));
@@ -684,8 +690,8 @@ fn a_web_config_turned_into_dev_zero_or_a_fifo_neither_grows_nor_hangs_serve() {
 /// One GET of /metrics from `source` (a loopback address of the test's choosing) to
 /// 127.0.0.1:`port` with `auth` headers: its status and how long the answer took.
 fn timed_get(source: [u8; 4], port: u16, auth: &str) -> (u16, Duration) {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-        .expect("socket");
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     let from = std::net::SocketAddr::from((source, 0));
     socket.bind(&from.into()).expect("bind the source address");
     let to = std::net::SocketAddr::from(([127, 0, 0, 1], port));
@@ -789,6 +795,9 @@ fn a_valid_login_is_answered_quickly_under_a_flood_of_wrong_passwords() {
     // Behind at most 7 checks two at a time, plus its own: about 5 checks. Behind the
     // flood's 150 it was about 75. 25 checks and a second leave room for a busy host.
     let bound = check * 25 + Duration::from_secs(1);
-    assert!(slowest < bound, "a valid login took {slowest:?} (bound {bound:?})");
+    assert!(
+        slowest < bound,
+        "a valid login took {slowest:?} (bound {bound:?})"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
