@@ -456,6 +456,18 @@ fn watch_fds(pid: u32, within: Duration, until: impl Fn(usize) -> bool) -> (usiz
     (peak, last)
 }
 
+/// SIGKILLs the tracer when a failed assertion ends the test before `finish`.
+struct KilledOnPanic(u32);
+
+impl Drop for KilledOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // SAFETY: signalling our own child, not yet reaped (finish was not reached).
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
+    }
+}
+
 /// Issue 30, item 8: 1,500 copies of a binary defining readline took ksight from 40 to 6,040
 /// open files, held until exit, and SIGTERM then took ~5 minutes of detaching. Now at most
 /// MAX_FILES (32) files are held besides the host's bash and libreadline, each refused one is
@@ -470,6 +482,7 @@ fn many_binaries_hold_a_bounded_number_of_files_released_when_unmapped() {
     const PER_FILE: usize = 4;
     let tracer = Tracer::start(&["readline"]);
     let pid = tracer.child.id();
+    let _guard = KilledOnPanic(pid);
     let before = open_fds(pid);
     let bound = before + PER_FILE * MAX_FILES + 16;
     let mut copies = Copies::start(COPIES);
