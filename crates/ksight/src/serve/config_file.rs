@@ -34,8 +34,8 @@ pub fn read_regular(path: &Path) -> Result<Vec<u8>> {
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
-        .with_context(|| shown())?;
-    let meta = file.metadata().with_context(|| shown())?;
+        .with_context(shown)?;
+    let meta = file.metadata().with_context(shown)?;
     let kind = meta.file_type();
     if !kind.is_file() {
         let what = if kind.is_fifo() {
@@ -55,7 +55,7 @@ pub fn read_regular(path: &Path) -> Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     file.take(MAX_BYTES + 1)
         .read_to_end(&mut bytes)
-        .with_context(|| shown())?;
+        .with_context(shown)?;
     if bytes.len() as u64 > MAX_BYTES {
         bail!("{}: larger than {MAX_BYTES} bytes", shown());
     }
@@ -119,7 +119,7 @@ mod tests {
         let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
         // SAFETY: a NUL-terminated path; mkfifo only creates the node.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let err = |p: &Path| format!("{:#}", read_regular(p).err().expect("refused"));
+        let err = |p: &Path| format!("{:#}", read_regular(p).expect_err("refused"));
         assert!(err(&fifo).contains("a FIFO"), "{}", err(&fifo));
         let zero = dir.join("zero");
         std::os::unix::fs::symlink("/dev/zero", &zero).expect("symlink");

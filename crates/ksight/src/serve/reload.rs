@@ -74,10 +74,10 @@ impl Watched {
         let shared = self.shared.clone();
         std::thread::Builder::new()
             .name("ksight-webconf".into())
-            .spawn(move || loop {
-                match pokes.recv_timeout(POLL) {
-                    Ok(()) | Err(RecvTimeoutError::Timeout) => shared.reload_if_changed(),
-                    Err(RecvTimeoutError::Disconnected) => break,
+            .spawn(move || {
+                // A poke or a second without one; ends when serve drops the Watched.
+                while let Ok(()) | Err(RecvTimeoutError::Timeout) = pokes.recv_timeout(POLL) {
+                    shared.reload_if_changed();
                 }
             })?;
         Ok(())
