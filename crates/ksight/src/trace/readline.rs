@@ -215,7 +215,9 @@ impl<'a> Probes<'a> {
     }
 
     fn look_at(&mut self, pid: u32, m: &Mapping) {
-        if self.seen.contains(&m.id) {
+        // A file refused for room is read again only once there is room: thousands of copies
+        // cost one ELF reading each, not one per sweep.
+        if self.seen.contains(&m.id) || (self.refused.contains(&m.id) && self.full()) {
             return;
         }
         let mapped = PathBuf::from(format!("/proc/{pid}/map_files/{}", m.range));
@@ -246,6 +248,11 @@ impl<'a> Probes<'a> {
         }
     }
 
+    /// Whether MAX_FILES files besides the host's are held.
+    fn full(&self) -> bool {
+        self.held.values().filter(|h| !h.host).count() >= MAX_FILES
+    }
+
     /// Probes the file at `path` if it defines readline() and there is room; `shown` is its
     /// path for logs.
     fn consider(&mut self, path: &Path, shown: &str, id: FileId, host: bool) -> Outcome {
@@ -255,7 +262,7 @@ impl<'a> Probes<'a> {
         else {
             return Outcome::Done;
         };
-        if !host && self.held.values().filter(|h| !h.host).count() >= MAX_FILES {
+        if !host && self.full() {
             return Outcome::NoRoom;
         }
         let shown = crate::decode::printable(shown.as_bytes());
