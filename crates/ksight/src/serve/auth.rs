@@ -5,9 +5,9 @@
 //!   password no longer matches), so a scraper pays one check, not one per scrape;
 //! - at most [`RUNNING`] checks run at once, off the async threads, and at most [`PENDING`]
 //!   wait or run; past that a request gets 429 at once instead of a place in a queue;
-//! - one client address holds at most [`PER_PEER`] of those places, so a flood from one
-//!   address cannot keep a scraper at another out: a valid login waits behind at most
-//!   `PENDING - 1` checks;
+//! - one client (an IPv4 address, an IPv6 /64) holds at most [`PER_PEER`] of those places,
+//!   so a flood from one client cannot keep a scraper elsewhere out: a valid login waits
+//!   behind at most `PENDING - 1` checks;
 //! - an unknown user is checked against a configured hash of the highest cost and always
 //!   refused, so the answer's timing does not tell which users exist.
 
@@ -78,7 +78,7 @@ impl Authenticator {
         if known && self.remembered(key) {
             return Verdict::Allowed;
         }
-        let Some(_place) = Place::take(&self.pending, peer) else {
+        let Some(_place) = Place::take(&self.pending, client(peer)) else {
             return Verdict::Busy;
         };
         let Ok(_permit) = self.checks.acquire().await else {
@@ -118,6 +118,18 @@ fn dummy_hash(config: &WebConfig) -> String {
         .max_by_key(|h| cost(h))
         .cloned()
         .unwrap_or_default()
+}
+
+/// Whose share a check takes: an IPv4 address (also when it arrives IPv4-mapped on a
+/// dual-stack socket), or an IPv6 /64, the block one host usually holds whole.
+fn client(peer: IpAddr) -> IpAddr {
+    match peer.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(prefix.into())
+        }
+        v4 => v4,
+    }
 }
 
 /// A place among the pending checks, given back on drop (also when the client goes away).
@@ -199,6 +211,14 @@ mod tests {
         assert!(Place::take(&pending, a).is_some(), "given back");
         drop(others);
         assert!(pending.lock().expect("lock").is_empty());
+    }
+
+    #[test]
+    fn one_share_per_ipv4_address_or_ipv6_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("address");
+        assert_eq!(client(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+        assert_eq!(client(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_ne!(client(ip("2001:db8:1:3::1")), client(ip("2001:db8:1:2::1")));
     }
 
     #[test]
