@@ -158,3 +158,25 @@ fn shortened(text: &CStr) -> String {
     }
     format!("{shown:?}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compiler_error_a_memory_hog_and_success() {
+        let text = c"udp";
+        assert!(check(text, || Ok(())).is_ok());
+        let err = check(text, || Err("syntax error".into())).expect_err("refused");
+        assert!(
+            format!("{err:#}").ends_with("\"udp\": syntax error"),
+            "{err:#}"
+        );
+        let hog = check(text, || {
+            let big = vec![1u8; (COMPILE_MEMORY as usize) * 2];
+            Err(format!("allocated {}", big.len()))
+        });
+        let err = format!("{:#}", hog.expect_err("refused"));
+        assert!(err.contains("needed more than 512 MiB"), "{err}");
+    }
+}
