@@ -6,7 +6,7 @@
 
 use std::ffi::{c_int, CStr, CString};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use ksight_libpcap::{self as pcap, BpfProgram, PktHdr, DLT_EN10MB, DLT_RAW, NETMASK_UNKNOWN};
 
 use super::iface::Framing;
@@ -17,52 +17,36 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Compiles `expression` for both framings; a syntax error is the caller's bad input.
+    /// Compiles `expression` for both framings, first in a child under a time and memory
+    /// limit (bounded.rs); a syntax error or a limit passed is the caller's bad input.
     pub fn compile(expression: &str, snaplen: u32) -> Result<Filter> {
         let text = CString::new(expression)
             .map_err(|_| anyhow!("the filter expression holds a NUL byte"))?;
+        super::bounded::check(&text, || {
+            Filter::compile_unbounded(&text, snaplen).map(drop)
+        })?;
+        Filter::compile_unbounded(&text, snaplen).map_err(|msg| {
+            anyhow!(
+                "filter expression {:?}: {msg}",
+                crate::decode::printable(text.to_bytes())
+            )
+        })
+    }
+
+    /// Err: libpcap's message, escaped.
+    fn compile_unbounded(text: &CStr, snaplen: u32) -> Result<Filter, String> {
         let mut filter = Filter {
             programs: Vec::new(),
         };
-        let ethernet = filter.compile_one(&text, DLT_EN10MB, snaplen)?;
+        let ethernet = compile_one(text, DLT_EN10MB, snaplen)?;
         filter.programs.push((Framing::Ethernet, ethernet));
         // An expression about Ethernet headers has no meaning where packets start with the IP
         // header (tcpdump refuses it on such an interface): nothing there matches it.
-        match filter.compile_one(&text, DLT_RAW, snaplen) {
+        match compile_one(text, DLT_RAW, snaplen) {
             Ok(raw) => filter.programs.push((Framing::RawIp, raw)),
-            Err(err) => tracing::debug!("no packet of an IP-only interface matches: {err:#}"),
+            Err(err) => tracing::debug!("no packet of an IP-only interface matches: {err}"),
         }
         Ok(filter)
-    }
-
-    fn compile_one(&self, text: &CStr, dlt: c_int, snaplen: u32) -> Result<BpfProgram> {
-        // SAFETY: pcap_open_dead returns a handle we close below, or NULL.
-        let handle = unsafe { pcap::pcap_open_dead(dlt, snaplen as c_int) };
-        if handle.is_null() {
-            bail!("libpcap could not make a handle to compile the filter with");
-        }
-        let mut program = BpfProgram {
-            bf_len: 0,
-            bf_insns: std::ptr::null_mut(),
-        };
-        // SAFETY: a live handle, a NUL-terminated expression, and a program struct libpcap
-        // fills (freed with pcap_freecode in Drop).
-        let rc =
-            unsafe { pcap::pcap_compile(handle, &mut program, text.as_ptr(), 1, NETMASK_UNKNOWN) };
-        let result = if rc != 0 {
-            // SAFETY: pcap_geterr returns the handle's NUL-terminated message buffer.
-            let msg = unsafe { CStr::from_ptr(pcap::pcap_geterr(handle)) };
-            Err(anyhow!(
-                "filter expression {:?}: {}",
-                crate::decode::printable(text.to_bytes()),
-                crate::decode::printable(msg.to_bytes())
-            ))
-        } else {
-            Ok(program)
-        };
-        // SAFETY: the handle is ours and not used after this.
-        unsafe { pcap::pcap_close(handle) };
-        result
     }
 
     /// tcpdump's verdict on a packet (its copied bytes and length on the wire).
@@ -82,6 +66,31 @@ impl Filter {
         // buffer: pcap_offline_filter reads at most caplen bytes.
         unsafe { pcap::pcap_offline_filter(program, &hdr, data.as_ptr()) != 0 }
     }
+}
+
+fn compile_one(text: &CStr, dlt: c_int, snaplen: u32) -> Result<BpfProgram, String> {
+    // SAFETY: pcap_open_dead returns a handle we close below, or NULL.
+    let handle = unsafe { pcap::pcap_open_dead(dlt, snaplen as c_int) };
+    if handle.is_null() {
+        return Err("libpcap could not make a handle to compile the filter with".into());
+    }
+    let mut program = BpfProgram {
+        bf_len: 0,
+        bf_insns: std::ptr::null_mut(),
+    };
+    // SAFETY: a live handle, a NUL-terminated expression, and a program struct libpcap
+    // fills (freed with pcap_freecode in Drop).
+    let rc = unsafe { pcap::pcap_compile(handle, &mut program, text.as_ptr(), 1, NETMASK_UNKNOWN) };
+    let result = if rc != 0 {
+        // SAFETY: pcap_geterr returns the handle's NUL-terminated message buffer.
+        let msg = unsafe { CStr::from_ptr(pcap::pcap_geterr(handle)) };
+        Err(crate::decode::printable(msg.to_bytes()))
+    } else {
+        Ok(program)
+    };
+    // SAFETY: the handle is ours and not used after this.
+    unsafe { pcap::pcap_close(handle) };
+    result
 }
 
 impl Drop for Filter {

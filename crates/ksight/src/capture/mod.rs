@@ -10,6 +10,7 @@
 //! losses happen, and in a summary at exit.
 
 mod args;
+mod bounded;
 mod filter;
 mod iface;
 mod output;

@@ -34,7 +34,9 @@ use tokio::sync::{oneshot, Notify};
 use tower::ServiceExt;
 use tracing::{info, warn};
 
-use super::web_config::{Authenticator, Watched, WebConfig};
+use super::auth::{Authenticator, Verdict};
+use super::reload::Watched;
+use super::web_config::WebConfig;
 use super::worker::ScrapeRequest;
 use crate::metrics::encode::Format;
 
@@ -91,6 +93,9 @@ pub fn serve(
 ) -> Result<()> {
     for listener in &listeners {
         listener.set_nonblocking(true)?;
+    }
+    if let Some(file) = &web.file {
+        file.start_reloader()?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -191,56 +196,49 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 async fn serve_one(stream: TcpStream, shared: Arc<Shared>, id: u64, close: Arc<Notify>) {
     let limits = shared.limits;
     let config = shared.web.config();
+    let peer = stream
+        .peer_addr()
+        .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
+    let connection = ConnectionInfo {
+        config: config.clone(),
+        id,
+        peer,
+    };
     let io = WriteTimeout::new(stream, limits.write_timeout);
     match config.tls.clone() {
-        None => serve_http(io, &shared, config, id, close).await,
+        None => serve_http(io, &shared, connection, close).await,
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls);
             let handshake = tokio::time::timeout(limits.read_header_timeout, acceptor.accept(io));
             if let Ok(Ok(stream)) = handshake.await {
-                serve_http(stream, &shared, config, id, close).await;
+                serve_http(stream, &shared, connection, close).await;
             }
         }
     }
     shared.connections.remove(id);
 }
 
-async fn serve_http<I>(
-    io: I,
-    shared: &Arc<Shared>,
+/// What a connection's requests share: the web config it started with, its id, its peer.
+#[derive(Clone)]
+struct ConnectionInfo {
     config: Arc<WebConfig>,
     id: u64,
-    close: Arc<Notify>,
-) where
+    peer: std::net::IpAddr,
+}
+
+async fn serve_http<I>(io: I, shared: &Arc<Shared>, connection: ConnectionInfo, close: Arc<Notify>)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = shared.limits;
     let for_requests = shared.clone();
     let service =
         hyper::service::service_fn(move |request: axum::http::Request<hyper::body::Incoming>| {
-            let (shared, config) = (for_requests.clone(), config.clone());
+            let (shared, connection) = (for_requests.clone(), connection.clone());
             async move {
-                shared.connections.set_busy(id, true);
-                let authorization = request
-                    .headers()
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                let mut response = if shared
-                    .web
-                    .auth
-                    .allows(&config, authorization.as_deref())
-                    .await
-                {
-                    shared.app.clone().oneshot(request).await.into_response()
-                } else {
-                    let challenge = [(header::WWW_AUTHENTICATE, "Basic realm=\"ksight\"")];
-                    (StatusCode::UNAUTHORIZED, challenge, "Unauthorized\n").into_response()
-                };
-                for (name, value) in &config.headers {
-                    response.headers_mut().insert(name.clone(), value.clone());
-                }
-                shared.connections.set_busy(id, false);
+                shared.connections.set_busy(connection.id, true);
+                let response = answer(&shared, &connection, request).await;
+                shared.connections.set_busy(connection.id, false);
                 Ok::<_, std::convert::Infallible>(response)
             }
         });
@@ -258,6 +256,41 @@ async fn serve_http<I>(
             let _ = tokio::time::timeout(limits.write_timeout, conn).await;
         }
     }
+}
+
+/// One request: authenticated, then routed; the operator's headers on every answer.
+async fn answer(
+    shared: &Shared,
+    connection: &ConnectionInfo,
+    request: axum::http::Request<hyper::body::Incoming>,
+) -> Response {
+    let config = &connection.config;
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let verdict = shared
+        .web
+        .auth
+        .check(config, authorization.as_deref(), connection.peer)
+        .await;
+    let mut response = match verdict {
+        Verdict::Allowed => shared.app.clone().oneshot(request).await.into_response(),
+        Verdict::Denied => {
+            let challenge = [(header::WWW_AUTHENTICATE, "Basic realm=\"ksight\"")];
+            (StatusCode::UNAUTHORIZED, challenge, "Unauthorized\n").into_response()
+        }
+        Verdict::Busy => {
+            let retry = [(header::RETRY_AFTER, "1")];
+            let text = "too many password checks pending\n";
+            (StatusCode::TOO_MANY_REQUESTS, retry, text).into_response()
+        }
+    };
+    for (name, value) in &config.headers {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    response
 }
 
 /// The open connections: busy (a request in progress) or idle since when.

@@ -4,9 +4,12 @@
 //! (http.rs) ask it for a snapshot through a channel. If that thread ends, so does ksight,
 //! with one line and a non-zero status, so a supervisor restarts it.
 
+mod auth;
+mod config_file;
 mod http;
 mod listen;
 pub mod own;
+mod reload;
 mod web_config;
 mod worker;
 
@@ -169,7 +172,7 @@ pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
         file: args
             .web_config
             .clone()
-            .map(web_config::Watched::new)
+            .map(reload::Watched::new)
             .transpose()
             .map_err(crate::common::exit::bad_input)?,
         auth: Default::default(),
@@ -266,6 +269,7 @@ pub fn run(args: ServeArgs, btf: Option<&'static Path>) -> Result<ExitCode> {
     })?;
     let (tx, rx) = mpsc::channel::<ScrapeRequest>();
     let scrapes = Scrapes {
+        web_config_failures: web.file.as_ref().map(|f| f.failures()),
         attachments,
         enricher,
         bpf_stats: args.bpf_stats,

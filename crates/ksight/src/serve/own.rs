@@ -192,6 +192,13 @@ pub static SERIES_FOLDED: FamilyDoc = FamilyDoc {
     help: "Series ended because they were idle past --series-ttl or over the table's budget.",
     notes: "series ended by `--series-ttl` or by the table budget",
 };
+pub static WEB_CONFIG_RELOAD_FAILURES: FamilyDoc = FamilyDoc {
+    name: "ksight_web_config_reload_failures_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "Changes of --web.config.file not applied: unreadable, invalid, or removing TLS or authentication (those need a restart).",
+    notes: "changes of `--web.config.file` not applied (the running configuration stays): unreadable, invalid, or removing TLS or authentication, which needs a restart; only with `--web.config.file`",
+};
 
 /// ksight's own families, in docs/metrics.md's order (after the collectors' families).
 #[cfg_attr(
@@ -213,6 +220,7 @@ pub static OWN_FAMILIES: &[&FamilyDoc] = &[
     &UPKEEP_LAST_SUCCESS,
     &UPKEEP_DURATION,
     &SERIES_FOLDED,
+    &WEB_CONFIG_RELOAD_FAILURES,
     &PROGRAM_MISSES,
     &PROGRAM_RUN_SECONDS,
     &PROGRAM_RUNS,

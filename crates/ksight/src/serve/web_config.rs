@@ -2,15 +2,13 @@
 //! existing file works: TLS (`tls_server_config`), basic auth (`basic_auth_users`, bcrypt)
 //! and extra response headers (`http_server_config.headers`). What rustls cannot do (TLS 1.0
 //! and 1.1, client auth types other than none, verify-if-given and require-and-verify) is
-//! refused with one line. The file is read again when it changes, for new connections, so a
-//! new password or certificate needs no restart; a broken edit is logged and the last good
-//! configuration stays.
+//! refused with one line. The file is read again when it changes (reload.rs), so a new
+//! password or certificate needs no restart; a broken edit, or one that would take TLS or
+//! authentication away, is logged and counted, and the last good configuration stays.
 
-use std::collections::{BTreeMap, HashSet};
-use std::hash::{BuildHasher, RandomState};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use axum::http::{HeaderName, HeaderValue};
@@ -19,7 +17,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
 use serde::Deserialize;
-use tracing::warn;
+
+use super::config_file::read_regular;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -60,6 +59,25 @@ pub struct WebConfig {
 }
 
 impl WebConfig {
+    /// What `self`, a new reading, would take away from `running`, if anything: TLS,
+    /// authentication, or everything (an empty file). Such a change needs a restart, so an
+    /// editor's truncate-then-write never serves /metrics in the clear or without a password.
+    pub fn downgrade_from(&self, running: &WebConfig) -> Option<&'static str> {
+        if running.tls.is_some() && self.tls.is_none() {
+            Some("it removes TLS")
+        } else if !running.users.is_empty() && self.users.is_empty() {
+            Some("it removes authentication")
+        } else if self.is_empty() && !running.is_empty() {
+            Some("it is empty")
+        } else {
+            None
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tls.is_none() && self.users.is_empty() && self.headers.is_empty()
+    }
+
     pub fn plain() -> Self {
         WebConfig {
             tls: None,
@@ -68,9 +86,11 @@ impl WebConfig {
         }
     }
 
+    /// Reads and checks the file and every file it names (bounded: config_file.rs).
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("--web.config.file {}", path.display()))?;
+        let bytes = read_regular(path).context("--web.config.file")?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow!("--web.config.file {}: not UTF-8 text", path.display()))?;
         let file: FileFormat = serde_norway::from_str(&text)
             .map_err(|e| anyhow!("--web.config.file {}: {e}", path.display()))?;
         let dir = path.parent().unwrap_or(Path::new("."));
@@ -176,9 +196,8 @@ fn tls_config(t: &TlsFormat, dir: &Path) -> Result<ServerConfig> {
         ("NoClientCert", _) => builder.with_no_client_auth(),
         ("VerifyClientCertIfGiven" | "RequireAndVerifyClientCert", Some(ca)) => {
             let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(relative(ca))
-                .with_context(|| format!("client_ca_file {}", ca.display()))?
-            {
+            let pem = read_regular(&relative(ca)).context("client_ca_file")?;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
                 roots.add(cert.context("client_ca_file")?).context("client_ca_file")?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
@@ -196,11 +215,12 @@ fn tls_config(t: &TlsFormat, dir: &Path) -> Result<ServerConfig> {
             "client_auth_type {other:?} is not supported (NoClientCert, VerifyClientCertIfGiven, RequireAndVerifyClientCert)"
         ),
     };
-    let certs = CertificateDer::pem_file_iter(relative(&t.cert_file))
-        .with_context(|| format!("cert_file {}", t.cert_file.display()))?
+    let pem = read_regular(&relative(&t.cert_file)).context("cert_file")?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("cert_file {}", t.cert_file.display()))?;
-    let key = PrivateKeyDer::from_pem_file(relative(&t.key_file))
+    let pem = read_regular(&relative(&t.key_file)).context("key_file")?;
+    let key = PrivateKeyDer::from_pem_slice(&pem)
         .with_context(|| format!("key_file {}", t.key_file.display()))?;
     let mut config = builder
         .with_single_cert(certs, key)
@@ -217,141 +237,18 @@ fn rank(v: &SupportedProtocolVersion) -> u8 {
     }
 }
 
-/// The file, read again when it changes (checked at each new connection).
-pub struct Watched {
-    path: PathBuf,
-    state: Mutex<(Option<Stamp>, Arc<WebConfig>)>,
-}
-
-/// When the file last changed, and its length: a changed stamp means read it again.
-type Stamp = (SystemTime, u64);
-
-impl Watched {
-    /// Reads it now: a bad file at start is an error (one line, exit 2).
-    pub fn new(path: PathBuf) -> Result<Self> {
-        let stamp = stamp(&path);
-        let config = WebConfig::load(&path)?;
-        Ok(Watched {
-            path,
-            state: Mutex::new((stamp, Arc::new(config))),
-        })
-    }
-
-    /// The configuration for a new connection.
-    pub fn current(&self) -> Arc<WebConfig> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = stamp(&self.path);
-        if now != state.0 {
-            state.0 = now;
-            match WebConfig::load(&self.path) {
-                Ok(config) => state.1 = Arc::new(config),
-                Err(err) => warn!("keeping the last good web config: {err:#}"),
-            }
-        }
-        state.1.clone()
-    }
-}
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
-}
-
-/// Basic auth against bcrypt hashes. A bcrypt check costs tens of ms of CPU, so successes
-/// are remembered (by a keyed hash of user, password and stored hash: an edited password
-/// no longer matches) and at most two checks run at once, off the async threads.
-pub struct Authenticator {
-    seen: Mutex<HashSet<u64>>,
-    keys: RandomState,
-    checks: tokio::sync::Semaphore,
-}
-
-impl Default for Authenticator {
-    fn default() -> Self {
-        Authenticator {
-            seen: Mutex::new(HashSet::new()),
-            keys: RandomState::new(),
-            checks: tokio::sync::Semaphore::new(2),
-        }
-    }
-}
-
-impl Authenticator {
-    /// Whether the `Authorization` header value lets the request through `config`.
-    pub async fn allows(&self, config: &WebConfig, authorization: Option<&str>) -> bool {
-        if config.users.is_empty() {
-            return true;
-        }
-        let Some((user, password)) = authorization.and_then(basic_credentials) else {
-            return false;
-        };
-        let Some(hash) = config.users.get(&user).cloned() else {
-            return false;
-        };
-        let key = self.keys.hash_one((&user, &password, &hash));
-        if self
-            .seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&key)
-        {
-            return true;
-        }
-        let Ok(_permit) = self.checks.acquire().await else {
-            return false;
-        };
-        let ok =
-            tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
-                .await
-                .unwrap_or(false);
-        if ok {
-            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-            if seen.len() > 1024 {
-                seen.clear(); // bounded, whatever the number of users and passwords tried
-            }
-            seen.insert(key);
-        }
-        ok
-    }
-}
-
-/// `Basic base64(user:password)`.
-fn basic_credentials(value: &str) -> Option<(String, String)> {
-    use base64::Engine as _;
-    let (scheme, encoded) = value.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (user, password) = text.split_once(':')?;
-    Some((user.to_string(), password.to_string()))
-}
-
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
 
-    #[test]
-    fn credentials() {
-        assert_eq!(
-            basic_credentials("Basic dXNlcjpwYXNz"),
-            Some(("user".into(), "pass".into()))
-        );
-        assert_eq!(basic_credentials("Bearer x"), None);
-        assert_eq!(basic_credentials("Basic !!!"), None);
-    }
-
-    fn write(text: &str) -> (tempdir::Dir, PathBuf) {
+    pub fn write(text: &str) -> (tempdir::Dir, PathBuf) {
         let dir = tempdir::Dir::new();
         let path = dir.0.join("web.yml");
         std::fs::write(&path, text).expect("write");
         (dir, path)
     }
 
-    mod tempdir {
+    pub mod tempdir {
         pub struct Dir(pub std::path::PathBuf);
         impl Dir {
             pub fn new() -> Self {
@@ -377,7 +274,7 @@ mod tests {
             ("basic_auth_users:\n  alice: notahash\n", "not a bcrypt hash"),
             ("unknown_thing: 1\n", "unknown field"),
             ("tls_server_config:\n  cert_file: c\n  key_file: k\n  min_version: TLS10\n", "TLS10 is not supported"),
-            ("tls_server_config:\n  cert_file: missing.pem\n  key_file: k\n", "cert_file missing.pem"),
+            ("tls_server_config:\n  cert_file: missing.pem\n  key_file: k\n", "missing.pem"),
             ("tls_server_config:\n  cert_file: c\n  key_file: k\n  client_auth_type: RequireAnyClientCert\n", "not supported"),
             ("http_server_config:\n  headers:\n    Content-Type: x\n", "set by ksight itself"),
         ];
@@ -390,26 +287,6 @@ mod tests {
             assert!(err.contains(expect), "{text:?}: {err}");
         }
         assert!(WebConfig::load(Path::new("/nonexistent/web.yml")).is_err());
-    }
-
-    #[test]
-    fn an_edited_file_is_read_again_and_a_broken_edit_keeps_the_last_good_one() {
-        let hash = bcrypt::hash("secret", 4).expect("hash");
-        let (_dir, path) = write(&format!("basic_auth_users:\n  alice: {hash}\n"));
-        let watched = Watched::new(path.clone()).expect("loads");
-        assert!(watched.current().users.contains_key("alice"));
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        std::fs::write(
-            &path,
-            format!("basic_auth_users:\n  bob: {hash}\n  carol: {hash}\n"),
-        )
-        .expect("edit");
-        assert!(watched.current().users.contains_key("bob"));
-        std::fs::write(&path, "basic_auth_users: [").expect("break it");
-        assert!(
-            watched.current().users.contains_key("bob"),
-            "kept the last good one"
-        );
     }
 
     proptest::proptest! {

@@ -8,7 +8,8 @@
 //!   last successful upkeep and folded series are exported with every scrape.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
@@ -16,7 +17,7 @@ use tracing::warn;
 
 use super::own::{
     self, COLLECTOR_SCRAPE_DURATION, COLLECTOR_SCRAPE_SUCCESS, SCRAPE_DURATION, SERIES_FOLDED,
-    UPKEEP_DURATION, UPKEEP_FAILURES, UPKEEP_LAST_SUCCESS,
+    UPKEEP_DURATION, UPKEEP_FAILURES, UPKEEP_LAST_SUCCESS, WEB_CONFIG_RELOAD_FAILURES,
 };
 use crate::bpf::table::StepFailed;
 use crate::collector::{Attachment, Running};
@@ -45,6 +46,8 @@ pub struct Scrapes {
     pub bpf_stats: bool,
     /// ksight's own process_* metrics (off with --web.disable-exporter-metrics).
     pub exporter_metrics: bool,
+    /// Web config reloads refused, when serve has a web config.
+    pub web_config_failures: Option<Arc<AtomicU64>>,
 }
 
 /// One running collector's record for the self-metrics.
@@ -149,6 +152,10 @@ impl Worker {
         own::object_families(&objects, &mut families);
         own::bpf_programs(&objects, self.scrapes.bpf_stats, &mut families);
         families.extend(self.health_families());
+        if let Some(failures) = &self.scrapes.web_config_failures {
+            let n = Value::Int(failures.load(Ordering::Relaxed));
+            families.push(Family::of(&WEB_CONFIG_RELOAD_FAILURES).with(vec![], n));
+        }
         if self.scrapes.exporter_metrics {
             families.extend(own::process_families());
         }

@@ -11,13 +11,20 @@
 //! inode /proc/PID/maps shows (the real file under overlayfs), so one file is probed once
 //! however many paths lead to it.
 //!
+//! A file is held probed only while some process maps it (bash and libreadline where the
+//! host keeps them excepted): a sweep every few seconds releases the others, detaching their
+//! uprobes and closing their descriptors, and at most [`MAX_FILES`] are held at once, so
+//! thousands of copies of a binary cannot make ksight hold thousands of descriptors or
+//! spend minutes detaching at exit.
+//!
 //! The one gap: a readline() call already running when its file gets probed is not seen on
 //! return, so the first line read by the first process of a file never seen before (found
 //! at its exec) is missed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -60,15 +67,51 @@ const HOST_LIBRARY_DIRS: &[&str] = &[
     concat!("/usr/lib/", multiarch!()),
 ];
 
+/// The most files held probed at once besides the host's bash and libreadline (two uprobe
+/// links each, each link a BPF link and a perf event descriptor). Past it,
+/// a newly found file is not probed until a sweep releases one that no process maps any
+/// more; each such file is counted and named once on stderr.
+pub const MAX_FILES: usize = 32;
+
+/// How often every process's mappings are read to release files no process maps any more
+/// (and to probe files refused at the bound once there is room).
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// A probed file: its two links (dropping them detaches the uprobes and closes their fds).
+struct Held {
+    _links: [Link; 2],
+    /// bash or libreadline where the host keeps them: held whether mapped or not, so a
+    /// process that starts later is traced from its first line.
+    host: bool,
+}
+
 pub struct Probes<'a> {
     obj: &'a LoadedObject,
     /// The first attach that failed, for the error when nothing could be probed at start.
     first_failure: Option<String>,
-    /// Files looked at: probed, or without a readline() of their own.
+    /// Files looked at and not to look at again while mapped: probed, without a readline()
+    /// of their own, or that could not be probed.
     seen: HashSet<FileId>,
-    links: Vec<Link>,
+    /// The files probed now, by identity (one file behind many paths is held once).
+    held: HashMap<FileId, Held>,
+    /// Files that define readline() but found no room (MAX_FILES), while still mapped.
+    refused: HashSet<FileId>,
+    /// Files refused at the bound since start (each counted when first refused).
+    refused_total: u64,
+    /// Files released since start.
+    released_total: u64,
     /// Processes to look at again (their libraries), and when.
     rescans: Vec<(u32, Instant)>,
+    next_sweep: Instant,
+    releaser: Releaser,
+}
+
+/// What became of a file looked at.
+enum Outcome {
+    /// Probed, or nothing to probe (no readline(), or the attach failed).
+    Done,
+    /// It defines readline() but MAX_FILES are held.
+    NoRoom,
 }
 
 impl<'a> Probes<'a> {
@@ -79,22 +122,25 @@ impl<'a> Probes<'a> {
             obj,
             first_failure: None,
             seen: HashSet::new(),
-            links: Vec::new(),
+            held: HashMap::new(),
+            refused: HashSet::new(),
+            refused_total: 0,
+            released_total: 0,
             rescans: Vec::new(),
+            next_sweep: Instant::now() + SWEEP_EVERY,
+            releaser: Releaser::start(),
         };
         for path in host_candidates() {
             probes.consider_host_file(&path);
         }
-        for pid in all_pids() {
-            probes.scan_process(pid);
-        }
-        if let (true, Some(why)) = (probes.links.is_empty(), &probes.first_failure) {
+        probes.sweep();
+        if let (true, Some(why)) = (probes.held.is_empty(), &probes.first_failure) {
             bail!("could not probe readline in any file: {why}");
         }
-        if probes.links.is_empty() {
+        if probes.held.is_empty() {
             warn!("no file defines readline() yet: waiting for a process that execs one");
         }
-        info!(files = probes.links.len() / 2, "readline probes attached");
+        info!(files = probes.held.len(), "readline probes attached");
         Ok(probes)
     }
 
@@ -104,7 +150,7 @@ impl<'a> Probes<'a> {
         self.rescans.push((pid, Instant::now() + RESCAN_AFTER));
     }
 
-    /// Looks again at the processes whose time has come.
+    /// Looks again at the processes whose time has come; sweeps when due.
     pub fn tick(&mut self) {
         let now = Instant::now();
         let (due, later): (Vec<_>, Vec<_>) = self.rescans.iter().partition(|(_, t)| *t <= now);
@@ -112,17 +158,82 @@ impl<'a> Probes<'a> {
         for (pid, _) in due {
             self.scan_process(pid);
         }
+        if now >= self.next_sweep {
+            self.sweep();
+            self.next_sweep = Instant::now() + SWEEP_EVERY;
+        }
+    }
+
+    /// Files held now, refused at the bound since start, released since start.
+    pub fn counts(&self) -> (usize, u64, u64) {
+        (self.held.len(), self.refused_total, self.released_total)
     }
 
     fn scan_process(&mut self, pid: u32) {
-        // A process that is gone has nothing to probe.
-        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+        for m in mappings_of(pid) {
+            self.look_at(pid, &m);
+        }
+    }
+
+    /// Every process's mappings: files no process maps any more are released, then files
+    /// not seen yet (or refused for room before) are looked at.
+    fn sweep(&mut self) {
+        let mut mapped = HashSet::new();
+        let mut unseen = Vec::new();
+        for pid in all_pids() {
+            for m in mappings_of(pid) {
+                if mapped.insert(m.id) && !self.seen.contains(&m.id) {
+                    unseen.push((pid, m));
+                }
+            }
+        }
+        let unmapped: Vec<FileId> = (self.held.iter())
+            .filter(|(id, held)| !held.host && !mapped.contains(*id))
+            .map(|(id, _)| *id)
+            .collect();
+        if !unmapped.is_empty() {
+            let gone: Vec<Held> = unmapped
+                .iter()
+                .filter_map(|id| self.held.remove(id))
+                .collect();
+            self.released_total += gone.len() as u64;
+            self.releaser.send(gone);
+            debug!(
+                released = unmapped.len(),
+                held = self.held.len(),
+                "readline probes released"
+            );
+        }
+        let held = &self.held;
+        // Forgotten when unmapped: a file mapped again later is looked at again.
+        self.seen
+            .retain(|id| mapped.contains(id) || held.contains_key(id));
+        self.refused.retain(|id| mapped.contains(id));
+        for (pid, m) in unseen {
+            self.look_at(pid, &m);
+        }
+    }
+
+    fn look_at(&mut self, pid: u32, m: &Mapping) {
+        // A file refused for room is read again only once there is room: thousands of copies
+        // cost one ELF reading each, not one per sweep.
+        if self.seen.contains(&m.id) || (self.refused.contains(&m.id) && self.full()) {
             return;
-        };
-        for m in maps.lines().filter_map(executable_mapping) {
-            if self.seen.insert(m.id) {
-                let mapped = PathBuf::from(format!("/proc/{pid}/map_files/{}", m.range));
-                self.consider(&mapped, &m.path);
+        }
+        let mapped = PathBuf::from(format!("/proc/{pid}/map_files/{}", m.range));
+        match self.consider(&mapped, &m.path, m.id, false) {
+            Outcome::Done => {
+                self.seen.insert(m.id);
+            }
+            Outcome::NoRoom => {
+                if self.refused.insert(m.id) {
+                    self.refused_total += 1;
+                    let file = crate::decode::printable(m.path.as_bytes());
+                    eprintln!(
+                        "ksight: readline not probed in {file}: {MAX_FILES} files are probed \
+                         already (the bound; room is made as no process maps one any more)"
+                    );
+                }
             }
         }
     }
@@ -133,18 +244,27 @@ impl<'a> Probes<'a> {
         };
         if self.seen.insert(id) {
             let shown = path.to_string_lossy().into_owned();
-            self.consider(path, &shown);
+            self.consider(path, &shown, id, true);
         }
     }
 
-    /// Probes the file at `path` if it defines readline(); `shown` is its path for logs.
-    fn consider(&mut self, path: &Path, shown: &str) {
+    /// Whether MAX_FILES files besides the host's are held.
+    fn full(&self) -> bool {
+        self.held.values().filter(|h| !h.host).count() >= MAX_FILES
+    }
+
+    /// Probes the file at `path` if it defines readline() and there is room; `shown` is its
+    /// path for logs.
+    fn consider(&mut self, path: &Path, shown: &str, id: FileId, host: bool) -> Outcome {
         let Some(offset) = File::open(path)
             .ok()
             .and_then(|f| elf::function_offset(&f, "readline"))
         else {
-            return;
+            return Outcome::Done;
         };
+        if !host && self.full() {
+            return Outcome::NoRoom;
+        }
         let shown = crate::decode::printable(shown.as_bytes());
         // The uretprobe first: it alone makes the records (the entry only adds wait_ns).
         let attached = self
@@ -159,7 +279,13 @@ impl<'a> Probes<'a> {
         match attached {
             Ok(links) => {
                 debug!(file = %shown, offset, "readline probed");
-                self.links.extend(links);
+                self.held.insert(
+                    id,
+                    Held {
+                        _links: links,
+                        host,
+                    },
+                );
             }
             Err(err) => {
                 warn!(file = %shown, "could not probe readline: {err:#}");
@@ -167,7 +293,69 @@ impl<'a> Probes<'a> {
                 self.first_failure.get_or_insert(why);
             }
         }
+        Outcome::Done
     }
+}
+
+impl Drop for Probes<'_> {
+    fn drop(&mut self) {
+        self.releaser
+            .send(self.held.drain().map(|(_, held)| held).collect());
+        self.releaser.finish();
+    }
+}
+
+/// Detaching a uprobe is slow: the kernel waits for several RCU grace periods under a global
+/// mutex (event_mutex), 100 to 200 ms a link measured on this 6.18 host, one after another
+/// whatever the number of threads. Files released by a sweep are dropped on a thread of
+/// their own, so the trace goes on reading events meanwhile; at exit, ksight waits for it.
+struct Releaser {
+    tx: Option<mpsc::Sender<Vec<Held>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Releaser {
+    fn start() -> Releaser {
+        let (tx, rx) = mpsc::channel::<Vec<Held>>();
+        let thread = std::thread::Builder::new()
+            .name("ksight-release".into())
+            .spawn(move || rx.into_iter().for_each(drop));
+        match thread {
+            Ok(thread) => Releaser {
+                tx: Some(tx),
+                thread: Some(thread),
+            },
+            // No thread to be had: files are released where they are let go.
+            Err(_) => Releaser {
+                tx: None,
+                thread: None,
+            },
+        }
+    }
+
+    fn send(&self, files: Vec<Held>) {
+        match &self.tx {
+            // A send fails only when the thread is gone: the files come back and drop here.
+            Some(tx) => drop(tx.send(files)),
+            None => drop(files),
+        }
+    }
+
+    /// Waits until every file sent is released.
+    fn finish(&mut self) {
+        self.tx = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The executable file mappings of a process (none when it is gone).
+fn mappings_of(pid: u32) -> Vec<Mapping> {
+    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+        return Vec::new();
+    };
+    maps.lines().filter_map(executable_mapping).collect()
 }
 
 /// An executable file mapping of /proc/PID/maps.

@@ -190,6 +190,14 @@ pub fn run(
     let skipped = obj.skipped_runs().saturating_sub(skipped_before);
     let mut s = sink.borrow_mut();
     summary(&mut s, kinds, &lost, skipped);
+    if let Some(probes) = &s.probes {
+        let (held, refused, released) = probes.counts();
+        eprintln!(
+            "ksight: readline: {held} files probed at exit, {released} released (no process \
+             mapped them any more), {refused} not probed (the bound of {} held at once)",
+            super::readline::MAX_FILES
+        );
+    }
     s.flush();
     Ok(ExitCode::SUCCESS)
 }
