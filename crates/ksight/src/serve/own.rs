@@ -197,7 +197,7 @@ pub static WEB_CONFIG_RELOAD_FAILURES: FamilyDoc = FamilyDoc {
     kind: Kind::Counter,
     labels: &[],
     help: "Changes of --web.config.file not applied: unreadable, invalid, or removing TLS or authentication (those need a restart).",
-    notes: "changes of `--web.config.file` not applied (the running configuration stays): unreadable, invalid, or removing TLS or authentication, which needs a restart; only with `--web.config.file`",
+    notes: "changes of `--web.config.file` not applied (the running configuration stays): unreadable, invalid, or removing TLS or authentication, which needs a restart; 0 without `--web.config.file`",
 };
 
 /// ksight's own families, in docs/metrics.md's order (after the collectors' families).

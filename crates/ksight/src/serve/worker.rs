@@ -152,10 +152,15 @@ impl Worker {
         own::object_families(&objects, &mut families);
         own::bpf_programs(&objects, self.scrapes.bpf_stats, &mut families);
         families.extend(self.health_families());
-        if let Some(failures) = &self.scrapes.web_config_failures {
-            let n = Value::Int(failures.load(Ordering::Relaxed));
-            families.push(Family::of(&WEB_CONFIG_RELOAD_FAILURES).with(vec![], n));
-        }
+        // Always there (0 without --web.config.file), as every declared family is.
+        let reload_failures = self
+            .scrapes
+            .web_config_failures
+            .as_ref()
+            .map_or(0, |f| f.load(Ordering::Relaxed));
+        families.push(
+            Family::of(&WEB_CONFIG_RELOAD_FAILURES).with(vec![], Value::Int(reload_failures)),
+        );
         if self.scrapes.exporter_metrics {
             families.extend(own::process_families());
         }
