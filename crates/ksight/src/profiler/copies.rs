@@ -221,15 +221,17 @@ impl Copies {
             self.judged.stack_copies += 1;
             ks_prof_unwind::KS_PROF_UNWIND_COPY
         };
+        let broken = verdict.broken;
+        let _ = self
+            .unwind_map
+            .update(&pid.to_ne_bytes(), &[mode.0 as u8], MapFlags::ANY);
+        // Once the BPF program has it: what follows this line is under the verdict.
         let unwind = if frame_pointers {
             "frame_pointers"
         } else {
             "stack_copies"
         };
-        tracing::debug!(pid, unwind, broken = verdict.broken, "judged");
-        let _ = self
-            .unwind_map
-            .update(&pid.to_ne_bytes(), &[mode.0 as u8], MapFlags::ANY);
+        tracing::debug!(pid, unwind, broken, "judged");
         for (key, unwound) in held {
             match frame_pointers {
                 true => self.count(key),
